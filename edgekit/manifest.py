@@ -1,0 +1,277 @@
+"""The bundle manifest: frozen dataclasses, JSON in and out, validation.
+
+Standard library only and Python 3.8 syntax: this module runs on the board.
+"""
+import hashlib
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Dict, List, Optional, Tuple
+
+from edgekit.errors import BundleError
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+REPORT_NAME = "report.json"
+DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
+PRECISIONS = ("float32", "float16", "int8", "int16x8")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+MAX_DIM = 1 << 20
+
+
+def _need(obj: Dict[str, Any], key: str, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise BundleError("{}: expected a JSON object, got {}".format(where, type(obj).__name__))
+    if key not in obj:
+        raise BundleError("{}: missing field '{}'".format(where, key))
+    return obj[key]
+
+
+def _check_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value) or ".." in value:
+        raise BundleError(
+            "{}: invalid name {!r}; allowed: letters, digits, '_', '-', '.' (no path parts)".format(where, value))
+    return value
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: Tuple[Optional[int], ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str) -> "TensorSpec":
+        name = _check_name(_need(d, "name", where), where + ".name")
+        shape = _need(d, "shape", where)
+        if not isinstance(shape, list) or not 1 <= len(shape) <= 8:
+            raise BundleError("{}.shape: expected a list of 1 to 8 dimensions, got {!r}".format(where, shape))
+        for i, dim in enumerate(shape):
+            ok_none = dim is None and i == 0
+            ok_int = isinstance(dim, int) and not isinstance(dim, bool) and 0 < dim <= MAX_DIM
+            if not (ok_none or ok_int):
+                raise BundleError("{}.shape[{}]: expected a positive integer up to {} (null only for the batch), "
+                                  "got {!r}".format(where, i, MAX_DIM, dim))
+        dtype = d.get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise BundleError("{}.dtype: unknown dtype {!r}; allowed: {}".format(where, dtype, ", ".join(DTYPES)))
+        return cls(name=name, shape=tuple(shape), dtype=dtype)
+
+
+@dataclass(frozen=True)
+class ExitSpec:
+    name: str
+    threshold: float
+    classes: int
+    rule: str = "max_softmax"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str) -> "ExitSpec":
+        name = _check_name(_need(d, "name", where), where + ".name")
+        threshold = _need(d, "threshold", where)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold != threshold:
+            raise BundleError("{}.threshold: expected a number, got {!r}".format(where, threshold))
+        classes = d.get("classes", 0)
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 0:
+            raise BundleError("{}.classes: expected a non-negative integer, got {!r}".format(where, classes))
+        rule = d.get("rule", "max_softmax")
+        if not isinstance(rule, str):
+            raise BundleError("{}.rule: expected a string, got {!r}".format(where, rule))
+        return cls(name=name, threshold=float(threshold), classes=classes, rule=rule)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    index: int
+    file: str
+    sha256: str
+    precision: str
+    inputs: Tuple[TensorSpec, ...]
+    outputs: Tuple[TensorSpec, ...]
+    exit: ExitSpec
+    flops: int = 0
+    size_bytes: int = 0
+    latency_ms: Optional[float] = None
+
+    @property
+    def carried(self) -> Tuple[TensorSpec, ...]:
+        """Outputs that the next stage consumes (every output but the exit)."""
+        return tuple(t for t in self.outputs if t.name != self.exit.name)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "index": self.index, "file": self.file, "sha256": self.sha256, "precision": self.precision,
+            "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
+            "exit": self.exit.to_dict(), "flops": self.flops, "size_bytes": self.size_bytes,
+            "latency_ms": self.latency_ms,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str) -> "StageSpec":
+        fname = _check_name(_need(d, "file", where), where + ".file")
+        sha = _need(d, "sha256", where)
+        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+            raise BundleError("{}.sha256: expected 64 lowercase hex digits, got {!r}".format(where, sha))
+        precision = _need(d, "precision", where)
+        if precision not in PRECISIONS:
+            raise BundleError("{}.precision: unknown precision {!r}; allowed: {}".format(
+                where, precision, ", ".join(PRECISIONS)))
+        ins = _need(d, "inputs", where)
+        outs = _need(d, "outputs", where)
+        for key, lst in (("inputs", ins), ("outputs", outs)):
+            if not isinstance(lst, list) or not lst:
+                raise BundleError("{}.{}: expected a non-empty list".format(where, key))
+        inputs = tuple(TensorSpec.from_dict(t, "{}.inputs[{}]".format(where, i)) for i, t in enumerate(ins))
+        outputs = tuple(TensorSpec.from_dict(t, "{}.outputs[{}]".format(where, i)) for i, t in enumerate(outs))
+        ex = ExitSpec.from_dict(_need(d, "exit", where), where + ".exit")
+        if ex.name not in [t.name for t in outputs]:
+            raise BundleError("{}.exit.name: {!r} is not one of the stage outputs {}".format(
+                where, ex.name, [t.name for t in outputs]))
+        latency = d.get("latency_ms")
+        return cls(index=int(d.get("index", 0)), file=fname, sha256=sha, precision=precision, inputs=inputs,
+                   outputs=outputs, exit=ex, flops=int(d.get("flops", 0)), size_bytes=int(d.get("size_bytes", 0)),
+                   latency_ms=None if latency is None else float(latency))
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: Tuple[Optional[int], ...]
+    dtype: str = "float32"
+    preprocessing: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype,
+                "preprocessing": dict(self.preprocessing)}
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str = "input") -> "InputSpec":
+        t = TensorSpec.from_dict(d, where)
+        pre = d.get("preprocessing", {})
+        if not isinstance(pre, dict):
+            raise BundleError("{}.preprocessing: expected an object, got {!r}".format(where, pre))
+        return cls(name=t.name, shape=t.shape, dtype=t.dtype, preprocessing=dict(pre))
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model_name: str
+    target: str
+    input: InputSpec
+    stages: Tuple[StageSpec, ...]
+    edgekit_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bundle_id(self) -> str:
+        """A content id: the same stage files, names and thresholds give the same id."""
+        body = self.to_dict(with_id=False)
+        blob = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_dict(self, with_id: bool = True) -> Dict[str, Any]:
+        d = {"schema_version": self.schema_version, "edgekit_version": self.edgekit_version,
+             "model_name": self.model_name, "target": self.target, "input": self.input.to_dict(),
+             "stages": [s.to_dict() for s in self.stages]}
+        d.update(self.extra)
+        if with_id:
+            d["bundle_id"] = self.bundle_id
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def with_thresholds(self, thresholds: List[float]) -> "Manifest":
+        stages = tuple(replace(s, exit=replace(s.exit, threshold=float(t))) for s, t in zip(self.stages, thresholds))
+        return replace(self, stages=stages)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "Manifest":
+        if not isinstance(d, dict):
+            raise BundleError("manifest: expected a JSON object, got {}".format(type(d).__name__))
+        version = d.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise BundleError("manifest: unknown schema_version {!r}; this edgekit reads {}".format(
+                version, SCHEMA_VERSION))
+        stages_raw = _need(d, "stages", "manifest")
+        if not isinstance(stages_raw, list) or not stages_raw or len(stages_raw) > 64:
+            raise BundleError("manifest.stages: expected a list of 1 to 64 stages")
+        stages = tuple(StageSpec.from_dict(s, "manifest.stages[{}]".format(i)) for i, s in enumerate(stages_raw))
+        inp = InputSpec.from_dict(_need(d, "input", "manifest"), "manifest.input")
+        _check_chain(inp, stages)
+        known = {"schema_version", "edgekit_version", "model_name", "target", "input", "stages", "bundle_id"}
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(model_name=str(d.get("model_name", "")), target=str(d.get("target", "")), input=inp,
+                   stages=stages, edgekit_version=str(d.get("edgekit_version", "")), schema_version=version,
+                   extra=extra)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Manifest":
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise BundleError("manifest.json is not valid JSON: {}".format(exc))
+        return cls.from_dict(data)
+
+
+def _check_chain(inp: InputSpec, stages: Tuple[StageSpec, ...]) -> None:
+    """Every stage input must be the bundle input or a tensor carried by an earlier stage."""
+    available = {inp.name: inp.shape}
+    files = set()
+    for s in stages:
+        if s.file in files:
+            raise BundleError("manifest: stage file {!r} is listed twice".format(s.file))
+        files.add(s.file)
+        for t in s.inputs:
+            if t.name not in available:
+                raise BundleError("manifest.stages[{}]: input {!r} is not produced by an earlier stage; "
+                                  "available: {}".format(s.index, t.name, sorted(available)))
+        for t in s.outputs:
+            available[t.name] = t.shape
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_manifest(bundle_dir: str) -> Manifest:
+    path = os.path.join(bundle_dir, MANIFEST_NAME)
+    if not os.path.isdir(bundle_dir):
+        raise BundleError("bundle directory not found: {}".format(bundle_dir))
+    if not os.path.isfile(path):
+        raise BundleError("{} has no {}; a bundle directory holds manifest.json and stage_*.tflite".format(
+            bundle_dir, MANIFEST_NAME))
+    with open(path, "r", encoding="utf-8") as f:
+        return Manifest.from_json(f.read())
+
+
+def verify_files(bundle_dir: str, manifest: Manifest) -> None:
+    """Raise BundleError naming the first stage file that is missing or whose sha256 differs."""
+    for s in manifest.stages:
+        path = os.path.join(bundle_dir, s.file)
+        if not os.path.isfile(path):
+            raise BundleError("stage file missing: {} (listed in the manifest as stage {})".format(path, s.index))
+        digest = sha256_file(path)
+        if digest != s.sha256:
+            raise BundleError("stage file altered: {} has sha256 {}…, the manifest says {}…".format(
+                path, digest[:12], s.sha256[:12]))
+
+
+def load_bundle(bundle_dir: str, verify: bool = True) -> Manifest:
+    manifest = read_manifest(bundle_dir)
+    if verify:
+        verify_files(bundle_dir, manifest)
+    return manifest

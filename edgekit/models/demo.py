@@ -1,0 +1,75 @@
+"""The demo: a three-exit residual CNN for 32x32 digits, trained reproducibly on the shipped splits.
+
+Stage costs grow with depth (about 3, 6 and 45 MFLOPs) so that early exit has something to save.
+Retrain (about a minute on 2 cores) and overwrite the shipped file with:
+
+    python -m edgekit.models.demo
+"""
+import os
+from typing import Tuple
+
+import numpy as np
+
+ASSET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo_digits.keras")
+CALIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "calibration")
+SEED = 7
+
+
+def _res_block(keras, x, channels: int, name: str):
+    y = keras.layers.Conv2D(channels, 3, padding="same", activation="relu", name=name + "_conv1")(x)
+    y = keras.layers.Conv2D(channels, 3, padding="same", name=name + "_conv2")(y)
+    y = keras.layers.Add(name=name + "_add")([x, y])
+    return keras.layers.ReLU(name=name + "_out")(y)
+
+
+def build_demo_model(classes: int = 10):
+    import keras
+
+    inp = keras.Input((32, 32, 1), name="image")
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="stem")(inp)
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="down1")(x)
+    x = _res_block(keras, x, 16, "block1")
+    h = keras.layers.AveragePooling2D(4, name="exit0_pool")(x)
+    e0 = keras.layers.Dense(classes, name="exit0")(keras.layers.Flatten(name="exit0_flat")(h))
+
+    x = keras.layers.Conv2D(48, 3, strides=2, padding="same", activation="relu", name="down2")(x)
+    x = _res_block(keras, x, 48, "block2")
+    h = keras.layers.AveragePooling2D(2, name="exit1_pool")(x)
+    e1 = keras.layers.Dense(classes, name="exit1")(keras.layers.Flatten(name="exit1_flat")(h))
+
+    x = keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="widen3")(x)
+    x = _res_block(keras, x, 128, "block3")
+    h = keras.layers.GlobalAveragePooling2D(name="exit2_pool")(x)
+    e2 = keras.layers.Dense(classes, name="exit2")(h)
+    return keras.Model(inp, [e0, e1, e2], name="demo_digits")
+
+
+def _load(split: str) -> Tuple[np.ndarray, np.ndarray]:
+    with np.load(os.path.join(CALIB_DIR, "digits_{}.npz".format(split)), allow_pickle=False) as z:
+        return z["x"], z["y"]
+
+
+def train(out_path: str = ASSET, epochs: int = 40) -> None:
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(SEED)
+    tf.config.experimental.enable_op_determinism()
+    x, y = _load("calib")
+    xv, yv = _load("val")
+    xt, yt = _load("test")
+    model = build_demo_model()
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(2e-3), loss=[loss, loss, loss],
+                  metrics=[["accuracy"], ["accuracy"], ["accuracy"]])
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=8, restore_best_weights=True)
+    model.fit(x, [y, y, y], validation_data=(xv, [yv, yv, yv]), epochs=epochs, batch_size=32,
+              callbacks=[stop], verbose=2)
+    for name, logits in zip(("exit0", "exit1", "exit2"), model.predict(xt, verbose=0)):
+        print("{} test accuracy {:.4f}".format(name, float(np.mean(np.argmax(logits, 1) == yt))))
+    model.save(out_path)
+    print("saved", out_path)
+
+
+if __name__ == "__main__":
+    train()

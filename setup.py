@@ -1,0 +1,22 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="edgekit",
+    version="0.1.0",
+    description="Deploy dynamic (early-exit) neural networks to Raspberry Pi and Jetson boards",
+    packages=find_packages(include=["edgekit", "edgekit.*"]),
+    package_data={"edgekit": ["assets/*.keras", "assets/*.json"]},
+    python_requires=">=3.8",
+    install_requires=["numpy", "click", "pyyaml"],
+    extras_require={
+        "convert": ["tensorflow==2.19.0", "keras"],
+        "onnx": ["onnx2tf", "onnx", "onnxruntime", "onnx-graphsurgeon", "sng4onnx"],
+        # ai-edge-litert has no armv7l wheel; tflite-runtime stopped at CPython 3.11.
+        "runtime": [
+            "ai-edge-litert; platform_machine != 'armv7l'",
+            "tflite-runtime; platform_machine == 'armv7l'",
+        ],
+        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'"],
+    },
+    entry_points={"console_scripts": ["edgekit=edgekit.cli:main"]},
+)
