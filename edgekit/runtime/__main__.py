@@ -1,0 +1,43 @@
+"""On the board: python -m edgekit.runtime BUNDLE DATA [--json] [--full-depth] [--interpreter NAME]
+
+Prints the same JSON object as `edgekit run --json`; exit code 2 with one line on bad input.
+"""
+import argparse
+import json
+import sys
+from typing import List, Optional
+
+from edgekit.data import load_data
+from edgekit.errors import EdgekitError
+from edgekit.runtime.interpreter import BACKENDS
+from edgekit.runtime.runner import EarlyExitRunner, evaluate
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m edgekit.runtime", description=__doc__.splitlines()[0])
+    ap.add_argument("bundle")
+    ap.add_argument("data", help=".npz with x (and optional y) or .npy")
+    ap.add_argument("--full-depth", action="store_true", help="run every stage for every sample")
+    ap.add_argument("--interpreter", choices=BACKENDS, default=None)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args(argv)
+    try:
+        runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads)
+        data = load_data(args.data)
+        result = evaluate(runner, data.x, data.y, full_depth=args.full_depth)
+    except EdgekitError as exc:
+        print("edgekit: error: {}".format(exc), file=sys.stderr)
+        return 2
+    result["interpreter"] = {"name": runner.backend.name, "version": runner.backend.version}
+    result["delegates"] = runner.delegate_status
+    if args.json:
+        print(json.dumps(result))
+    else:
+        acc = "n/a" if result["accuracy"] is None else "{:.4f}".format(result["accuracy"])
+        print("samples {}  accuracy {}  exits {}".format(len(result["exits"]), acc, result["exit_histogram"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
