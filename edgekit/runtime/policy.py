@@ -16,8 +16,9 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def max_softmax(logits: np.ndarray) -> np.ndarray:
-    """Confidence: the largest class probability (0..1]."""
-    return np.max(softmax(logits), axis=-1)
+    """Confidence: the largest class probability (0..1], i.e. 1 / sum(exp(z - max z))."""
+    z = logits - np.max(logits, axis=-1, keepdims=True)
+    return 1.0 / np.exp(z).sum(axis=-1)
 
 
 EXIT_RULES: Dict[str, Callable[[np.ndarray], np.ndarray]] = {

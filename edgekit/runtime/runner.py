@@ -99,32 +99,42 @@ class EarlyExitRunner:
         arr = self.prepare(x)
         n = arr.shape[0]
         ths = list(thresholds) if thresholds is not None else self.thresholds()
-        env = {self.manifest.input.name: arr}                   # carried tensors of the active samples
+        stages = self.manifest.stages
+        last = len(stages) - 1
+        feed = {self.manifest.input.name: arr}                  # carried tensors of the active samples
         active = np.arange(n)
         outputs = None   # type: Optional[np.ndarray]
-        exits = np.full(n, -1, dtype=np.int64)
+        exits = np.full(n, last, dtype=np.int64)
         scores = np.zeros(n, dtype=np.float64)
         stage_ms = []    # type: List[float]
-        last = self.num_stages - 1
+        clock = time.perf_counter
         with self._lock:
-            for k, st in enumerate(self.manifest.stages):
-                feed = {t.name: env[t.name] for t in st.inputs}
-                t0 = time.perf_counter()
+            for k, st in enumerate(stages):
+                t0 = clock()
                 res = self._runners[k](**feed)
-                stage_ms.append((time.perf_counter() - t0) * 1000.0)
-                out = np.asarray(res[st.exit.name], dtype=np.float32)
+                stage_ms.append((clock() - t0) * 1000.0)
+                out = res[st.exit.name]
                 if outputs is None:
-                    outputs = np.zeros((n,) + out.shape[1:], dtype=np.float32)
-                score = exit_score(st.exit.rule, out)
-                done = np.ones(len(active), dtype=bool) if k == last else (
-                    np.zeros(len(active), dtype=bool) if full_depth else score >= ths[k])
-                idx = active[done]
-                outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
-                if k == last or done.all():
+                    outputs = np.empty((n,) + out.shape[1:], dtype=np.float32)
+                if k == last:
+                    outputs[active] = out
+                    scores[active] = exit_score(st.exit.rule, out)
                     break
-                keep = ~done
-                active = active[keep]
-                env = {t.name: np.asarray(res[t.name])[keep] for t in st.carried}
+                if full_depth:
+                    feed = {t.name: res[t.name] for t in st.carried}
+                    continue
+                score = exit_score(st.exit.rule, out)
+                done = score >= ths[k]
+                if done.any():
+                    idx = active[done]
+                    outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
+                    if done.all():
+                        break
+                    keep = ~done
+                    active = active[keep]
+                    feed = {t.name: res[t.name][keep] for t in st.carried}
+                else:
+                    feed = {t.name: res[t.name] for t in st.carried}
         preds = np.argmax(outputs, axis=-1) if outputs is not None and outputs.ndim == 2 else np.zeros(n, np.int64)
         return Result(outputs=outputs, predictions=preds, exits=exits, scores=scores, stage_ms=stage_ms)
 

@@ -1,0 +1,1 @@
+"""Benchmarking on the board: latency protocol, energy meters (meters/), reports."""

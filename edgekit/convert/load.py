@@ -1,0 +1,32 @@
+"""Load a Keras model file (.keras or .h5) as a functional model that can be split at its exits."""
+import os
+import zipfile
+
+from edgekit.errors import ModelError
+
+FORMATS = (".keras", ".h5")
+
+
+def load_model(path: str):
+    """Return a keras.Model; a missing, corrupt, or non-functional model is a ModelError."""
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.exists(path):
+        raise ModelError("model file not found: {}".format(path))
+    if ext == ".onnx":
+        raise ModelError("{}: ONNX input is not supported yet; allowed model formats: {}".format(
+            path, ", ".join(FORMATS)))
+    if ext not in FORMATS:
+        raise ModelError("{}: unsupported model format {!r}; allowed: {}".format(path, ext, ", ".join(FORMATS)))
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError("{} is not a readable Keras model: {}".format(path, first[:300]))
+    if not hasattr(model, "_nodes_by_depth") or isinstance(model, keras.Sequential):
+        raise ModelError("{}: a {} model cannot be split; edgekit needs a functional model "
+                         "(keras.Model(inputs, outputs))".format(path, type(model).__name__))
+    if len(model.inputs) != 1:
+        raise ModelError("{}: the model has {} inputs; allowed: exactly one input".format(path, len(model.inputs)))
+    return model

@@ -1,0 +1,153 @@
+"""`edgekit flash`: one board (--host) or a fleet (--inventory); --rollback and --list use the same options.
+
+`ssh_options` and `board_from_options` are shared with `edgekit run/bench --host`.
+"""
+import functools
+from typing import Any, Callable, Optional
+
+import click
+
+from edgekit.deploy.errors import DeployError
+from edgekit.deploy.hosts import (DEFAULT_KNOWN_HOSTS, DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, DEFAULT_TIMEOUT_S,
+                                  Board, check_remote_dir, check_remote_python, make_ssh_options, parse_host)
+from edgekit.errors import ConfigError
+
+
+def ssh_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --identity, --known-hosts, --accept-new-host-key, --remote-dir, --remote-python, --timeout."""
+    opts = [
+        click.option("--identity", "-i", metavar="KEY", default=None,
+                     help="Private key file (only this key is tried). Default: ssh-agent, then ~/.ssh keys."),
+        click.option("--known-hosts", metavar="FILE", default=DEFAULT_KNOWN_HOSTS, show_default=True,
+                     help="Trusted host keys. Unknown keys are refused; a changed key is always refused."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Trust a board's key the first time and record it in --known-hosts."),
+        click.option("--remote-dir", metavar="DIR", default=DEFAULT_REMOTE_DIR, show_default=True,
+                     help="Directory on the board holding releases/, current and previous."),
+        click.option("--remote-python", metavar="PY", default=DEFAULT_REMOTE_PYTHON, show_default=True,
+                     help="Python on the board (needs numpy and a TFLite interpreter to run bundles)."),
+        click.option("--timeout", "timeout_s", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+                     help="Seconds to wait for the board to connect and answer."),
+    ]
+    return functools.reduce(lambda f, opt: opt(f), reversed(opts), fn)
+
+
+def board_from_options(host: str, identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
+                       remote_dir: str, remote_python: str, timeout_s: float, target: Optional[str] = None) -> Board:
+    """The Board for --host and the ssh_options values."""
+    return Board(host=parse_host(host), ssh=make_ssh_options(identity, known_hosts, accept_new_host_key, timeout_s),
+                 remote_dir=check_remote_dir(remote_dir), remote_python=check_remote_python(remote_python),
+                 target=target)
+
+
+@click.command("flash")
+@click.argument("bundle", required=False, type=click.Path(file_okay=False))
+@click.option("--host", metavar="USER@HOST[:PORT]", default=None, help="The board to flash.")
+@click.option("--inventory", metavar="HOSTS.yaml", default=None, type=click.Path(dir_okay=False),
+              help="Flash every board listed (host, port, user, key, remote_dir, target?, remote_python?, name?).")
+@ssh_options
+@click.option("--target", default=None, help="The board's profile, when it is not the one the bundle was built for.")
+@click.option("--force", is_flag=True, help="Flash despite soft mismatches (another board of the same arch).")
+@click.option("--keep", type=int, default=3, show_default=True, help="Releases kept on the board (>= 2).")
+@click.option("--jobs", type=int, default=4, show_default=True, help="Boards flashed at once with --inventory.")
+@click.option("--rollback", is_flag=True, help="Switch current back to the previous release.")
+@click.option("--list", "list_", is_flag=True, help="Show the releases on the board.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--verbose", "-v", is_flag=True, help="Report each step on stderr.")
+def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], identity: Optional[str],
+          known_hosts: str, accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float,
+          target: Optional[str], force: bool, keep: int, jobs: int, rollback: bool, list_: bool, as_json: bool,
+          verbose: bool) -> None:
+    """Upload BUNDLE to a board over SSH, verify it there, and switch to it atomically."""
+    from edgekit.deploy import releases as single
+    from edgekit.deploy.hosts import BoardDefaults, load_inventory
+
+    action = _action(bundle, host, inventory, rollback, list_)
+    if inventory is not None:
+        defaults = BoardDefaults(ssh=make_ssh_options(identity, known_hosts, accept_new_host_key, timeout_s),
+                                 remote_dir=check_remote_dir(remote_dir),
+                                 remote_python=check_remote_python(remote_python), target=target)
+        _fleet(action, bundle, load_inventory(inventory, defaults), jobs, force, keep, as_json)
+        return
+    base = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
+                              timeout_s, target)
+    if action == "list":
+        _show_list(single.list_releases(base), as_json)
+    elif action == "rollback":
+        res = single.rollback(base)
+        _out(res.to_dict(), as_json, "{}: current -> {} (previous -> {})".format(res.host, res.current, res.previous))
+    else:
+        hook = (lambda event, detail: click.echo("  {}: {}".format(event, detail), err=True)) if verbose else None
+        res = single.flash(bundle, base, force=force, keep=keep, on_event=hook)
+        _out(res.to_dict(), as_json, _flash_text(res))
+
+
+def _action(bundle: Optional[str], host: Optional[str], inventory: Optional[str], rollback: bool, list_: bool) -> str:
+    if (host is None) == (inventory is None):
+        raise ConfigError("give exactly one of --host USER@HOST[:PORT] or --inventory HOSTS.yaml; got {}".format(
+            "both" if host else "neither"))
+    if rollback and list_:
+        raise ConfigError("--rollback and --list: choose one")
+    action = "rollback" if rollback else "list" if list_ else "flash"
+    if action == "flash" and bundle is None:
+        raise ConfigError("flash needs a BUNDLE directory (manifest.json + stage_*.tflite), or --rollback / --list")
+    if action != "flash" and bundle is not None:
+        raise ConfigError("--{} takes no BUNDLE, got {!r}".format(action, bundle))
+    return action
+
+
+def _out(obj: Any, as_json: bool, text: str) -> None:
+    from edgekit.cli import echo_json
+
+    if as_json:
+        echo_json(obj)
+    else:
+        click.echo(text)
+
+
+def _flash_text(res: Any) -> str:
+    lines = ["flashed {} ({}, target {}) to {}:{}/releases/{}".format(
+        res.bundle_id, res.model_name or "unnamed", res.target, res.host, res.remote_dir, res.bundle_id)]
+    what = ("uploaded {} files, {} bytes in {:.2f} s".format(res.uploaded_files, res.uploaded_bytes, res.transfer_s)
+            if res.uploaded_files else "already on the board, verified; nothing uploaded")
+    lines.append("  {}; total {:.2f} s; current -> {}, previous -> {}".format(
+        what, res.total_s, res.current, res.previous or "none"))
+    lines += ["  warning: " + w for w in res.warnings]
+    if res.removed:
+        lines.append("  removed old releases: " + ", ".join(res.removed))
+    return "\n".join(lines)
+
+
+def _show_list(res: Any, as_json: bool) -> None:
+    from edgekit.cli import _table
+
+    if as_json:
+        _out(res.to_dict(), True, "")
+        return
+    click.echo("{}:{}".format(res.host, res.remote_dir))
+    if not res.releases:
+        click.echo("  no releases")
+        return
+    rows = [(r.id, "current" if r.id == res.current else "previous" if r.id == res.previous else "",
+             r.model_name, r.target, r.flashed_at[:19].replace("T", " "), str(r.size_bytes),
+             "" if r.complete else "INCOMPLETE") for r in res.releases]
+    _table(("release", "link", "model", "target", "flashed (UTC)", "bytes", ""), rows)
+
+
+def _fleet(action: str, bundle: Optional[str], boards: Any, jobs: int, force: bool, keep: int, as_json: bool) -> None:
+    from edgekit.cli import _table
+    from edgekit.deploy import fleet
+
+    if action == "flash":
+        report = fleet.flash_fleet(bundle, boards, jobs=jobs, force=force, keep=keep)
+    elif action == "rollback":
+        report = fleet.rollback_fleet(boards, jobs=jobs)
+    else:
+        report = fleet.list_fleet(boards, jobs=jobs)
+    if as_json:
+        _out(report.to_dict(), True, "")
+    else:
+        _table(("board", "result", "current", "uploaded", "seconds", "detail"), fleet.fleet_rows(report))
+    if not report.ok:
+        raise DeployError("{} of {} boards failed ({}): {}".format(
+            len(report.failed), len(report.outcomes), action, "; ".join(o.board for o in report.failed)))

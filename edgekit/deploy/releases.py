@@ -1,0 +1,197 @@
+"""flash / rollback / list on one board: probe, upload, verify on the board, switch DIR/current atomically."""
+import datetime
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import edgekit
+from edgekit.deploy.errors import BoardMismatchError, DeployError, VerifyError
+from edgekit.deploy.hosts import Board
+from edgekit.deploy.package import Payload, build_payload
+from edgekit.deploy.probe import BoardInfo, check_board
+from edgekit.deploy.ssh import Session
+from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent
+from edgekit.targets import Target, get_target
+
+DEFAULT_KEEP = 3
+
+
+@dataclass(frozen=True)
+class FlashResult:
+    host: str
+    bundle_id: str
+    model_name: str
+    target: str
+    remote_dir: str
+    current: str
+    previous: Optional[str]
+    uploaded_files: int
+    uploaded_bytes: int
+    bundle_bytes: int
+    transfer_s: float
+    total_s: float
+    warnings: Tuple[str, ...]
+    removed: Tuple[str, ...]
+    board: Dict[str, Any]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"host": self.host, "bundle_id": self.bundle_id, "model_name": self.model_name, "target": self.target,
+                "remote_dir": self.remote_dir, "current": self.current, "previous": self.previous,
+                "uploaded_files": self.uploaded_files, "uploaded_bytes": self.uploaded_bytes,
+                "bundle_bytes": self.bundle_bytes, "transfer_s": round(self.transfer_s, 3),
+                "total_s": round(self.total_s, 3), "warnings": list(self.warnings), "removed": list(self.removed),
+                "board": dict(self.board)}
+
+
+@dataclass(frozen=True)
+class Release:
+    id: str
+    complete: bool
+    model_name: str
+    target: str
+    flashed_at: str
+    flashed_from: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ReleaseList:
+    host: str
+    remote_dir: str
+    releases: Tuple[Release, ...]
+    current: Optional[str]
+    previous: Optional[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"host": self.host, "remote_dir": self.remote_dir, "current": self.current, "previous": self.previous,
+                "releases": [r.__dict__.copy() for r in self.releases]}
+
+
+@dataclass(frozen=True)
+class SwitchResult:
+    host: str
+    remote_dir: str
+    current: str
+    previous: Optional[str]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"host": self.host, "remote_dir": self.remote_dir, "current": self.current, "previous": self.previous}
+
+
+def resolve_target(board: Board, bundle_target: str) -> Target:
+    """The profile to check the board against: the board's declared target, else the bundle's."""
+    built_for = get_target(bundle_target)
+    if board.target is None or board.target == bundle_target:
+        return built_for
+    declared = get_target(board.target)
+    if declared.arch != built_for.arch:
+        raise BoardMismatchError("{}: the board is declared as {} ({}), the bundle was built for {} ({}); "
+                                 "convert the model for {}".format(board.label, declared.name, declared.arch,
+                                                                   built_for.name, built_for.arch, declared.name))
+    return declared
+
+
+def probe(session: Session, payload: Payload) -> BoardInfo:
+    board = session.board
+    answer = call_agent(session, ["probe", board.remote_dir, payload.bundle_id], "probing the board",
+                        stdin={"files": payload.expected()}, timeout_s=120)
+    return BoardInfo.from_dict(answer, board.label)
+
+
+def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAULT_KEEP,
+          on_event: EventHook = None, payload: Optional[Payload] = None) -> FlashResult:
+    """Upload a bundle and the runtime to board:DIR/releases/<bundle-id>/, verify, switch DIR/current.
+
+    `payload` (from build_payload(bundle_dir)) saves re-hashing the bundle when flashing many boards.
+    """
+    t0 = time.monotonic()
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
+        raise DeployError("--keep: expected at least 2 (the current and the previous release), got {!r}".format(keep))
+    payload = payload or build_payload(bundle_dir)
+    target = resolve_target(board, payload.manifest.target)
+    hook = on_event or (lambda event, detail: None)
+    with Session(board) as session:
+        hook("connected", board.label)
+        info = probe(session, payload)
+        hook("probed", info.remote_dir)
+        need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
+        warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
+        up = Uploader(session, info.remote_dir, payload, info.current, hook)
+        stats = UploadStats(0, 0, 0.0)
+        if info.release_state == "absent":
+            stats = up.upload_new()
+        elif info.release_state == "damaged":
+            stats = up.repair(info.release_bad)
+        hook("verify", info.remote_dir)
+        answer = _install(session, up, info, keep)
+    hook("switched", payload.bundle_id)
+    return FlashResult(host=board.label, bundle_id=payload.bundle_id, model_name=payload.manifest.model_name,
+                       target=target.name, remote_dir=info.remote_dir, current=str(answer["current"]),
+                       previous=answer.get("previous"), uploaded_files=stats.files, uploaded_bytes=stats.bytes,
+                       bundle_bytes=payload.total_bytes, transfer_s=stats.seconds, total_s=time.monotonic() - t0,
+                       warnings=tuple(warnings), removed=tuple(answer.get("removed", ())), board=info.to_dict())
+
+
+def _bytes_of(payload: Payload, rels: Tuple[str, ...]) -> int:
+    wanted = set(rels)
+    return sum(f.size for f in payload.files if f.rel in wanted)
+
+
+def _marker(payload: Payload) -> Dict[str, Any]:
+    m = payload.manifest
+    return {"bundle_id": payload.bundle_id, "model_name": m.model_name, "target": m.target,
+            "files": payload.expected(), "edgekit_version": edgekit.__version__,
+            "flashed_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "flashed_from": socket.gethostname()}
+
+
+def _install(session: Session, up: Uploader, info: BoardInfo, keep: int) -> Dict[str, Any]:
+    """Verify on the board, write the release marker, move the release into place, switch, prune."""
+    label = session.board.label
+    src = up.staging or "-"
+    try:
+        answer = call_agent(session, ["install", info.remote_dir, up.payload.bundle_id, src, str(keep)],
+                            "verifying and switching", stdin=_marker(up.payload), timeout_s=600)
+    except DeployError as exc:
+        if not session.is_alive():
+            raise DeployError("{}; current points at {} or at the new, verified release".format(
+                exc, info.current or "nothing"))
+        raise
+    if not answer.get("ok"):
+        bad = answer.get("bad") or []
+        shown = "; ".join("{}: {}".format(rel, problem) for rel, problem in bad[:3])
+        more = "" if len(bad) <= 3 else " (and {} more)".format(len(bad) - 3)
+        raise VerifyError("{}: checksum mismatch on the board after upload: {}{}; the upload was discarded and "
+                          "current still points at {}".format(label, shown, more, info.current or "nothing"))
+    return answer
+
+
+def rollback(board: Board) -> SwitchResult:
+    """Switch DIR/current back to DIR/previous (verified first); previous becomes the release just left."""
+    with Session(board) as session:
+        answer = call_agent(session, ["rollback", board.remote_dir], "rolling back", timeout_s=300)
+        if not answer.get("ok"):
+            bad = answer.get("bad") or []
+            raise VerifyError("{}: previous release {} is damaged on the board ({}); nothing was switched".format(
+                board.label, answer.get("release"), "; ".join("{}: {}".format(r, p) for r, p in bad[:3])))
+        listing = call_agent(session, ["list", board.remote_dir], "listing releases", timeout_s=120)
+    return SwitchResult(host=board.label, remote_dir=_remote_dir(board, listing), current=str(answer["current"]),
+                        previous=answer.get("previous"))
+
+
+def list_releases(board: Board) -> ReleaseList:
+    with Session(board) as session:
+        answer = call_agent(session, ["list", board.remote_dir], "listing releases", timeout_s=120)
+    rels: List[Release] = []
+    for r in answer.get("releases", []):
+        rels.append(Release(id=str(r["id"]), complete=bool(r["complete"]), model_name=str(r["model_name"]),
+                            target=str(r["target"]), flashed_at=str(r["flashed_at"]),
+                            flashed_from=str(r["flashed_from"]), size_bytes=int(r["size_bytes"])))
+    rels.sort(key=lambda r: r.flashed_at, reverse=True)
+    return ReleaseList(host=board.label, remote_dir=_remote_dir(board, answer), releases=tuple(rels),
+                       current=answer.get("current"), previous=answer.get("previous"))
+
+
+def _remote_dir(board: Board, answer: Dict[str, Any]) -> str:
+    return str(answer.get("remote_dir") or board.remote_dir)

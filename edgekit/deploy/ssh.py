@@ -1,0 +1,222 @@
+"""One SSH connection to a board: strict host keys, key or agent auth, argv-only remote commands, SFTP.
+
+Remote commands are argv lists; each element is shlex-quoted, so no user-built string reaches the remote
+shell unquoted. Unknown host keys are refused unless accept_new_host_key; a changed key is always refused.
+"""
+import os
+import shlex
+import socket
+import tempfile
+import time
+from typing import List, NamedTuple, Optional, Sequence
+
+from edgekit.deploy.errors import DeployError, HostKeyError
+from edgekit.deploy.hosts import Board
+
+KEEPALIVE_S = 5
+
+
+class CommandResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _fingerprint(key) -> str:
+    import base64
+    import hashlib
+
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode("ascii").rstrip("=")
+    return "{} SHA256:{}".format(key.get_name(), digest)
+
+
+def _policy(board: Board, known_hosts: str):
+    import paramiko
+
+    class Strict(paramiko.MissingHostKeyPolicy):
+        def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko hook
+            if not board.ssh.accept_new_host_key:
+                raise HostKeyError(
+                    "{}: unknown host key {} for {} (not in {}); check it on the board "
+                    "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and pass --accept-new-host-key, or add it to "
+                    "that file".format(board.label, _fingerprint(key), hostname, known_hosts))
+            _append_known_host(known_hosts, hostname, key)
+            client.get_host_keys().add(hostname, key.get_name(), key)
+
+    return Strict()
+
+
+def _append_known_host(path: str, hostname: str, key) -> None:
+    """Add one line to known_hosts atomically (write a copy beside it, then rename)."""
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    old = b""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            old = f.read()
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    line = "{} {} {}\n".format(hostname, key.get_name(), key.get_base64()).encode("ascii")
+    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=os.path.dirname(path) or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(old + line)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class Session:
+    """An open connection to one board. Use as a context manager; every failure is a DeployError."""
+
+    def __init__(self, board: Board) -> None:
+        self.board = board
+        self._client = None
+        self._sftp = None
+
+    def __enter__(self) -> "Session":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        import paramiko
+
+        b, opts = self.board, self.board.ssh
+        client = paramiko.SSHClient()
+        if os.path.exists(opts.known_hosts):
+            try:
+                client.load_host_keys(opts.known_hosts)
+            except (OSError, paramiko.SSHException, ValueError) as exc:
+                raise HostKeyError("{}: cannot read known hosts file {}: {}".format(b.label, opts.known_hosts, exc))
+        client.set_missing_host_key_policy(_policy(b, opts.known_hosts))
+        try:
+            client.connect(b.host.host, port=b.host.port, username=b.host.user, key_filename=opts.identity,
+                           look_for_keys=opts.identity is None, allow_agent=opts.identity is None,
+                           timeout=opts.timeout_s, banner_timeout=opts.timeout_s, auth_timeout=opts.timeout_s,
+                           channel_timeout=opts.timeout_s)
+        except HostKeyError:
+            client.close()
+            raise
+        except BaseException as exc:  # noqa: BLE001 - mapped to one clear message below
+            client.close()
+            raise self._connect_error(exc)
+        client.get_transport().set_keepalive(KEEPALIVE_S)
+        self._client = client
+
+    def _connect_error(self, exc: BaseException) -> BaseException:
+        import paramiko
+
+        b = self.board
+        if isinstance(exc, paramiko.BadHostKeyException):
+            return HostKeyError(
+                "{}: the host key changed: the board offers {}, {} records {}; refusing to connect. If the board "
+                "was reinstalled, remove the old entry (ssh-keygen -R '[{}]:{}' -f {}) and connect again".format(
+                    b.label, _fingerprint(exc.key), b.ssh.known_hosts, _fingerprint(exc.expected_key),
+                    b.host.host, b.host.port, b.ssh.known_hosts))
+        if isinstance(exc, paramiko.PasswordRequiredException):
+            return DeployError("{}: the key {} is passphrase-protected; load it into ssh-agent and omit "
+                               "--identity".format(b.label, b.ssh.identity))
+        if isinstance(exc, paramiko.AuthenticationException):
+            how = "key {}".format(b.ssh.identity) if b.ssh.identity else "ssh-agent and ~/.ssh keys"
+            return DeployError("{}: authentication as {!r} failed with {}; the board accepts: {}".format(
+                b.label, b.host.user, how, _allowed_auth(exc)))
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return DeployError("{}: no answer from {}:{} within {:g} s".format(
+                b.label, b.host.host, b.host.port, b.ssh.timeout_s))
+        if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
+            return DeployError("{}: cannot connect to {}:{}: {}".format(
+                b.label, b.host.host, b.host.port, _one_line(exc)))
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        return DeployError("{}: cannot connect: {}: {}".format(b.label, type(exc).__name__, _one_line(exc)))
+
+    def close(self) -> None:
+        for obj in (self._sftp, self._client):
+            if obj is not None:
+                try:
+                    obj.close()
+                except Exception:  # noqa: BLE001 - closing a dead connection
+                    pass
+        self._sftp = self._client = None
+
+    def is_alive(self) -> bool:
+        transport = self._client.get_transport() if self._client is not None else None
+        return transport is not None and transport.is_active()
+
+    @property
+    def sftp(self):
+        if self._sftp is None:
+            try:
+                self._sftp = self._client.open_sftp()
+                self._sftp.get_channel().settimeout(max(30.0, self.board.ssh.timeout_s))
+            except Exception as exc:  # noqa: BLE001
+                raise self.lost("opening SFTP", exc)
+        return self._sftp
+
+    def lost(self, doing: str, exc: BaseException) -> DeployError:
+        """The error for a transport failure while doing something."""
+        return DeployError("{}: connection lost while {}: {}".format(
+            self.board.label, doing, _one_line(exc) or type(exc).__name__))
+
+    def run(self, argv: Sequence[str], stdin: Optional[bytes] = None, timeout_s: Optional[float] = None,
+            doing: str = "running a command") -> CommandResult:
+        """Run argv on the board (each element shlex-quoted); returns code, stdout, stderr."""
+        if not argv or not all(isinstance(a, str) for a in argv):
+            raise DeployError("internal: remote argv must be a non-empty list of strings, got {!r}".format(argv))
+        command = " ".join(shlex.quote(a) for a in argv)
+        try:
+            chan = self._client.get_transport().open_session(timeout=self.board.ssh.timeout_s)
+            chan.settimeout(timeout_s)
+            chan.exec_command(command)
+            if stdin is not None:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = _drain(chan, timeout_s)
+            code = chan.recv_exit_status()
+            chan.close()
+        except DeployError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - socket, paramiko, timeout: all mean the link failed
+            raise self.lost(doing, exc)
+        if code < 0:
+            raise self.lost(doing, EOFError("the command ended without an exit status"))
+        return CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+
+def _drain(chan, timeout_s: Optional[float]) -> "tuple":
+    """Read stdout and stderr until the command exits (both streams, so neither pipe fills up)."""
+    out: List[bytes] = []
+    err: List[bytes] = []
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        got = False
+        while chan.recv_ready():
+            out.append(chan.recv(65536))
+            got = True
+        while chan.recv_stderr_ready():
+            err.append(chan.recv_stderr(65536))
+            got = True
+        if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            break
+        if chan.closed and not got:
+            break
+        if deadline is not None and time.monotonic() > deadline:
+            raise socket.timeout("no exit after {:g} s".format(timeout_s))
+        if not got:
+            time.sleep(0.005)
+    return b"".join(out), b"".join(err)
+
+
+def _allowed_auth(exc: BaseException) -> str:
+    allowed = getattr(exc, "allowed_types", None)
+    return ", ".join(allowed) if allowed else "(the server did not say)"
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
