@@ -1,0 +1,106 @@
+"""Fixtures for the deploy tests: real sshd servers on 127.0.0.1, client keys, real bundles."""
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import pytest
+
+from edgekit.deploy.hosts import Board, HostSpec, SshOptions
+
+from .bundles import CACHE_VERSION, tflite_stages, write_bundle, write_data
+from .sshd import APT_HINT, SSHD, SshServer, keygen
+
+REMOTE_PYTHON = sys.executable      # the venv's python stands in for the board's python3 (numpy + ai-edge-litert)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "ssh: starts a real OpenSSH server (Debian openssh-server); fails, never "
+                                       "skips, when /usr/sbin/sshd is missing")
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+@pytest.fixture(scope="session")
+def client_keys(tmp_path_factory) -> Dict[str, Path]:
+    d = tmp_path_factory.mktemp("client-keys")
+    return {"good": keygen(d / "id_good"), "wrong": keygen(d / "id_wrong")}
+
+
+def _start(root: Path, keys: Dict[str, Path]) -> SshServer:
+    if not os.path.exists(SSHD):
+        pytest.fail(APT_HINT, pytrace=False)
+    return SshServer(root, keys["good"].with_suffix(".pub")).start()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory, client_keys) -> SshServer:
+    server = _start(tmp_path_factory.mktemp("sshd"), client_keys)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def sshd_factory(tmp_path_factory, client_keys) -> Callable[[], SshServer]:
+    started: List[SshServer] = []
+
+    def start() -> SshServer:
+        server = _start(tmp_path_factory.mktemp("sshd-extra"), client_keys)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stage_files(request) -> Dict[int, List[Path]]:
+    return tflite_stages(Path(request.config.cache.mkdir(CACHE_VERSION)))
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory, stage_files) -> Dict[str, Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    out = {"A": root / "A", "B": root / "B", "arm": root / "arm"}
+    write_bundle(out["A"], stage_files[0], model_name="tiny-a")
+    write_bundle(out["B"], stage_files[1], model_name="tiny-b")
+    write_bundle(out["arm"], stage_files[0], target="raspberry-pi-4", model_name="tiny-arm")
+    return out
+
+
+@pytest.fixture(scope="session")
+def data_file(tmp_path_factory) -> Path:
+    return write_data(tmp_path_factory.mktemp("data") / "inputs.npz")
+
+
+def known_hosts_for(path: Path, *servers: SshServer) -> Path:
+    path.write_text("".join(s.host_key_line for s in servers))
+    return path
+
+
+@pytest.fixture
+def known_hosts(tmp_path, sshd) -> Path:
+    return known_hosts_for(tmp_path / "known_hosts", sshd)
+
+
+def make_board(server: SshServer, remote_dir: Path, known_hosts: Path, identity: Path,
+               remote_python: str = REMOTE_PYTHON, target: Optional[str] = None, accept_new: bool = False) -> Board:
+    return Board(host=HostSpec(user=_user(), host="127.0.0.1", port=server.port),
+                 ssh=SshOptions(identity=str(identity), known_hosts=str(known_hosts), accept_new_host_key=accept_new,
+                                timeout_s=10.0),
+                 remote_dir=str(remote_dir), remote_python=remote_python, target=target)
+
+
+@pytest.fixture
+def board(tmp_path, sshd, client_keys, known_hosts) -> Board:
+    return make_board(sshd, tmp_path / "board", known_hosts, client_keys["good"])
+
+
+def link(remote_dir: str, name: str = "current") -> Optional[str]:
+    path = os.path.join(remote_dir, name)
+    return os.path.basename(os.readlink(path)) if os.path.islink(path) else None
