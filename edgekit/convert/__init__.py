@@ -4,6 +4,7 @@ load -> split (verified against the original) -> quantize each stage -> measure 
 Needs TensorFlow; nothing here is imported by the runtime.
 """
 import hashlib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
@@ -13,6 +14,8 @@ import edgekit
 from edgekit.data import check_input_shape, load_data
 from edgekit.errors import ConfigError, ModelError
 from edgekit.manifest import ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec
+
+warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
 
 PARITY_TOL = 1e-4
 PARITY_SAMPLES = 32
@@ -67,6 +70,9 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     from edgekit.convert.quantize import quantize_stage
     from edgekit.convert.split import run_stages_keras, split_model, stage_inputs
 
+    from edgekit.convert.tf import tensorflow
+
+    tensorflow()
     step = progress or (lambda done, total, label: None)
     target, precision = _check_options(opts)
     calib = load_data(opts.calib_path)

@@ -47,8 +47,9 @@ def check_precision(precision: str) -> str:
 
 def quantize_stage(model, precision: str, feeds: Dict[str, np.ndarray]) -> bytes:
     """model: a stage keras.Model; feeds: float values of its inputs on calibration data, by name."""
-    import tensorflow as tf
+    from edgekit.convert.tf import quiet, tensorflow
 
+    tf = tensorflow()
     check_precision(precision)
     names = [t.name for t in model.inputs]
     n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
@@ -65,7 +66,8 @@ def quantize_stage(model, precision: str, feeds: Dict[str, np.ndarray]) -> bytes
         cwd = os.getcwd()
         os.chdir(tmp)          # the converter may drop temporary files in the working directory
         try:
-            return bytes(conv.convert())
+            with quiet():
+                return bytes(conv.convert())
         except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError("stage {} cannot be converted at {}: {}".format(model.name, precision, first[:300]))

@@ -1,0 +1,34 @@
+"""`edgekit demo`: convert the shipped demo model, run the digits test split, time early exit."""
+import os
+import shutil
+import tempfile
+from typing import Any, Callable, Dict, Optional
+
+from edgekit.bench.latency import Protocol, bench
+from edgekit.data import load_data
+from edgekit.models.demo import ASSET, CALIB_DIR
+from edgekit.runtime import EarlyExitRunner
+
+
+def run_demo(target: str, out_dir: Optional[str], runs: int,
+             progress: Optional[Callable[[int, int, str], None]] = None) -> Dict[str, Any]:
+    from edgekit.convert import ConvertOptions, convert
+
+    keep = out_dir is not None
+    work = out_dir if keep else tempfile.mkdtemp(prefix="edgekit-demo-")
+    try:
+        res = convert(ConvertOptions(ASSET, target, os.path.join(CALIB_DIR, "digits_calib.npz"), work,
+                                     force=keep), progress=progress)
+        test = load_data(os.path.join(CALIB_DIR, "digits_test.npz"))
+        b = bench(EarlyExitRunner(res.bundle_dir), test.x, test.y, Protocol(runs=runs, warmup=20))
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return {
+        "target": target, "precision": res.report["precision"], "bundle_dir": res.bundle_dir if keep else "(removed)",
+        "bundle_size_bytes": res.report["bundle_size_bytes"],
+        "accuracy_early_exit": b["early_exit"]["accuracy"], "accuracy_full_depth": b["full_depth"]["accuracy"],
+        "mean_ms_early_exit": b["early_exit"]["latency_ms"]["mean"],
+        "mean_ms_full_depth": b["full_depth"]["latency_ms"]["mean"], "speedup": b["speedup"],
+        "exit_histogram": b["early_exit"]["exit_histogram"],
+    }
