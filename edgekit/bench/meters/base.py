@@ -115,9 +115,12 @@ class Meter:
     name = "meter"
     measured = True
     default_interval_s = 0.1
+    _in_session = False
 
     def available(self) -> Tuple[bool, str]:
         """(True, what will be read) or (False, why not). Takes one real sample; never raises."""
+        if self._in_session:
+            return True, self.describe()    # it is sampling right now; do not disturb its device
         try:
             self.open()
             try:
@@ -198,10 +201,10 @@ class Session:
     def start(self) -> "Session":
         if self._thread is not None:
             raise MeterError("this {} session was already started; open a new session".format(self.meter.name))
-        if getattr(self.meter, "_in_session", False):
+        if self.meter._in_session:
             raise MeterError("meter {} is already sampling in another session".format(self.meter.name))
         self.meter.open()
-        self.meter._in_session = True  # type: ignore[attr-defined]
+        self.meter._in_session = True
         try:
             self._sample()
         except BaseException:
@@ -267,5 +270,5 @@ class Session:
             self._release()
 
     def _release(self) -> None:
-        self.meter._in_session = False  # type: ignore[attr-defined]
+        self.meter._in_session = False
         self.meter.close()

@@ -38,8 +38,8 @@ def _set_raw(fd: int, baud: int) -> None:
     import termios   # POSIX only; imported here so the module imports anywhere
     speed = getattr(termios, "B{}".format(baud), None)
     if speed is None:
-        raise MeterError("serial baud rate {} is not supported; allowed: 9600, 19200, 38400, 57600, 115200, "
-                         "230400".format(baud))
+        raise MeterError("serial baud rate {} is not supported; allowed: a standard rate such as 9600, 19200, "
+                         "38400, 57600, 115200 or 230400".format(baud))
     attrs = termios.tcgetattr(fd)
     attrs[0] = 0                                                               # iflag: no translation
     attrs[1] = 0                                                               # oflag
