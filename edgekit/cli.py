@@ -205,5 +205,9 @@ def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else "{:.2%}".format(v)
 
 
+from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402  (issue 8; local so deploy stays optional)
+main.add_command(_flash_cmd)
+
+
 if __name__ == "__main__":
     main()

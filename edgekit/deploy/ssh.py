@@ -123,8 +123,9 @@ class Session:
                                "--identity".format(b.label, b.ssh.identity))
         if isinstance(exc, paramiko.AuthenticationException):
             how = "key {}".format(b.ssh.identity) if b.ssh.identity else "ssh-agent and ~/.ssh keys"
-            return DeployError("{}: authentication as {!r} failed with {}; the board accepts: {}".format(
-                b.label, b.host.user, how, _allowed_auth(exc)))
+            return DeployError("{}: authentication as {!r} failed with {}{}; put the public key in that user's "
+                               "~/.ssh/authorized_keys on the board (ssh-copy-id)".format(
+                                   b.label, b.host.user, how, _allowed_auth(exc)))
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return DeployError("{}: no answer from {}:{} within {:g} s".format(
                 b.label, b.host.host, b.host.port, b.ssh.timeout_s))
@@ -214,7 +215,7 @@ def _drain(chan, timeout_s: Optional[float]) -> "tuple":
 
 def _allowed_auth(exc: BaseException) -> str:
     allowed = getattr(exc, "allowed_types", None)
-    return ", ".join(allowed) if allowed else "(the server did not say)"
+    return " (the board accepts only: {})".format(", ".join(allowed)) if allowed else ""
 
 
 def _one_line(exc: BaseException) -> str:
