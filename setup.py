@@ -11,6 +11,7 @@ setup(
     extras_require={
         "convert": ["tensorflow==2.19.0", "keras"],
         "onnx": ["onnx2tf", "onnx", "onnxruntime", "onnx-graphsurgeon", "sng4onnx"],
+        "deploy": ["paramiko"],          # edgekit flash / run --host / bench --host (SSH + SFTP)
         # ai-edge-litert has no armv7l wheel; tflite-runtime stopped at CPython 3.11.
         "runtime": [
             "ai-edge-litert; platform_machine != 'armv7l'",

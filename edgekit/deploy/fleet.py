@@ -96,6 +96,8 @@ def fleet_rows(report: FleetReport) -> List[Tuple[str, ...]]:
         r = o.result or {}
         uploaded = "{} files, {} B".format(r["uploaded_files"], r["uploaded_bytes"]) if "uploaded_files" in r else "-"
         detail = o.error if not o.ok else "; ".join(r.get("warnings", ())) or ""
+        if detail.startswith(o.board + ": "):
+            detail = detail[len(o.board) + 2:]
         rows.append((o.board, "ok" if o.ok else "FAILED", str(r.get("current") or "-"), uploaded,
                      "{:.2f}".format(o.seconds), detail))
     return rows

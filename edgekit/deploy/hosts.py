@@ -102,9 +102,10 @@ def parse_host(spec: str, where: str = "--host") -> HostSpec:
     port: Any = 22
     if rest.startswith("["):
         end = rest.find("]")
-        if end < 0 or rest[end + 1:] not in ("",) and not rest[end + 1:].startswith(":"):
+        tail = rest[end + 1:] if end >= 0 else ""
+        if end < 0 or (tail and not tail.startswith(":")):
             raise ConfigError("{}: malformed address {!r}; expected user@[v6addr]:port".format(where, spec))
-        host, tail = rest[1:end], rest[end + 1:]
+        host = rest[1:end]
         if tail:
             port = tail[1:]
     elif rest.count(":") == 1:

@@ -126,6 +126,11 @@ class Session:
             return DeployError("{}: authentication as {!r} failed with {}{}; put the public key in that user's "
                                "~/.ssh/authorized_keys on the board (ssh-copy-id)".format(
                                    b.label, b.host.user, how, _allowed_auth(exc)))
+        if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+            reasons = sorted({os.strerror(e.errno) if getattr(e, "errno", None) else _one_line(e)
+                              for e in exc.errors.values()})
+            return DeployError("{}: cannot connect to {}:{}: {} (is the board on and sshd running on that "
+                               "port?)".format(b.label, b.host.host, b.host.port, "; ".join(reasons)))
         if isinstance(exc, (socket.timeout, TimeoutError)):
             return DeployError("{}: no answer from {}:{} within {:g} s".format(
                 b.label, b.host.host, b.host.port, b.ssh.timeout_s))
