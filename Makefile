@@ -1,0 +1,35 @@
+# Set-up and entry points. Every target creates or reuses .venv and installs from the pinned files.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+PIP_PIN := pip==24.3.1
+
+.PHONY: demo test test-slow bench system-deps clean
+
+$(STAMP): setup.py constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(PIP_PIN)
+	$(PY) -m pip install -q -c constraints.txt -e ".[convert,runtime,dev]"
+	touch $(STAMP)
+
+## make demo: convert the shipped demo model for the host and time early exit against full depth
+demo: $(STAMP)
+	$(VENV)/bin/edgekit demo
+
+## make test: the default test run (well under 20 minutes on 2 cores)
+test: $(STAMP) system-deps
+	$(PY) -m pytest -q -m "not slow"
+
+## make test-slow: the tests marked slow
+test-slow: $(STAMP) system-deps
+	$(PY) -m pytest -q -m slow
+
+## make bench: the benchmark suite in benchmarks/
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py
+
+system-deps:
+	bash scripts/system-deps.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache
