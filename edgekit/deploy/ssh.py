@@ -7,6 +7,7 @@ import os
 import shlex
 import socket
 import tempfile
+import threading
 import time
 from typing import List, NamedTuple, Optional, Sequence
 
@@ -14,6 +15,7 @@ from edgekit.deploy.errors import DeployError, HostKeyError
 from edgekit.deploy.hosts import Board
 
 KEEPALIVE_S = 5
+_KNOWN_HOSTS_LOCK = threading.Lock()
 
 
 class CommandResult(NamedTuple):
@@ -48,6 +50,11 @@ def _policy(board: Board, known_hosts: str):
 
 def _append_known_host(path: str, hostname: str, key) -> None:
     """Add one line to known_hosts atomically (write a copy beside it, then rename)."""
+    with _KNOWN_HOSTS_LOCK:                 # fleet flashes accept keys from several threads at once
+        _append_locked(path, hostname, key)
+
+
+def _append_locked(path: str, hostname: str, key) -> None:
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     old = b""
     if os.path.exists(path):
@@ -87,15 +94,17 @@ class Session:
         import paramiko
 
         b, opts = self.board, self.board.ssh
+        known_hosts = os.path.expanduser(opts.known_hosts)
+        identity = None if opts.identity is None else os.path.expanduser(opts.identity)
         client = paramiko.SSHClient()
-        if os.path.exists(opts.known_hosts):
+        if os.path.exists(known_hosts):
             try:
-                client.load_host_keys(opts.known_hosts)
+                client.load_host_keys(known_hosts)
             except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise HostKeyError("{}: cannot read known hosts file {}: {}".format(b.label, opts.known_hosts, exc))
-        client.set_missing_host_key_policy(_policy(b, opts.known_hosts))
+                raise HostKeyError("{}: cannot read known hosts file {}: {}".format(b.label, known_hosts, exc))
+        client.set_missing_host_key_policy(_policy(b, known_hosts))
         try:
-            client.connect(b.host.host, port=b.host.port, username=b.host.user, key_filename=opts.identity,
+            client.connect(b.host.host, port=b.host.port, username=b.host.user, key_filename=identity,
                            look_for_keys=opts.identity is None, allow_agent=opts.identity is None,
                            timeout=opts.timeout_s, banner_timeout=opts.timeout_s, auth_timeout=opts.timeout_s,
                            channel_timeout=opts.timeout_s)

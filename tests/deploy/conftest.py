@@ -59,8 +59,10 @@ def sshd_factory(tmp_path_factory, client_keys) -> Callable[[], SshServer]:
 
 
 @pytest.fixture(scope="session")
-def stage_files(request) -> Dict[int, List[Path]]:
-    return tflite_stages(Path(request.config.cache.mkdir(CACHE_VERSION)))
+def stage_files(request, tmp_path_factory) -> Dict[int, List[Path]]:
+    cache = getattr(request.config, "cache", None)          # absent with -p no:cacheprovider
+    where = Path(cache.mkdir(CACHE_VERSION)) if cache is not None else tmp_path_factory.mktemp("tflite")
+    return tflite_stages(where)
 
 
 @pytest.fixture(scope="session")

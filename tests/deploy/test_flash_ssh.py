@@ -149,6 +149,20 @@ def test_dropped_connection_mid_upload_keeps_current(board, sshd, bundles):
     assert (res.current, res.previous) == (b, a) and link(board.remote_dir) == b
 
 
+def test_dropped_connection_before_switch_keeps_current(board, sshd, bundles):
+    a = flash(str(bundles["A"]), board).bundle_id
+
+    def drop_before_verify(event, detail):
+        if event == "verify":
+            sshd.kill_sessions()
+
+    with pytest.raises(DeployError, match="connection lost while verifying and switching") as err:
+        flash(str(bundles["B"]), board, on_event=drop_before_verify)
+    assert "current points at {} or at the new, verified release".format(a) in str(err.value)
+    assert link(board.remote_dir) == a and [r.id for r in list_releases(board).releases] == [a]
+    assert flash(str(bundles["B"]), board).current == bid(bundles["B"])
+
+
 def test_checksum_mismatch_after_upload_is_refused(board, bundles):
     a = flash(str(bundles["A"]), board).bundle_id
 
@@ -242,3 +256,15 @@ def test_keep_prunes_old_releases_but_never_current_or_previous(board, bundles, 
     remaining = sorted(p for p in os.listdir(os.path.join(board.remote_dir, "releases")) if not p.startswith("."))
     assert remaining == sorted(ids[2:])
     assert (link(board.remote_dir), link(board.remote_dir, "previous")) == (ids[3], ids[2])
+
+
+def test_run_remote_the_way_run_and_bench_call_it(board, bundles, data_file):
+    from edgekit.deploy.cli import board_from_options
+
+    rid = flash(str(bundles["A"]), board).bundle_id
+    target = board_from_options(str(board.host), board.ssh.identity, board.ssh.known_hosts, False, board.remote_dir,
+                                board.remote_python, 10.0)
+    by_string = run_remote(str(board.host), "current", str(data_file), ["--threads", "1"], ssh=board.ssh,
+                           remote_dir=board.remote_dir, remote_python=board.remote_python)
+    by_board = run_remote(target, rid, str(data_file))
+    assert (by_board["predictions"], by_board["exits"]) == (by_string["predictions"], by_string["exits"])
