@@ -17,7 +17,7 @@ setup(
             "ai-edge-litert; platform_machine != 'armv7l'",
             "tflite-runtime; platform_machine == 'armv7l'",
         ],
-        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'"],
+        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'", "paramiko"],
     },
     entry_points={"console_scripts": ["edgekit=edgekit.cli:main"]},
 )

@@ -91,8 +91,11 @@ class Session:
         self.close()
 
     def connect(self) -> None:
-        import paramiko
-
+        try:
+            import paramiko
+        except ImportError as exc:
+            raise DeployError("flashing needs paramiko, which is not importable here ({}); install edgekit with "
+                              "the deploy extra: pip install -c constraints.txt 'edgekit[deploy]'".format(exc))
         b, opts = self.board, self.board.ssh
         known_hosts = os.path.expanduser(opts.known_hosts)
         identity = None if opts.identity is None else os.path.expanduser(opts.identity)

@@ -104,6 +104,8 @@ class Uploader:
             except DeployError:
                 raise
             except Exception as exc:  # noqa: BLE001 - SFTP status errors and dropped links, told apart below
+                if in_place and self.session.is_alive():
+                    _try(lambda: sftp.remove(dest))         # a half-written file beside a release file
                 raise self.failure("uploading " + f.rel, exc)
             self._files += 1
             self._bytes += f.size
@@ -143,6 +145,13 @@ class Uploader:
         except DeployError:
             pass
         return DeployError("{}: upload failed while {}: {}{}; {}".format(label, doing, _text(exc), free, still))
+
+
+def _try(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - best-effort clean-up
+        pass
 
 
 def _text(exc: BaseException) -> str:

@@ -14,11 +14,6 @@ from .sshd import APT_HINT, SSHD, SshServer, keygen
 REMOTE_PYTHON = sys.executable      # the venv's python stands in for the board's python3 (numpy + ai-edge-litert)
 
 
-def pytest_configure(config) -> None:
-    config.addinivalue_line("markers", "ssh: starts a real OpenSSH server (Debian openssh-server); fails, never "
-                                       "skips, when /usr/sbin/sshd is missing")
-
-
 def _user() -> str:
     import getpass
 
