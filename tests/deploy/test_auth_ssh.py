@@ -36,10 +36,12 @@ def test_changed_host_key_is_refused_even_with_accept_new(tmp_path, sshd, client
 
 
 def test_wrong_client_key(tmp_path, sshd, client_keys, known_hosts, bundles):
+    rid = flash(str(bundles["A"]), make_board(sshd, tmp_path / "board", known_hosts, client_keys["good"])).bundle_id
     b = make_board(sshd, tmp_path / "board", known_hosts, client_keys["wrong"])
     with pytest.raises(DeployError, match=r"authentication as '\w+' failed with key .*id_wrong; put the public "
                                           r"key in that user's ~/\.ssh/authorized_keys"):
-        flash(str(bundles["A"]), b)
+        flash(str(bundles["B"]), b)
+    assert link(b.remote_dir) == rid
 
 
 def test_nothing_listening(tmp_path, client_keys, known_hosts, sshd_factory):
