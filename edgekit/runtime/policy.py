@@ -26,8 +26,8 @@ EXIT_RULES: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def exit_score(rule: str, output: np.ndarray) -> np.ndarray:
+def exit_rule(rule: str) -> Callable[[np.ndarray], np.ndarray]:
     fn = EXIT_RULES.get(rule)
     if fn is None:
         raise BundleError("unknown exit rule {!r}; allowed: {}".format(rule, ", ".join(sorted(EXIT_RULES))))
-    return fn(output)
+    return fn

@@ -5,7 +5,7 @@ numpy + a TFLite interpreter only; Python 3.8 syntax (this file runs on the boar
 import os
 import threading
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -13,15 +13,43 @@ from edgekit.data import check_input_shape
 from edgekit.errors import BundleError, DataError
 from edgekit.manifest import Manifest, StageSpec, load_bundle
 from edgekit.runtime.interpreter import Backend, load_backend
-from edgekit.runtime.policy import exit_score
+from edgekit.runtime.policy import exit_rule
 
 
-class Result(NamedTuple):
-    outputs: np.ndarray          # (N, classes): the exit output each sample left with
-    predictions: np.ndarray      # (N,) argmax of outputs
-    exits: np.ndarray            # (N,) index of the exit each sample left at
-    scores: np.ndarray           # (N,) exit-rule score at that exit
-    stage_ms: List[float]        # wall time of each stage invocation, in stage order (only stages run)
+class Result:
+    """outputs: (N, classes), the exit output each sample left with; stage_ms: wall time of each stage
+    invocation (only the stages that ran). exits, scores and predictions are derived on first use, so
+    that a full-depth call does no numpy work after the last stage (the first numpy call after an
+    interpreter invocation runs on cold caches and costs tens of microseconds)."""
+
+    __slots__ = ("outputs", "stage_ms", "_exits", "_scores", "_rule", "_last", "_predictions")
+
+    def __init__(self, outputs: np.ndarray, stage_ms: List[float], exits: Optional[np.ndarray],
+                 scores: Optional[np.ndarray], rule: Callable[[np.ndarray], np.ndarray], last: int) -> None:
+        self.outputs, self.stage_ms = outputs, stage_ms
+        self._exits, self._scores, self._rule, self._last = exits, scores, rule, last
+        self._predictions = None   # type: Optional[np.ndarray]
+
+    @property
+    def exits(self) -> np.ndarray:
+        """(N,) index of the exit each sample left at."""
+        if self._exits is None:
+            self._exits = np.full(len(self.outputs), self._last, dtype=np.int64)
+        return self._exits
+
+    @property
+    def scores(self) -> np.ndarray:
+        """(N,) exit-rule score at the exit each sample left at."""
+        if self._scores is None:
+            self._scores = np.asarray(self._rule(self.outputs), dtype=np.float64)
+        return self._scores
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """(N,) argmax of the outputs (class index)."""
+        if self._predictions is None:
+            self._predictions = np.argmax(self.outputs.reshape(len(self.outputs), -1), axis=-1)
+        return self._predictions
 
 
 class EarlyExitRunner:
@@ -34,10 +62,14 @@ class EarlyExitRunner:
         self.num_threads = int(num_threads or rt.get("num_threads") or 1)
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
-        self._runners = []   # type: List[Any]
-        for st in self.manifest.stages:
-            self._runners.append(self._make_runner(st, delegates))
+        self._runners = [self._make_runner(st, delegates) for st in self.manifest.stages]   # type: List[Any]
+        # per stage: (signature runner, names carried to the next stage, exit output name, exit rule)
+        self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, exit_rule(st.exit.rule))
+                      for r, st in zip(self._runners, self.manifest.stages)]
         self._lock = threading.Lock()
+        self._sample_shape = tuple(self.manifest.input.shape[1:])
+        pre = self.manifest.input.preprocessing
+        self._scale, self._offset = float(pre.get("scale", 1.0)), float(pre.get("offset", 0.0))
 
     # -- set-up -------------------------------------------------------------------------------------
     def _load_delegates(self, specs: Sequence[Dict[str, Any]]) -> List[Any]:
@@ -81,16 +113,17 @@ class EarlyExitRunner:
 
     def prepare(self, x: Any) -> np.ndarray:
         """Validate a batch against the bundle input and apply the manifest's preprocessing."""
+        if (self._scale, self._offset) == (1.0, 0.0) and type(x) is np.ndarray and x.dtype == np.float32 \
+                and x.shape[1:] == self._sample_shape and x.shape[0] > 0:
+            return x                                    # the common case, checked without numpy calls
+        spec = self.manifest.input
         arr = np.asarray(x)
         if not np.issubdtype(arr.dtype, np.number):
             raise DataError("input has dtype {}; allowed: numeric arrays".format(arr.dtype))
-        spec = self.manifest.input
         check_input_shape(arr, spec.shape, "input {!r}".format(spec.name))
         arr = arr.astype(np.float32, copy=False)
-        pre = spec.preprocessing
-        scale, offset = float(pre.get("scale", 1.0)), float(pre.get("offset", 0.0))
-        if scale != 1.0 or offset != 0.0:
-            arr = arr * np.float32(scale) + np.float32(offset)
+        if (self._scale, self._offset) != (1.0, 0.0):
+            arr = arr * np.float32(self._scale) + np.float32(self._offset)
         return arr
 
     def run(self, x: Any, full_depth: bool = False, thresholds: Optional[Sequence[float]] = None) -> Result:
@@ -98,45 +131,45 @@ class EarlyExitRunner:
         the last exit always answers. Exited samples are dropped from the batch that continues."""
         arr = self.prepare(x)
         n = arr.shape[0]
-        ths = list(thresholds) if thresholds is not None else self.thresholds()
-        stages = self.manifest.stages
-        last = len(stages) - 1
-        feed = {self.manifest.input.name: arr}                  # carried tensors of the active samples
-        active = np.arange(n)
-        outputs = None   # type: Optional[np.ndarray]
-        exits = np.full(n, last, dtype=np.int64)
-        scores = np.zeros(n, dtype=np.float64)
-        stage_ms = []    # type: List[float]
+        ths = self.thresholds() if thresholds is None else list(thresholds)
+        last = len(self._plan) - 1
+        feed = {self.manifest.input.name: arr}      # the tensors the next stage needs, for active samples
+        active = None   # type: Optional[np.ndarray]  # indices of samples still running; None = all of them
+        outputs = exits = scores = None   # type: Optional[np.ndarray]
+        stage_ms = []   # type: List[float]
         clock = time.perf_counter
         with self._lock:
-            for k, st in enumerate(stages):
+            for k, (sig, carried, exit_name, rule) in enumerate(self._plan):
                 t0 = clock()
-                res = self._runners[k](**feed)
+                res = sig(**feed)
                 stage_ms.append((clock() - t0) * 1000.0)
-                out = res[st.exit.name]
-                if outputs is None:
-                    outputs = np.empty((n,) + out.shape[1:], dtype=np.float32)
+                out = res[exit_name]
                 if k == last:
-                    outputs[active] = out
-                    scores[active] = exit_score(st.exit.rule, out)
+                    if active is None:
+                        outputs = out
+                    else:
+                        outputs[active], scores[active] = out, rule(out)
                     break
                 if full_depth:
-                    feed = {t.name: res[t.name] for t in st.carried}
+                    feed = {c: res[c] for c in carried}
                     continue
-                score = exit_score(st.exit.rule, out)
+                score = rule(out)
                 done = score >= ths[k]
-                if done.any():
-                    idx = active[done]
-                    outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
-                    if done.all():
-                        break
-                    keep = ~done
-                    active = active[keep]
-                    feed = {t.name: res[t.name][keep] for t in st.carried}
-                else:
-                    feed = {t.name: res[t.name] for t in st.carried}
-        preds = np.argmax(outputs, axis=-1) if outputs is not None and outputs.ndim == 2 else np.zeros(n, np.int64)
-        return Result(outputs=outputs, predictions=preds, exits=exits, scores=scores, stage_ms=stage_ms)
+                if not done.any():
+                    feed = {c: res[c] for c in carried}
+                    continue
+                if active is None:
+                    active = np.arange(n)
+                    outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
+                    exits, scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
+                idx = active[done]
+                outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
+                if done.all():
+                    break
+                keep = ~done
+                active = active[keep]
+                feed = {c: res[c][keep] for c in carried}
+        return Result(outputs, stage_ms, exits, scores, self._plan[-1][3], last)
 
 
 def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = None, full_depth: bool = False,
