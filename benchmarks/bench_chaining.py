@@ -4,7 +4,7 @@ Converts the demo model once whole and once split into stages, at float32 and in
 batch 1 (and batch 16), interleaved call by call so that machine noise hits both alike. Prints the ratio
 chained / monolithic of mean latency. Goal (issue 2): at most 1.05.
 
-    python benchmarks/chaining_overhead.py [--calls 2000] [--json OUT]
+    python benchmarks/bench_chaining.py [--calls 2000] [--json OUT]
 """
 import argparse
 import json
