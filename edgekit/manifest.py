@@ -69,9 +69,13 @@ class ExitSpec:
     threshold: float
     classes: int
     rule: str = "max_softmax"
+    score: Optional[str] = None      # for rule "learned": the stage output that holds the exit score
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.score is None:
+            del d["score"]
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str) -> "ExitSpec":
@@ -85,7 +89,13 @@ class ExitSpec:
         rule = d.get("rule", "max_softmax")
         if not isinstance(rule, str):
             raise BundleError("{}.rule: expected a string, got {!r}".format(where, rule))
-        return cls(name=name, threshold=float(threshold), classes=classes, rule=rule)
+        score = d.get("score")
+        if score is not None:
+            _check_name(score, where + ".score")
+        if (rule == "learned") != (score is not None):
+            raise BundleError("{}: rule 'learned' needs a 'score' output and only it has one (rule {!r}, score {!r})"
+                              .format(where, rule, score))
+        return cls(name=name, threshold=float(threshold), classes=classes, rule=rule, score=score)
 
 
 @dataclass(frozen=True)
@@ -103,8 +113,8 @@ class StageSpec:
 
     @property
     def carried(self) -> Tuple[TensorSpec, ...]:
-        """Outputs that the next stage consumes (every output but the exit)."""
-        return tuple(t for t in self.outputs if t.name != self.exit.name)
+        """Outputs that the next stage consumes (every output but the exit and its score)."""
+        return tuple(t for t in self.outputs if t.name not in (self.exit.name, self.exit.score))
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -132,9 +142,10 @@ class StageSpec:
         inputs = tuple(TensorSpec.from_dict(t, "{}.inputs[{}]".format(where, i)) for i, t in enumerate(ins))
         outputs = tuple(TensorSpec.from_dict(t, "{}.outputs[{}]".format(where, i)) for i, t in enumerate(outs))
         ex = ExitSpec.from_dict(_need(d, "exit", where), where + ".exit")
-        if ex.name not in [t.name for t in outputs]:
-            raise BundleError("{}.exit.name: {!r} is not one of the stage outputs {}".format(
-                where, ex.name, [t.name for t in outputs]))
+        for field_name, value in (("name", ex.name), ("score", ex.score)):
+            if value is not None and value not in [t.name for t in outputs]:
+                raise BundleError("{}.exit.{}: {!r} is not one of the stage outputs {}".format(
+                    where, field_name, value, [t.name for t in outputs]))
         latency = d.get("latency_ms")
         return cls(index=int(d.get("index", 0)), file=fname, sha256=sha, precision=precision, inputs=inputs,
                    outputs=outputs, exit=ex, flops=int(d.get("flops", 0)), size_bytes=int(d.get("size_bytes", 0)),

@@ -1,6 +1,11 @@
-"""Exit rules: given an exit's output, a per-sample score; a sample exits when score >= threshold.
+"""Exit rules: from an exit's output, a per-sample score; a sample exits when score >= threshold.
 
-Pure numpy. The registry EXIT_RULES is the one list of rules; the manifest names the rule per exit.
+Pure numpy, Python 3.8. EXIT_RULES is the one registry of rules; the manifest names the rule per exit.
+Every score is "higher = more sure", so one comparison serves all rules:
+- max_softmax: the largest class probability, in (0, 1];
+- entropy: 1 - H(p) / log(C), in [0, 1] (1 = one-hot, 0 = uniform);
+- margin: top-1 minus top-2 class probability, in [0, 1];
+- learned: a model output named as the exit's score (e.g. a quality-assessment head), taken as is.
 """
 from typing import Callable, Dict
 
@@ -10,24 +15,44 @@ from edgekit.errors import BundleError
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64) - np.max(logits, axis=-1, keepdims=True)
+    z = logits - np.max(logits, axis=-1, keepdims=True)
     e = np.exp(z)
-    return e / np.sum(e, axis=-1, keepdims=True)
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def max_softmax(logits: np.ndarray) -> np.ndarray:
-    """Confidence: the largest class probability (0..1], i.e. 1 / sum(exp(z - max z))."""
+    """1 / sum(exp(z - max z)): the largest class probability without forming all of them."""
     z = logits - np.max(logits, axis=-1, keepdims=True)
     return 1.0 / np.exp(z).sum(axis=-1)
 
 
+def entropy(logits: np.ndarray) -> np.ndarray:
+    p = softmax(logits.astype(np.float64))
+    h = -np.sum(p * np.log(np.clip(p, 1e-12, 1.0)), axis=-1)
+    return 1.0 - h / np.log(p.shape[-1])
+
+
+def margin(logits: np.ndarray) -> np.ndarray:
+    p = softmax(logits.astype(np.float64))
+    top2 = np.partition(p, -2, axis=-1)[..., -2:]
+    return top2[..., 1] - top2[..., 0]
+
+
+def learned(score: np.ndarray) -> np.ndarray:
+    return np.asarray(score, dtype=np.float64).reshape(len(score), -1)[:, 0]
+
+
 EXIT_RULES: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "max_softmax": max_softmax,
+    "entropy": entropy,
+    "margin": margin,
+    "learned": learned,
 }
+DEFAULT_RULE = "max_softmax"
 
 
 def exit_rule(rule: str) -> Callable[[np.ndarray], np.ndarray]:
     fn = EXIT_RULES.get(rule)
     if fn is None:
-        raise BundleError("unknown exit rule {!r}; allowed: {}".format(rule, ", ".join(sorted(EXIT_RULES))))
+        raise BundleError("unknown exit rule {!r}; allowed: {}".format(rule, ", ".join(EXIT_RULES)))
     return fn

@@ -12,6 +12,7 @@ import numpy as np
 from edgekit.data import check_input_shape
 from edgekit.errors import BundleError, DataError
 from edgekit.manifest import Manifest, StageSpec, load_bundle
+from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.interpreter import Backend, load_backend
 from edgekit.runtime.policy import exit_rule
 
@@ -63,10 +64,11 @@ class EarlyExitRunner:
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
         self._runners = [self._make_runner(st, delegates) for st in self.manifest.stages]   # type: List[Any]
-        # per stage: (signature runner, names carried to the next stage, exit output name, exit rule)
-        self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, exit_rule(st.exit.rule))
-                      for r, st in zip(self._runners, self.manifest.stages)]
-        self._lock = threading.Lock()
+        # per stage: (signature runner, names carried to the next stage, exit output, score output, exit rule)
+        self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, st.exit.score or st.exit.name,
+                       exit_rule(st.exit.rule)) for r, st in zip(self._runners, self.manifest.stages)]
+        self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
+        self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
         self._sample_shape = tuple(self.manifest.input.shape[1:])
         pre = self.manifest.input.preprocessing
         self._scale, self._offset = float(pre.get("scale", 1.0)), float(pre.get("offset", 0.0))
@@ -111,6 +113,15 @@ class EarlyExitRunner:
     def thresholds(self) -> List[float]:
         return [s.exit.threshold for s in self.manifest.stages]
 
+    def _thresholds(self, given: Optional[Sequence[float]]) -> List[float]:
+        if given is None:
+            return self.thresholds()
+        ths = [float(t) for t in given]
+        if len(ths) not in (self.num_stages - 1, self.num_stages):
+            raise DataError("{} thresholds given; this bundle has {} exits (the last one always answers)".format(
+                len(ths), self.num_stages))
+        return ths + [0.0] * (self.num_stages - len(ths))
+
     def prepare(self, x: Any) -> np.ndarray:
         """Validate a batch against the bundle input and apply the manifest's preprocessing."""
         if (self._scale, self._offset) == (1.0, 0.0) and type(x) is np.ndarray and x.dtype == np.float32 \
@@ -126,50 +137,64 @@ class EarlyExitRunner:
             arr = arr * np.float32(self._scale) + np.float32(self._offset)
         return arr
 
-    def run(self, x: Any, full_depth: bool = False, thresholds: Optional[Sequence[float]] = None) -> Result:
+    def run(self, x: Any, full_depth: bool = False, thresholds: Optional[Sequence[float]] = None,
+            budget_ms: Optional[float] = None, anytime: bool = False) -> Result:
         """Run a batch. A sample leaves at the first exit whose score reaches that exit's threshold;
-        the last exit always answers. Exited samples are dropped from the batch that continues."""
+        the last exit always answers. Exited samples are dropped from the batch that continues.
+
+        budget_ms: run a stage only while it is predicted to fit in what is left of the budget (stage
+        costs learnt online); samples still running when the budget stops them answer from the deepest
+        exit reached. anytime (with budget_ms): start stages while time is left and return the best
+        answer so far when the deadline passes, even in the middle of a stage."""
+        if budget_ms is not None or anytime:
+            from edgekit.runtime.budget import run_with_budget
+
+            return run_with_budget(self, self.prepare(x), self._thresholds(thresholds), budget_ms, anytime,
+                                   full_depth)
         arr = self.prepare(x)
         n = arr.shape[0]
-        ths = self.thresholds() if thresholds is None else list(thresholds)
+        ths = self._thresholds(thresholds)
         last = len(self._plan) - 1
         feed = {self.manifest.input.name: arr}      # the tensors the next stage needs, for active samples
         active = None   # type: Optional[np.ndarray]  # indices of samples still running; None = all of them
         outputs = exits = scores = None   # type: Optional[np.ndarray]
         stage_ms = []   # type: List[float]
         clock = time.perf_counter
-        with self._lock:
-            for k, (sig, carried, exit_name, rule) in enumerate(self._plan):
+        locks = self._locks
+        for k, (sig, carried, exit_name, score_name, rule) in enumerate(self._plan):
+            with locks[k]:
                 t0 = clock()
                 res = sig(**feed)
                 stage_ms.append((clock() - t0) * 1000.0)
-                out = res[exit_name]
-                if k == last:
-                    if active is None:
-                        outputs = out
-                    else:
-                        outputs[active], scores[active] = out, rule(out)
-                    break
-                if full_depth:
-                    feed = {c: res[c] for c in carried}
-                    continue
-                score = rule(out)
-                done = score >= ths[k]
-                if not done.any():
-                    feed = {c: res[c] for c in carried}
-                    continue
+            out = res[exit_name]
+            if k == last:
                 if active is None:
-                    active = np.arange(n)
-                    outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
-                    exits, scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
-                idx = active[done]
-                outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
-                if done.all():
-                    break
-                keep = ~done
-                active = active[keep]
-                feed = {c: res[c][keep] for c in carried}
-        return Result(outputs, stage_ms, exits, scores, self._plan[-1][3], last)
+                    outputs = out
+                    if score_name != exit_name:
+                        scores = rule(res[score_name])
+                else:
+                    outputs[active], scores[active] = out, rule(res[score_name])
+                break
+            if full_depth:
+                feed = {c: res[c] for c in carried}
+                continue
+            score = rule(res[score_name])
+            done = score >= ths[k]
+            if not done.any():
+                feed = {c: res[c] for c in carried}
+                continue
+            if active is None:
+                active = np.arange(n)
+                outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
+                exits, scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
+            idx = active[done]
+            outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
+            if done.all():
+                break
+            keep = ~done
+            active = active[keep]
+            feed = {c: res[c][keep] for c in carried}
+        return Result(outputs, stage_ms, exits, scores, self._plan[-1][4], last)
 
 
 def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = None, full_depth: bool = False,
