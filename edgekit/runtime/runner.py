@@ -197,6 +197,21 @@ class EarlyExitRunner:
         return Result(outputs, stage_ms, exits, scores, self._plan[-1][4], last)
 
 
+def exit_outputs(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -> List[List[np.ndarray]]:
+    """Run every stage on every sample: per exit, [exit output, the output its rule scores] (the two are the
+    same tensor except for a learned score). Used to fit thresholds."""
+    per_exit = [[[], []] for _ in runner._plan]   # type: List[List[List[np.ndarray]]]
+    for i in range(0, len(x), batch_size):
+        feed = {runner.manifest.input.name: runner.prepare(x[i:i + batch_size])}
+        for k, (sig, carried, exit_name, score_name, _) in enumerate(runner._plan):
+            with runner._locks[k]:
+                res = sig(**feed)
+            per_exit[k][0].append(np.asarray(res[exit_name]))
+            per_exit[k][1].append(np.asarray(res[score_name]))
+            feed = {c: res[c] for c in carried}
+    return [[np.concatenate(o), np.concatenate(s)] for o, s in per_exit]
+
+
 def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = None, full_depth: bool = False,
              batch_size: int = 64) -> Dict[str, Any]:
     """Predictions, exit per sample, accuracy (None without labels) and the exit histogram."""

@@ -1,0 +1,134 @@
+"""`edgekit calibrate`: fit a bundle's exit thresholds in place, atomically; a failure changes nothing.
+
+Runs the bundle's quantized stages (the runtime, not TensorFlow), fits thresholds with thresholds.py,
+reports the accuracy actually reached on a held-out split, and writes manifest and report together.
+"""
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
+from edgekit.data import Dataset, load_data
+from edgekit.errors import BundleError, ConfigError
+from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle
+from edgekit.runtime.policy import EXIT_RULES, exit_rule
+from edgekit.runtime.runner import EarlyExitRunner, exit_outputs
+
+
+@dataclass(frozen=True)
+class CalibrateOptions:
+    bundle_dir: str
+    data_path: str
+    max_drop: float = 0.01
+    holdout_path: Optional[str] = None
+    rule: Optional[str] = None          # None: keep each exit's rule
+    objective: str = "auto"
+    margin_z: float = DEFAULT_Z         # standard errors of safety margin on the accuracy constraint
+
+
+def check_options(opts: CalibrateOptions) -> None:
+    """Everything that can be checked before any stage runs."""
+    check_drop(opts.max_drop)
+    if not 0.0 <= opts.margin_z <= 10.0:
+        raise ConfigError("margin z must be within [0, 10] standard errors, got {!r}".format(opts.margin_z))
+    if opts.rule is not None and opts.rule not in EXIT_RULES:
+        raise ConfigError("unknown exit rule {!r}; allowed: {}".format(opts.rule, ", ".join(EXIT_RULES)))
+    ds = load_data(opts.data_path)
+    correctness(np.zeros((1, 1), np.int64), ds.y if ds.y is None else ds.y[:1], opts.objective)
+    if opts.holdout_path is not None:
+        load_data(opts.holdout_path)
+
+
+def _rules(manifest: Manifest, rule: Optional[str]) -> List[str]:
+    rules = [s.exit.rule for s in manifest.stages] if rule is None else [rule] * len(manifest.stages)
+    for s, r in zip(manifest.stages, rules):
+        if r == "learned" and s.exit.score is None:
+            raise ConfigError("exit {!r} has no learned score output; allowed rules for it: {}".format(
+                s.exit.name, ", ".join(n for n in EXIT_RULES if n != "learned")))
+        if r != "learned" and s.exit.score is not None:
+            raise ConfigError("exit {!r} carries a learned score; its rule must be 'learned'".format(s.exit.name))
+    return rules
+
+
+def _scores(runner: EarlyExitRunner, ds: Dataset, rules: List[str], objective: str):
+    outs = exit_outputs(runner, ds.x)
+    scores = np.stack([exit_rule(r)(raw) for r, (_, raw) in zip(rules, outs)])
+    preds = np.stack([np.argmax(o.reshape(len(o), -1), axis=-1) for o, _ in outs])
+    return scores, correctness(preds, ds.y, objective)
+
+
+def fit_bundle(opts: CalibrateOptions) -> Dict[str, Any]:
+    """Fit on opts.data_path and rewrite opts.bundle_dir's manifest and report in place (not atomic:
+    callers work on a copy). Returns the report section."""
+    check_options(opts)
+    manifest = load_bundle(opts.bundle_dir)
+    if len(manifest.stages) < 2:
+        raise ConfigError("bundle {} has a single stage and no early exit to calibrate".format(opts.bundle_dir))
+    rules = _rules(manifest, opts.rule)
+    runner = EarlyExitRunner(opts.bundle_dir)
+    costs = [s.latency_ms if s.latency_ms else max(s.flops, 1) / 1e6 for s in manifest.stages]
+    ds = load_data(opts.data_path)
+    objective = opts.objective if opts.objective != "auto" else ("accuracy" if ds.y is not None else "agreement")
+    scores, right = _scores(runner, ds, rules, objective)
+    fit = fit_thresholds(scores, right, costs, opts.max_drop, opts.margin_z)
+    section = {"data": opts.data_path, "samples": len(ds), "objective": objective, "max_accuracy_drop": opts.max_drop,
+               "margin_z": opts.margin_z,
+               "rules": rules, "stage_costs_ms": costs, "fit": fit.to_dict()}
+    if opts.holdout_path is not None:
+        hold = load_data(opts.holdout_path)
+        h_obj = objective if hold.y is not None else "agreement"
+        h_scores, h_right = _scores(runner, hold, rules, h_obj)
+        section["holdout"] = {"data": opts.holdout_path, "samples": len(hold), "objective": h_obj,
+                              "reached": apply_thresholds(fit.chosen.thresholds, h_scores, h_right, costs).__dict__,
+                              "full_depth": apply_thresholds([1e9] * (len(costs) - 1), h_scores, h_right,
+                                                             costs).__dict__}
+    stages = tuple(replace(s, exit=replace(s.exit, rule=r, threshold=t))
+                   for s, r, t in zip(manifest.stages, rules, list(fit.chosen.thresholds) + [0.0]))
+    extra = dict(manifest.extra, thresholds={"fitted": True, "bounds": [list(b) for b in fit.bounds],
+                                             "expected_accuracy": fit.chosen.accuracy,
+                                             "expected_cost_ms": fit.chosen.cost_ms,
+                                             "expected_exit_fractions": list(fit.chosen.exit_fractions)})
+    _write(opts.bundle_dir, replace(manifest, stages=stages, extra=extra), section)
+    return section
+
+
+def _write(bundle_dir: str, manifest: Manifest, section: Dict[str, Any]) -> None:
+    report_path = os.path.join(bundle_dir, REPORT_NAME)
+    report = {}
+    if os.path.isfile(report_path):
+        with open(report_path, "r", encoding="utf-8") as f:
+            report = json.load(f)
+    report["thresholds"] = section
+    with open(os.path.join(bundle_dir, MANIFEST_NAME), "w", encoding="utf-8") as f:
+        f.write(manifest.to_json())
+    with open(report_path, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+
+
+def calibrate(opts: CalibrateOptions) -> Dict[str, Any]:
+    """Fit on a copy of the bundle, then swap the copy in; on any failure the bundle is as it was."""
+    check_options(opts)
+    load_bundle(opts.bundle_dir)
+    src = os.path.abspath(opts.bundle_dir).rstrip(os.sep)
+    parent = os.path.dirname(src)
+    tmp = tempfile.mkdtemp(prefix=".calibrate-", dir=parent)
+    work = os.path.join(tmp, "bundle")
+    try:
+        shutil.copytree(src, work)
+        section = fit_bundle(replace(opts, bundle_dir=work))
+        old = os.path.join(tmp, "old")
+        os.rename(src, old)
+        try:
+            os.rename(work, src)
+        except OSError:
+            os.rename(old, src)
+            raise BundleError("could not replace {}; it was left as it was".format(src))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return section
