@@ -83,15 +83,25 @@ class _StepBar:
 @click.option("--precision", default=None, help="float32, float16, int8 or int16x8 (default: the target's first).")
 @click.option("--threshold", default=0.9, show_default=True, type=float, help="Softmax confidence needed to exit early.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@click.option("--max-accuracy-drop", "max_drop", type=float, default=None,
+              help="Fit per-exit thresholds so accuracy stays within this drop of full depth (e.g. 0.01).")
+@click.option("--threshold-data", type=click.Path(dir_okay=False), default=None,
+              help="Labelled held-out data to fit thresholds on (default: --calib).")
+@click.option("--holdout", type=click.Path(dir_okay=False), default=None,
+              help="A second split that reports the accuracy the fitted thresholds reach.")
+@click.option("--exit-rule", default=None, help="max_softmax (default), entropy, margin or learned.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 def convert_cmd(model: str, target: str, calib: str, out: str, precision: Optional[str], threshold: float,
-                force: bool, as_json: bool) -> None:
+                force: bool, max_drop: Optional[float], threshold_data: Optional[str], holdout: Optional[str],
+                exit_rule: Optional[str], as_json: bool) -> None:
     """Convert a multi-exit Keras model into a per-stage TFLite bundle for a board."""
     from edgekit.convert import ConvertOptions, convert
 
     bar = _StepBar("converting")
     try:
-        result = convert(ConvertOptions(model, target, calib, out, precision, threshold, force), progress=bar)
+        result = convert(ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
+                                        threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule),
+                         progress=bar)
     finally:
         bar.close()
     if as_json:
@@ -100,6 +110,42 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
         result.bundle_dir, len(result.manifest.stages), result.report["precision"],
         result.report["bundle_size_bytes"] / 1024.0))
+
+
+@main.command("calibrate")
+@click.argument("bundle", type=click.Path())
+@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Held-out data (x, y) to fit on.")
+@click.option("--max-accuracy-drop", "max_drop", required=True, type=float,
+              help="Allowed accuracy loss against full depth, in [0, 1] (0.01 = one point).")
+@click.option("--holdout", type=click.Path(dir_okay=False), default=None,
+              help="A second split: reports the accuracy the fitted thresholds actually reach.")
+@click.option("--rule", default=None, help="Exit rule for every exit: max_softmax, entropy, margin, learned.")
+@click.option("--objective", default="auto", show_default=True,
+              help="accuracy (needs labels), agreement (with the last exit) or auto.")
+@click.option("--margin-z", default=2.0, show_default=True, type=float,
+              help="Safety margin on the accuracy constraint, in standard errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
+def calibrate_cmd(bundle: str, data: str, max_drop: float, holdout: Optional[str], rule: Optional[str],
+                  objective: str, margin_z: float, as_json: bool) -> None:
+    """Fit per-exit thresholds for least expected latency within an accuracy drop; rewrites the bundle."""
+    from edgekit.convert.calibrate import CalibrateOptions, calibrate
+
+    section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z))
+    if as_json:
+        echo_json(section)
+        return
+    fit = section["fit"]
+    rows = [(name, "{:.2%}".format(p["accuracy"]), "{:.4f}".format(p["cost_ms"]),
+             " ".join("never" if t >= 1e9 else "{:.3f}".format(t) for t in p["thresholds"]),
+             " ".join("{:.0%}".format(f) for f in p["exit_fractions"]))
+            for name, p in (("fitted", fit["chosen"]), ("full depth", fit["full_depth"]))]
+    if "holdout" in section:
+        p = section["holdout"]["reached"]
+        rows.append(("holdout", "{:.2%}".format(p["accuracy"]), "{:.4f}".format(p["cost_ms"]), "",
+                     " ".join("{:.0%}".format(f) for f in p["exit_fractions"])))
+    _table(("operating point", "accuracy", "expected ms", "thresholds", "exits"), rows)
+    click.echo("expected cost vs oracle: {:.2f}x (oracle {:.4f} ms)".format(
+        fit["chosen_vs_oracle_cost"], fit["oracle_cost_ms"]))
 
 
 @main.command("inspect")
@@ -127,25 +173,48 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
     _table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
 
 
+from edgekit.deploy.cli import board_from_options, ssh_options  # noqa: E402  (--host on run and bench)
+
+_HOST_HELP = ("Run on this board over SSH (USER@HOST[:PORT]); BUNDLE is then 'current', 'previous', a bundle id "
+              "or a flashed local bundle directory.")
+
+
 @main.command("run")
 @click.argument("bundle", type=click.Path())
 @click.argument("data", type=click.Path(dir_okay=False))
 @click.option("--full-depth", is_flag=True, help="Run every stage for every sample.")
+@click.option("--budget-ms", type=float, default=None,
+              help="Per-sample latency budget: run a stage only if it is predicted to fit.")
+@click.option("--anytime", is_flag=True, help="With --budget-ms: return the best answer so far at the deadline.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def run_cmd(bundle: str, data: str, full_depth: bool, as_json: bool) -> None:
+@click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
+@ssh_options
+def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float], anytime: bool, as_json: bool,
+            host: Optional[str], identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
+            remote_dir: str, remote_python: str, timeout_s: float) -> None:
     """Run a bundle on DATA with early exit: predictions, exits, accuracy (when labelled)."""
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner, evaluate
 
-    runner = EarlyExitRunner(bundle)
-    ds = load_data(data)
-    result = evaluate(runner, ds.x, ds.y, full_depth=full_depth)
+    if host is not None:
+        from edgekit.bench.command import board_run
+
+        board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
+                                   timeout_s)
+        result = board_run(board, bundle, data, full_depth)
+        delegates = result.get("delegates", [])
+    else:
+        runner = EarlyExitRunner(bundle)
+        ds = load_data(data)
+        result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
+        delegates = runner.delegate_status
     if as_json:
         echo_json(result)
         return
     acc = "n/a (no labels)" if result["accuracy"] is None else "{:.2%}".format(result["accuracy"])
-    click.echo("{} samples  accuracy {}  exit histogram {}  ({})".format(
-        len(result["exits"]), acc, result["exit_histogram"], "; ".join(runner.delegate_status)))
+    click.echo("{}{} samples  accuracy {}  exit histogram {}  ({})".format(
+        "{}: ".format(result["host"]) if "host" in result else "", len(result["exits"]), acc,
+        result["exit_histogram"], "; ".join(delegates)))
 
 
 @main.command("bench")
@@ -154,29 +223,48 @@ def run_cmd(bundle: str, data: str, full_depth: bool, as_json: bool) -> None:
 @click.option("--runs", default=200, show_default=True, type=int, help="Steady-state calls per mode.")
 @click.option("--warmup", default=20, show_default=True, type=int, help="Discarded calls per mode.")
 @click.option("--seconds", default=0.0, show_default=True, type=float, help="Minimum steady-state time.")
+@click.option("--meter", default="auto", show_default=True,
+              help="Energy meter: auto, rapl, jetson-ina3221, rpi5-pmic, usb-serial or power-model.")
+@click.option("--usb-meter", "usb_meter", metavar="DEVICE", default=None, help="Serial device of a USB power meter.")
+@click.option("--blocks", default=3, show_default=True, type=int, help="Energy blocks per mode (alternating).")
+@click.option("--block-seconds", default=1.0, show_default=True, type=float, help="Seconds per energy block (>= 1).")
+@click.option("--idle-seconds", default=2.0, show_default=True, type=float, help="Idle baseline seconds, same run.")
+@click.option("--report", "report_dir", metavar="DIR", default=None, type=click.Path(),
+              help="Write JSON, CSV and PNG plots to DIR (atomically).")
+@click.option("--force", is_flag=True, help="Replace an existing --report DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, as_json: bool) -> None:
-    """Latency with early exit against full depth, interleaved in one run (batch 1)."""
-    from edgekit.bench.latency import Protocol, bench
-    from edgekit.data import load_data
-    from edgekit.runtime import EarlyExitRunner
+@click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
+@ssh_options
+def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, meter: str, usb_meter: Optional[str],
+              blocks: int, block_seconds: float, idle_seconds: float, report_dir: Optional[str], force: bool,
+              as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str,
+              accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float) -> None:
+    """Latency and energy of early exit against full depth from one run (batch 1), with accuracy."""
+    from edgekit.bench import command
+    from edgekit.bench.energy import EnergyOptions
+    from edgekit.bench.latency import Protocol
+    from edgekit.bench.report import check_report_dir, write_report
+    from edgekit.bench.run import text_lines
 
     protocol = Protocol(runs=runs, warmup=warmup, min_seconds=seconds).check()
-    runner = EarlyExitRunner(bundle)
-    ds = load_data(data)
-    result = bench(runner, ds.x, ds.y, protocol)
+    energy = EnergyOptions(meter=meter, usb_device=usb_meter, blocks=blocks, block_seconds=block_seconds,
+                           idle_seconds=idle_seconds).check()
+    if report_dir is not None:
+        check_report_dir(report_dir, force)
+    if host is not None:
+        board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
+                                   timeout_s)
+        result = command.board_bench(board, bundle, data, protocol, energy)
+    else:
+        result = command.local_bench(bundle, data, protocol, energy)
+    written = write_report(result, report_dir, force) if report_dir is not None else []
     if as_json:
-        result.pop("raw_ms")
-        echo_json(result)
+        echo_json({k: v for k, v in result.items() if k != "raw_ms"})
         return
-    rows = []
-    for mode in ("early_exit", "full_depth"):
-        r = result[mode]
-        lat = r["latency_ms"]
-        rows.append((mode, _pct(r["accuracy"]), "{:.3f}".format(lat["mean"]), "{:.3f}".format(lat["p50"]),
-                     "{:.3f}".format(lat["p90"]), "{:.3f}".format(lat["p99"]), str(r["exit_histogram"])))
-    _table(("mode", "accuracy", "mean ms", "p50", "p90", "p99", "exits"), rows)
-    click.echo("speedup (full-depth mean / early-exit mean): {:.2f}x".format(result["speedup"]))
+    for line in text_lines(result):
+        click.echo(line)
+    if report_dir is not None:
+        click.echo("report: {} ({})".format(report_dir, ", ".join(written)))
 
 
 @main.command("demo")

@@ -4,6 +4,8 @@ load -> split (verified against the original) -> quantize each stage -> measure 
 Needs TensorFlow; nothing here is imported by the runtime.
 """
 import hashlib
+import json
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
@@ -13,7 +15,8 @@ import numpy as np
 import edgekit
 from edgekit.data import check_input_shape, load_data
 from edgekit.errors import ConfigError, ModelError
-from edgekit.manifest import ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec
+from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
+from edgekit.manifest import REPORT_NAME, ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec, load_bundle
 
 warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
 
@@ -30,6 +33,10 @@ class ConvertOptions:
     precision: Optional[str] = None        # None: the target's preferred precision
     threshold: float = 0.9
     force: bool = False
+    max_drop: Optional[float] = None       # fit thresholds to this accuracy drop (None: use `threshold`)
+    threshold_data: Optional[str] = None   # labelled data for the fit (default: the calibration data)
+    holdout: Optional[str] = None          # a second split that reports the accuracy actually reached
+    exit_rule: Optional[str] = None        # None: max_softmax
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,12 @@ def _check_options(opts: ConvertOptions):
             precision, target.name, ", ".join(target.precisions)))
     if not 0.0 <= opts.threshold <= 1.0:
         raise ConfigError("threshold {} is outside [0, 1]".format(opts.threshold))
+    if opts.exit_rule is not None and opts.exit_rule not in EXIT_RULES:
+        raise ConfigError("unknown exit rule {!r}; allowed: {}".format(opts.exit_rule, ", ".join(EXIT_RULES)))
+    if opts.max_drop is not None:
+        from edgekit.convert.calibrate import check_options
+
+        check_options(_calibrate_options(opts, opts.out_dir))
     check_writable(opts.out_dir, target.name, opts.force)
     return target, precision
 
@@ -84,7 +97,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     stages = split_model(model)
     total = len(stages) + 2
     step(1, total, "split into {} stages".format(len(stages)))
-    reference = [np.asarray(o) for o in model([x[:PARITY_SAMPLES]], training=False)]
+    reference = _exit_outputs(model, stages, x[:PARITY_SAMPLES])
     split_err = measure.max_abs_error(run_stages_keras(stages, x[:PARITY_SAMPLES], input_name), reference)
     if max(split_err) > PARITY_TOL:
         raise ModelError("chained stages differ from the model by {:.3g} (> {}); the exits may not be in depth "
@@ -97,7 +110,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
 
     threads = target.default_threads if target.arch == "x86_64" else 1
-    float_out = [np.asarray(o) for o in model([x], training=False)]
+    float_out = _exit_outputs(model, stages, x)
     lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
     latency = measure.stage_latency_ms(blobs, stages, x, input_name, threads)
     specs = []
@@ -106,9 +119,11 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         specs.append(StageSpec(
             index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
             precision=precision, inputs=tuple(_spec(t, t.name) for t in st.model.inputs),
-            outputs=tuple(outputs[n] for n in st.carried_names + (st.exit_name,)),
+            outputs=tuple(outputs[n] for n in st.carried_names + (st.exit_name,) + ((st.score_name,) if st.score_name
+                                                                                      else ())),
             exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(stages) - 1 else 0.0,
-                          classes=int(out.shape[-1])),
+                          classes=int(out.shape[-1]), rule=_rule(opts, st),
+                          score=st.score_name),
             flops=model_flops(st.model), size_bytes=len(blob), latency_ms=round(ms, 4)))
     manifest = Manifest(
         model_name=model.name, target=target.name, edgekit_version=edgekit.__version__,
@@ -122,9 +137,52 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
-    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force)
+    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))
+    if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
+        manifest = load_bundle(bundle_dir)
+        with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
+            report = json.load(f)
     step(total, total, "bundle written")
     return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
+
+
+def _rule(opts: ConvertOptions, st) -> str:
+    """A stage with a learned score output uses it; others the asked rule (default max_softmax)."""
+    if st.score_name:
+        return "learned"
+    if opts.exit_rule == "learned":
+        raise ModelError("--exit-rule learned needs a score output per exit (a model output named {}_score); "
+                         "allowed here: {}".format(st.exit_name, ", ".join(r for r in EXIT_RULES if r != "learned")))
+    return opts.exit_rule or DEFAULT_RULE
+
+
+def _exit_outputs(model, stages, x: np.ndarray) -> List[np.ndarray]:
+    """The original model's exit outputs on x, in stage order (score outputs left out)."""
+    from edgekit.convert.split import _sanitize
+
+    outs = model([x], training=False)
+    by_name = {_sanitize(n): np.asarray(o) for n, o in zip(model.output_names, outs)}
+    return [by_name[st.exit_name] for st in stages]
+
+
+def _calibrate_options(opts: ConvertOptions, bundle_dir: str):
+    from edgekit.convert.calibrate import CalibrateOptions
+
+    return CalibrateOptions(bundle_dir=bundle_dir, data_path=opts.threshold_data or opts.calib_path,
+                            max_drop=opts.max_drop if opts.max_drop is not None else 0.0,
+                            holdout_path=opts.holdout, rule=opts.exit_rule)
+
+
+def _fit(opts: ConvertOptions) -> Optional[Callable[[str], None]]:
+    """Threshold fitting on the written (not yet swapped-in) bundle, when an accuracy drop is asked for."""
+    if opts.max_drop is None:
+        return None
+    from edgekit.convert.calibrate import fit_bundle
+
+    def finalize(tmp_dir: str) -> None:
+        fit_bundle(_calibrate_options(opts, tmp_dir))
+
+    return finalize
 
 
 def _report(opts: ConvertOptions, target, precision: str, manifest: Manifest, calib, split_err: List[float],

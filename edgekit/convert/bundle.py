@@ -3,7 +3,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 from edgekit.errors import BundleError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest
@@ -24,9 +24,10 @@ def check_writable(out_dir: str, target: str, force: bool) -> str:
 
 
 def write_bundle(out_dir: str, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any],
-                 force: bool) -> str:
-    """Write everything into a temporary directory beside the destination, then rename it into place.
-    A failure at any point leaves the previous bundle (if any) untouched."""
+                 force: bool, finalize: Optional[Callable[[str], None]] = None) -> str:
+    """Write everything into a temporary directory beside the destination, let `finalize` work on it
+    (e.g. fit thresholds on the written stages), then rename it into place. A failure at any point
+    leaves the previous bundle (if any) untouched."""
     dest = check_writable(out_dir, manifest.target, force)
     os.makedirs(out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".{}.tmp-".format(manifest.target), dir=out_dir)
@@ -39,6 +40,8 @@ def write_bundle(out_dir: str, manifest: Manifest, files: Dict[str, bytes], repo
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
+        if finalize is not None:
+            finalize(tmp)
         _swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

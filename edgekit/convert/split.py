@@ -5,7 +5,7 @@ The frontier can hold several tensors, e.g. when a skip connection crosses the c
 """
 import re
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +19,7 @@ class Stage:
     input_names: Tuple[str, ...]
     carried_names: Tuple[str, ...]
     exit_name: str
+    score_name: Optional[str] = None   # a learned exit score output (model output named <exit>_score)
 
 
 def _sanitize(name: str) -> str:
@@ -70,6 +71,7 @@ def split_model(model, exit_names: Sequence[str] = ()) -> List[Stage]:
         raise ModelError("model {!r} has a single output and no exits; a multi-exit model has one output per exit "
                          "in depth order (attach exits first)".format(model.name))
     names = list(exit_names) or [_sanitize(n) for n in model.output_names]
+    outputs, names, scores = _pair_scores(outputs, names)
     nodes = _graph_nodes(model)
     producers = _producers(nodes)
     input_names = {id(t): _sanitize(t.name) for t in model.inputs}
@@ -77,8 +79,9 @@ def split_model(model, exit_names: Sequence[str] = ()) -> List[Stage]:
 
     owner: Dict[int, int] = {}                      # node id -> stage index
     for k, out in enumerate(outputs):
-        for node in _ancestor_nodes(out, producers):
-            owner.setdefault(id(node), k)
+        for t in [out] + ([scores[k][0]] if k in scores else []):
+            for node in _ancestor_nodes(t, producers):
+                owner.setdefault(id(node), k)
     stage_nodes = [[n for n in nodes if owner.get(id(n)) == k] for k in range(len(outputs))]
     if any(not sn for sn in stage_nodes[1:]):
         raise ModelError("exits must be in depth order with work between them; outputs {} add nothing after the "
@@ -105,11 +108,25 @@ def split_model(model, exit_names: Sequence[str] = ()) -> List[Stage]:
         ins.sort(key=key)
         carried.sort(key=key)
         stages.append(_build_stage(keras, k, sn, [tensors[t] for t in ins], [tensors[t] for t in carried],
-                                   outputs[k], names[k], producers, input_names))
+                                   outputs[k], names[k], producers, input_names, scores.get(k)))
     return stages
 
 
-def _build_stage(keras, k: int, nodes, ins, carried, exit_tensor, exit_name: str, producers, input_names) -> Stage:
+def _pair_scores(outputs: List[object], names: List[str]):
+    """Outputs named <exit>_score are learned exit scores: they travel with their exit's stage."""
+    index = {n: i for i, n in enumerate(names)}
+    paired = {index[n[:-len("_score")]]: i for i, n in enumerate(names)
+              if n.endswith("_score") and n[:-len("_score")] in index}
+    keep = [i for i in range(len(names)) if i not in paired.values()]
+    if len(keep) < 2:
+        raise ModelError("model has {} exit(s) besides its score outputs; a multi-exit model needs at least two "
+                         "exits".format(len(keep)))
+    scores = {j: (outputs[paired[i]], names[paired[i]]) for j, i in enumerate(keep) if i in paired}
+    return [outputs[i] for i in keep], [names[i] for i in keep], scores
+
+
+def _build_stage(keras, k: int, nodes, ins, carried, exit_tensor, exit_name: str, producers, input_names,
+                 score=None) -> Stage:
     from keras import tree
 
     values: Dict[int, object] = {}
@@ -136,9 +153,11 @@ def _build_stage(keras, k: int, nodes, ins, carried, exit_tensor, exit_name: str
         out[name] = value
         carried_names.append(name)
     out[exit_name] = values[id(exit_tensor)]
+    if score is not None:
+        out[score[1]] = values[id(score[0])]
     sub = keras.Model(new_inputs, out, name="stage_{}".format(k))
     return Stage(index=k, model=sub, input_names=tuple(in_names), carried_names=tuple(carried_names),
-                 exit_name=exit_name)
+                 exit_name=exit_name, score_name=None if score is None else score[1])
 
 
 def run_stages_keras(stages: Sequence[Stage], x: np.ndarray, input_name: str) -> List[np.ndarray]:

@@ -213,11 +213,14 @@ def exit_outputs(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -
 
 
 def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = None, full_depth: bool = False,
-             batch_size: int = 64) -> Dict[str, Any]:
-    """Predictions, exit per sample, accuracy (None without labels) and the exit histogram."""
+             batch_size: int = 64, budget_ms: Optional[float] = None, anytime: bool = False) -> Dict[str, Any]:
+    """Predictions, exit per sample, accuracy (None without labels) and the exit histogram.
+    With a budget, samples run one at a time (the budget is per call)."""
     preds, exits = [], []
+    if budget_ms is not None or anytime:
+        batch_size = 1
     for i in range(0, len(x), batch_size):
-        r = runner.run(x[i:i + batch_size], full_depth=full_depth)
+        r = runner.run(x[i:i + batch_size], full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         preds.append(r.predictions)
         exits.append(r.exits)
     p = np.concatenate(preds)
