@@ -1,7 +1,8 @@
 """Exit rules: from an exit's output, a per-sample score; a sample exits when score >= threshold.
 
 Pure numpy, Python 3.8. EXIT_RULES is the one registry of rules; the manifest names the rule per exit.
-Every score is "higher = more sure", so one comparison serves all rules:
+Every score is "higher = more sure", so one comparison serves all rules (an output with more than one
+axis per sample is flattened first):
 - max_softmax: the largest class probability, in (0, 1];
 - entropy: 1 - H(p) / log(C), in [0, 1] (1 = one-hot, 0 = uniform);
 - margin: top-1 minus top-2 class probability, in [0, 1];
@@ -20,20 +21,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def _flat(logits: np.ndarray) -> np.ndarray:
+    return logits if logits.ndim == 2 else logits.reshape(len(logits), -1)
+
+
 def max_softmax(logits: np.ndarray) -> np.ndarray:
     """1 / sum(exp(z - max z)): the largest class probability without forming all of them."""
+    logits = _flat(logits)
     z = logits - np.max(logits, axis=-1, keepdims=True)
     return 1.0 / np.exp(z).sum(axis=-1)
 
 
 def entropy(logits: np.ndarray) -> np.ndarray:
-    p = softmax(logits.astype(np.float64))
+    p = softmax(_flat(logits).astype(np.float64))
     h = -np.sum(p * np.log(np.clip(p, 1e-12, 1.0)), axis=-1)
     return 1.0 - h / np.log(p.shape[-1])
 
 
 def margin(logits: np.ndarray) -> np.ndarray:
-    p = softmax(logits.astype(np.float64))
+    p = softmax(_flat(logits).astype(np.float64))
     top2 = np.partition(p, -2, axis=-1)[..., -2:]
     return top2[..., 1] - top2[..., 0]
 

@@ -1,0 +1,253 @@
+"""Issue 3: threshold fitting, exit rules, budget/anytime modes, the load controller, and bad inputs."""
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edgekit.cli import main
+from edgekit.convert.calibrate import CalibrateOptions, calibrate
+from edgekit.convert.thresholds import NEVER, apply_thresholds, fit_thresholds
+from edgekit.errors import ConfigError, DataError
+from edgekit.runtime import EarlyExitRunner
+from edgekit.runtime.controller import LoadController
+from edgekit.runtime.policy import entropy, margin, max_softmax
+from tests.conftest import TEST
+
+VAL = TEST.replace("digits_test", "digits_val")
+
+
+def _synthetic(n=2000, seed=0):
+    """Exit 0 is right exactly when its score > 0.7, exit 1 when its score > 0.4; the last is always right."""
+    rng = np.random.default_rng(seed)
+    scores = rng.random((3, n))
+    right = np.stack([scores[0] > 0.7, scores[1] > 0.4, np.ones(n, bool)])
+    return scores, right
+
+
+def test_fit_finds_the_known_answer_and_meets_the_constraint():
+    scores, right = _synthetic()
+    fit = fit_thresholds(scores, right, [1.0, 1.0, 10.0], max_drop=0.0, z=0.0)
+    assert fit.chosen.accuracy == 1.0
+    t0, t1 = fit.chosen.thresholds
+    assert 0.7 <= t0 < 0.73 and 0.4 <= t1 < 0.43       # the lowest candidates that keep every answer right
+    assert fit.chosen.cost_ms < fit.full_depth.cost_ms
+    # the oracle exits at the first right exit: it can only be cheaper or equal
+    assert fit.oracle_cost_ms <= fit.chosen.cost_ms
+
+
+def test_fit_is_joint_not_one_shared_threshold():
+    scores, right = _synthetic()
+    fit = fit_thresholds(scores, right, [1.0, 1.0, 10.0], max_drop=0.0, z=0.0)
+    for shared in np.linspace(0, 1, 101):
+        p = apply_thresholds([shared, shared], scores, right, [1.0, 1.0, 10.0])
+        if p.accuracy >= 1.0:
+            assert fit.chosen.cost_ms < p.cost_ms
+
+
+def test_larger_drop_costs_less_and_keeps_its_constraint():
+    scores, right = _synthetic()
+    strict = fit_thresholds(scores, right, [1.0, 1.0, 10.0], 0.0, z=0.0)
+    loose = fit_thresholds(scores, right, [1.0, 1.0, 10.0], 0.05, z=0.0)
+    assert loose.chosen.accuracy >= 0.95 and loose.chosen.cost_ms < strict.chosen.cost_ms
+    assert loose.curve[0].cost_ms <= loose.curve[-1].cost_ms
+
+
+def test_margin_makes_the_fit_more_cautious():
+    scores, right = _synthetic(400)
+    plain = fit_thresholds(scores, right, [1.0, 1.0, 10.0], 0.02, z=0.0)
+    careful = fit_thresholds(scores, right, [1.0, 1.0, 10.0], 0.02, z=2.0)
+    assert careful.chosen.accuracy >= plain.chosen.accuracy
+    assert careful.chosen.cost_ms >= plain.chosen.cost_ms
+
+
+def test_exit_rules_on_known_logits():
+    flat = np.zeros((1, 4), np.float32)
+    sure = np.array([[50.0, 0.0, 0.0, 0.0]], np.float32)
+    two = np.array([[5.0, 5.0, -50.0, -50.0]], np.float32)
+    assert max_softmax(flat)[0] == pytest.approx(0.25) and max_softmax(sure)[0] == pytest.approx(1.0)
+    assert entropy(flat)[0] == pytest.approx(0.0, abs=1e-9) and entropy(sure)[0] == pytest.approx(1.0, abs=1e-6)
+    assert entropy(two)[0] == pytest.approx(0.5, abs=1e-6)          # log 2 / log 4
+    assert margin(two)[0] == pytest.approx(0.0, abs=1e-9) and margin(sure)[0] == pytest.approx(1.0)
+
+
+@pytest.fixture()
+def bundle(demo_bundles, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(demo_bundles("int8"), dst)
+    return str(dst)
+
+
+def _snapshot(path):
+    return {f: open(os.path.join(path, f), "rb").read() for f in sorted(os.listdir(path))}
+
+
+@pytest.mark.parametrize("rule", ["max_softmax", "entropy", "margin"])
+def test_calibrate_each_rule_on_the_demo(bundle, rule):
+    section = calibrate(CalibrateOptions(bundle, VAL, 0.01, TEST, rule=rule))
+    fit = section["fit"]
+    assert fit["chosen"]["accuracy"] >= fit["full_depth"]["accuracy"] - 0.01
+    assert fit["chosen"]["cost_ms"] < fit["full_depth"]["cost_ms"] / 2.5
+    runner = EarlyExitRunner(bundle)
+    assert [s.exit.rule for s in runner.manifest.stages] == [rule] * 3
+    assert runner.thresholds()[:2] == pytest.approx(list(fit["chosen"]["thresholds"]))
+    reached = section["holdout"]["reached"]
+    assert reached["accuracy"] >= section["holdout"]["full_depth"]["accuracy"] - 0.01
+    report = json.load(open(os.path.join(bundle, "report.json")))
+    assert report["thresholds"]["fit"]["curve"] and "oracle_cost_ms" in report["thresholds"]["fit"]
+
+
+def test_calibrate_without_labels_uses_agreement(bundle, tmp_path):
+    x = np.load(VAL)["x"]
+    np.save(tmp_path / "x.npy", x)
+    section = calibrate(CalibrateOptions(bundle, str(tmp_path / "x.npy"), 0.02))
+    assert section["objective"] == "agreement"
+    assert section["fit"]["full_depth"]["accuracy"] == 1.0
+
+
+def test_learned_score_rule_end_to_end(tmp_path):
+    """A non-classification network (it outputs images) with a quality head per exit exits early by it."""
+    import keras
+
+    from edgekit.convert import ConvertOptions, convert
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1), name="image")
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c0")(inp)
+    e0 = keras.layers.Conv2D(1, 1, name="exit0")(a)
+    q0 = keras.layers.Dense(1, activation="sigmoid", name="exit0_score")(keras.layers.GlobalAveragePooling2D()(a))
+    b = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(a)
+    e1 = keras.layers.Conv2D(1, 1, name="exit1")(b)
+    model = keras.Model(inp, [e0, q0, e1])
+    model.save(str(tmp_path / "m.keras"))
+    x = np.random.default_rng(0).random((40, 8, 8, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    res = convert(ConvertOptions(str(tmp_path / "m.keras"), "host-x86_64", str(tmp_path / "x.npy"),
+                                 str(tmp_path / "out"), precision="float32"))
+    st0 = res.manifest.stages[0]
+    assert (st0.exit.rule, st0.exit.score) == ("learned", "exit0_score")
+    runner = EarlyExitRunner(res.bundle_dir)
+    quality = np.asarray(model(x)[1]).ravel()
+    cut = float(np.median(quality))
+    r = runner.run(x, thresholds=[cut])
+    np.testing.assert_array_equal(r.exits, np.where(quality >= cut - 1e-6, 0, 1))
+    assert r.outputs.shape == (40, 8, 8, 1)
+
+
+def _slow_bundle(tmp_path_factory):
+    """Stage 0 is cheap, stage 1 costs tens of milliseconds: stages of very different, known cost."""
+    import keras
+
+    from edgekit.convert import ConvertOptions, convert
+
+    d = tmp_path_factory.mktemp("slow")
+    inp = keras.Input((64, 64, 8), name="image")
+    e0 = keras.layers.Dense(10, name="exit0")(keras.layers.GlobalAveragePooling2D()(inp))
+    h = inp
+    for i in range(4):
+        h = keras.layers.Conv2D(128, 3, padding="same", activation="relu", name="heavy{}".format(i))(h)
+    e1 = keras.layers.Dense(10, name="exit1")(keras.layers.GlobalAveragePooling2D()(h))
+    keras.Model(inp, [e0, e1]).save(str(d / "slow.keras"))
+    np.save(d / "x.npy", np.random.default_rng(0).random((4, 64, 64, 8)).astype(np.float32))
+    return convert(ConvertOptions(str(d / "slow.keras"), "host-x86_64", str(d / "x.npy"), str(d / "out"),
+                                  precision="float32")).bundle_dir
+
+
+@pytest.fixture(scope="module")
+def slow_bundle(tmp_path_factory):
+    return _slow_bundle(tmp_path_factory)
+
+
+def test_budget_mode_skips_a_stage_that_cannot_fit(slow_bundle):
+    runner = EarlyExitRunner(slow_bundle)
+    x = np.random.default_rng(1).random((1, 64, 64, 8)).astype(np.float32)
+    full = runner.run(x, full_depth=True)
+    stage1_ms = full.stage_ms[1]
+    tight = runner.run(x, thresholds=[2.0], budget_ms=stage1_ms / 4)
+    assert tight.exits.tolist() == [0] and len(tight.stage_ms) == 1
+    roomy = runner.run(x, thresholds=[2.0], budget_ms=stage1_ms * 20)
+    assert roomy.exits.tolist() == [1]
+    np.testing.assert_allclose(roomy.outputs, full.outputs, atol=1e-5)
+
+
+def test_anytime_returns_at_the_deadline_with_the_best_so_far(slow_bundle):
+    runner = EarlyExitRunner(slow_bundle)
+    x = np.random.default_rng(1).random((1, 64, 64, 8)).astype(np.float32)
+    stage1_ms = runner.run(x, full_depth=True).stage_ms[1]
+    budget = max(stage1_ms / 4, 2 * runner.manifest.stages[0].latency_ms)
+    t0 = time.perf_counter()
+    r = runner.run(x, thresholds=[2.0], budget_ms=budget, anytime=True)
+    took = (time.perf_counter() - t0) * 1000.0
+    assert r.exits.tolist() == [0]                    # stage 1 was started and abandoned at the deadline
+    assert took < stage1_ms * 0.75
+    later = runner.run(x, thresholds=[2.0], budget_ms=stage1_ms * 20, anytime=True)
+    assert later.exits.tolist() == [1]
+
+
+def test_controller_holds_mean_cost_through_a_step_in_difficulty(demo_bundles, test_split):
+    runner = EarlyExitRunner(demo_bundles("int8"))
+    rng = np.random.default_rng(0)
+    easy = test_split.x
+    hard = np.clip(easy + rng.normal(0, 0.5, easy.shape).astype(np.float32), 0, 1)
+    cum = np.cumsum([s.latency_ms for s in runner.manifest.stages])
+    target = float(cum[0] + 0.12 * (cum[2] - cum[0]))
+    ctl = LoadController(runner, target, cost="model", bounds=[(0.0, 1.0), (0.0, 1.0)])
+    costs, offsets = [], []
+    for phase in (easy, hard):
+        for i in range(600):
+            r = ctl.run(phase[i % len(phase):i % len(phase) + 1])
+            costs.append(float(cum[r.exits[0]]))
+        offsets.append(ctl.state()["offset"])
+    costs = np.asarray(costs)
+    assert abs(costs[300:600].mean() - target) < 0.25 * target
+    assert abs(costs[900:].mean() - target) < 0.25 * target
+    assert offsets[1] < offsets[0]                       # harder inputs -> lower thresholds
+    state = ctl.state()
+    assert state["calls"] == 1200 and len(state["thresholds"]) == 3
+
+
+def cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _one_line(res, needle):
+    assert res.exit_code == 2, res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and needle in res.stderr
+
+
+def test_bad_inputs_leave_the_bundle_as_it_was(bundle, tmp_path):
+    before = _snapshot(bundle)
+    x = np.load(VAL)["x"]
+    np.save(tmp_path / "x.npy", x)
+    _one_line(cli("calibrate", bundle, "--data", tmp_path / "x.npy", "--max-accuracy-drop", "0.01",
+                  "--objective", "accuracy"), "needs labels")
+    _one_line(cli("calibrate", bundle, "--data", VAL, "--max-accuracy-drop", "1.5"), "within [0, 1]")
+    _one_line(cli("calibrate", bundle, "--data", VAL, "--max-accuracy-drop", "-0.1"), "within [0, 1]")
+    _one_line(cli("calibrate", bundle, "--data", VAL, "--max-accuracy-drop", "0.01", "--rule", "learned"),
+              "no learned score output")
+    _one_line(cli("run", bundle, TEST, "--budget-ms", "0"), "must be a number > 0")
+    _one_line(cli("run", bundle, TEST, "--budget-ms", "0.000001"), "smaller than the first stage")
+    assert _snapshot(bundle) == before
+
+
+def test_bundle_without_exits(bundle):
+    path = os.path.join(bundle, "manifest.json")
+    m = json.load(open(path))
+    m["stages"] = m["stages"][:1]
+    json.dump(m, open(path, "w"))
+    before = _snapshot(bundle)
+    _one_line(cli("calibrate", bundle, "--data", VAL, "--max-accuracy-drop", "0.01"), "no early exit")
+    assert _snapshot(bundle) == before
+
+
+def test_runtime_budget_errors(bundle):
+    runner = EarlyExitRunner(bundle)
+    x = np.load(TEST)["x"][:1]
+    with pytest.raises(ConfigError):
+        runner.run(x, budget_ms=float("nan"))
+    with pytest.raises(DataError, match="thresholds given"):
+        runner.run(x, thresholds=[0.5] * 7)
+    assert NEVER >= 1e9
