@@ -10,7 +10,11 @@ from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle, 
 # The runtime that runs on the board, relative to the directory holding the edgekit package. These files keep
 # to Python 3.8 syntax and import only numpy and a TFLite interpreter. One list, here.
 RUNTIME_FILES = ("edgekit/__init__.py", "edgekit/errors.py", "edgekit/manifest.py", "edgekit/data.py",
-                 "edgekit/runtime/*.py")
+                 "edgekit/runtime/*.py",
+                 # python -m edgekit.bench (issue 9): latency protocol, energy blocks, meters, curve
+                 "edgekit/bench/__init__.py", "edgekit/bench/__main__.py", "edgekit/bench/latency.py",
+                 "edgekit/bench/energy.py", "edgekit/bench/curve.py", "edgekit/bench/run.py",
+                 "edgekit/bench/meters/*.py")
 RUNTIME_DIR = "runtime"          # inside a release: runtime/edgekit/... goes on PYTHONPATH
 
 

@@ -10,6 +10,7 @@ import pytest
 from edgekit.deploy import (BoardMismatchError, DeployError, VerifyError, flash, list_releases, rollback,
                             run_remote)
 from edgekit.deploy.agent import MARKER
+from edgekit.deploy.package import runtime_files
 from edgekit.deploy.ssh import Session
 from edgekit.manifest import read_manifest
 
@@ -47,7 +48,8 @@ def python_without(tmp_path: Path, *modules: str) -> str:
 def test_flash_run_flash_second_rollback(board, bundles, data_file):
     a, b = bid(bundles["A"]), bid(bundles["B"])
     res = flash(str(bundles["A"]), board)
-    assert (res.current, res.previous, res.uploaded_files) == (a, None, 13)
+    # manifest + 2 stages + report.json, and the runtime files (RUNTIME_FILES)
+    assert (res.current, res.previous, res.uploaded_files) == (a, None, 4 + len(runtime_files()))
     assert link(board.remote_dir) == a
     files = release_files(board.remote_dir, a)
     assert {"manifest.json", "stage_0.tflite", "stage_1.tflite", "report.json", MARKER,

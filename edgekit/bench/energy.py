@@ -1,0 +1,202 @@
+"""Energy in the bench run: an idle baseline and alternating blocks of early exit and full depth.
+
+Runs on the board: numpy + stdlib, Python 3.8 syntax, no TensorFlow.
+
+One call is far shorter than a power sensor's sampling interval, so energy is not measured per call:
+1. the meter is picked (`--meter auto`: the profile's sensor, any other readable sensor, then the
+   profile's power model, which is an estimate);
+2. idle baseline: half of `idle_seconds` before the blocks and half after, the meter sampling while this
+   process sleeps; the two halves are added (so slow drift over the run is averaged out);
+3. `blocks` blocks per mode, each at least `block_seconds` long, in the order A B B A A B ... (A = early
+   exit), so that drift hits both modes alike; each block is one meter session in which batch-1 calls of
+   one mode run back to back over the data;
+4. per mode the block readings are added (`sum_readings`) and divided by the calls: energy per inference
+   total, and above idle (the baseline's mean watts x the blocks' seconds subtracted).
+A meter that fails during the run (unreadable, garbage, gone) is excluded, the next available meter is
+picked in auto order, and the energy part starts again with it; the result lists every failure.
+"""
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from edgekit.bench.meters import (AUTO, METERS, EnergyReading, Meter, MeterChoice, MeterError, energy_per_inference,
+                                  measure_idle, meter_names, pick_meter, sum_readings)
+from edgekit.errors import ConfigError
+from edgekit.runtime.runner import EarlyExitRunner
+
+MODES = ("early_exit", "full_depth")
+MIN_BLOCK_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class PowerModelSpec:
+    idle_w: float
+    active_w: float
+    source: str
+
+
+@dataclass(frozen=True)
+class EnergyProfile:
+    """What the meters need from a board profile (duck-types edgekit.targets.Target for pick_meter).
+    Plain data, so that the laptop can hand it to the board as JSON (the board has no YAML parser)."""
+    name: str
+    energy_meter: str
+    power_model: PowerModelSpec
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"name": self.name, "energy_meter": self.energy_meter, "power_model": asdict(self.power_model)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "EnergyProfile":
+        try:
+            pm = d["power_model"]
+            spec = PowerModelSpec(float(pm["idle_w"]), float(pm["active_w"]), str(pm["source"]))
+            name, meter = str(d["name"]), str(d["energy_meter"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError("{}: expected {{name, energy_meter, power_model: {{idle_w, active_w, source}}}}, got "
+                              "{!r} ({})".format(where, d, exc))
+        if meter not in METERS:
+            raise ConfigError("{}.energy_meter: got {!r}; allowed: {}".format(where, meter, ", ".join(METERS)))
+        return cls(name, meter, spec)
+
+
+def profile_from_target(target: Any) -> EnergyProfile:
+    """From an edgekit.targets.Target."""
+    pm = target.power_model
+    return EnergyProfile(target.name, target.energy_meter, PowerModelSpec(pm.idle_w, pm.active_w, pm.source))
+
+
+def pick_profile(profiles: Mapping[str, Any], target: str) -> EnergyProfile:
+    """The profile of `target` from a {name: profile dict} mapping (what `--profiles` carries)."""
+    if not isinstance(profiles, Mapping) or target not in profiles:
+        known = ", ".join(sorted(profiles)) if isinstance(profiles, Mapping) else "none"
+        raise ConfigError("no board profile for the bundle's target {!r}; profiles given: {}".format(target, known))
+    return EnergyProfile.from_dict(dict(profiles[target], name=target), "profile " + target)
+
+
+@dataclass(frozen=True)
+class EnergyOptions:
+    meter: str = AUTO
+    usb_device: Optional[str] = None
+    blocks: int = 3                   # per mode
+    block_seconds: float = 1.0        # at least, per block
+    idle_seconds: float = 2.0         # in total, half before and half after the blocks
+    interval_s: Optional[float] = None   # sampling interval; None: the meter's default
+
+    def check(self) -> "EnergyOptions":
+        if self.meter not in meter_names():
+            raise MeterError("unknown energy meter {!r}; allowed: {}".format(self.meter, ", ".join(meter_names())))
+        if isinstance(self.blocks, bool) or not isinstance(self.blocks, int) or not 1 <= self.blocks <= 1000:
+            raise ConfigError("--blocks must be an integer from 1 to 1000 per mode, got {!r}".format(self.blocks))
+        if not MIN_BLOCK_SECONDS <= self.block_seconds <= 600:
+            raise ConfigError("--block-seconds must be from {:g} to 600 (power sensors sample every 0.1-0.5 s), "
+                              "got {!r}".format(MIN_BLOCK_SECONDS, self.block_seconds))
+        if not 0.2 <= self.idle_seconds <= 3600:
+            raise ConfigError("--idle-seconds must be from 0.2 to 3600, got {!r}".format(self.idle_seconds))
+        return self
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def block_order(blocks: int) -> List[str]:
+    """A B B A A B B A ...: `blocks` of each mode, every pair swapped relative to the last."""
+    out = []   # type: List[str]
+    for b in range(blocks):
+        out += list(MODES) if b % 2 == 0 else list(reversed(MODES))
+    return out
+
+
+def _run_block(runner: EarlyExitRunner, samples: List[np.ndarray], full: bool, seconds: float,
+               start: int) -> int:
+    """Batch-1 calls of one mode, back to back, for at least `seconds`; returns the number of calls."""
+    clock = time.perf_counter
+    n, calls = len(samples), 0
+    t0 = clock()
+    while calls == 0 or clock() - t0 < seconds:
+        runner.run(samples[(start + calls) % n], full_depth=full)
+        calls += 1
+    return calls
+
+
+def _measure_with(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarray],
+                  opts: EnergyOptions) -> Dict[str, Any]:
+    half = opts.idle_seconds / 2.0
+    idle_before = measure_idle(meter, half, opts.interval_s)
+    readings = {m: [] for m in MODES}     # type: Dict[str, List[EnergyReading]]
+    calls = {m: 0 for m in MODES}
+    for mode in block_order(opts.blocks):
+        with meter.session(opts.interval_s) as s:
+            n = _run_block(runner, samples, mode == "full_depth", opts.block_seconds, calls[mode])
+        readings[mode].append(s.result())
+        calls[mode] += n
+    idle = sum_readings([idle_before, measure_idle(meter, half, opts.interval_s)])
+    out = {"idle": idle.to_dict()}   # type: Dict[str, Any]
+    for mode in MODES:
+        e = energy_per_inference(sum_readings(readings[mode]), idle, calls[mode]).to_dict()
+        e["blocks"] = [r.to_dict() for r in readings[mode]]
+        out[mode] = e
+    return out
+
+
+def measure_energy(runner: EarlyExitRunner, x: np.ndarray, opts: EnergyOptions, profile: EnergyProfile,
+                   meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
+    """Energy per inference for both modes from one meter, with an idle baseline from the same run.
+    `meters` overrides registry meters by name (recorded sensor trees in tests), as in pick_meter."""
+    opts.check()
+    samples = [x[i:i + 1] for i in range(len(x))]
+    failures = []   # type: List[Dict[str, str]]
+    exclude = []    # type: List[str]
+    while True:
+        name = opts.meter if not failures else AUTO
+        try:
+            choice = pick_meter(name, profile, opts.usb_device, exclude, meters)   # type: MeterChoice
+        except MeterError as exc:
+            if not failures:
+                raise
+            raise MeterError("every energy meter failed during the run ({}); last: {}".format(
+                "; ".join("{}: {}".format(f["meter"], f["error"]) for f in failures), exc))
+        try:
+            measured = _measure_with(choice.meter, runner, samples, opts)
+        except MeterError as exc:
+            failures.append({"meter": choice.meter.name, "error": str(exc)})
+            exclude.append(choice.meter.name)
+            continue
+        return _summary(choice, measured, failures, opts)
+
+
+def _summary(choice: MeterChoice, measured: Dict[str, Any], failures: List[Dict[str, str]],
+             opts: EnergyOptions) -> Dict[str, Any]:
+    m = choice.meter
+    ee, fd = measured["early_exit"], measured["full_depth"]
+    out = {
+        "meter": m.name, "measured": bool(ee["measured"] and fd["measured"]),
+        "kind": "measured" if ee["measured"] and fd["measured"] else "estimated",
+        "source": m.describe(), "reason": choice.reason,
+        "not_used": [{"meter": n, "why": w} for n, w in choice.skipped],
+        "failed_during_run": failures, "options": opts.to_dict(), "block_order": block_order(opts.blocks),
+        "idle": measured["idle"], "early_exit": ee, "full_depth": fd,
+        "ratio_total": _ratio(fd["joules_total"], ee["joules_total"]),
+        "ratio_above_idle": _ratio(fd["joules_above_idle"], ee["joules_above_idle"]),
+    }
+    if failures:
+        out["note"] = "meter {} failed during the run; the energy figures come from {}".format(
+            ", ".join(f["meter"] for f in failures), m.name)
+    return out
+
+
+def _ratio(full: float, early: float) -> Optional[float]:
+    """full depth / early exit, or None when the early-exit figure is not positive (noise above idle)."""
+    return full / early if early > 0 else None
+
+
+def energy_rows(energy: Dict[str, Any]) -> List[Tuple[str, str, str, str, str, str]]:
+    """Table rows: mode, mJ per inference total, above idle, mean W, calls, seconds."""
+    rows = []
+    for mode in MODES:
+        e = energy[mode]
+        rows.append((mode, "{:.4f}".format(e["joules_total"] * 1e3), "{:.4f}".format(e["joules_above_idle"] * 1e3),
+                     "{:.2f}".format(e["mean_watts"]), str(e["inferences"]), "{:.2f}".format(e["seconds"])))
+    return rows

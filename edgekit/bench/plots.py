@@ -1,0 +1,149 @@
+"""The report's PNG plots, drawn on matplotlib's Agg canvas (no display, no pyplot global state).
+
+Laptop only: imported by edgekit.bench.report when a report is written; matplotlib is imported here.
+"""
+import os
+from typing import Any, Dict, List
+
+import numpy as np
+
+from edgekit.errors import EdgekitError
+
+MODES = ("early_exit", "full_depth")
+LABELS = {"early_exit": "early exit", "full_depth": "full depth"}
+COLORS = {"early_exit": "#1f77b4", "full_depth": "#d62728"}
+
+
+def _figure(width: float = 7.0, height: float = 4.5) -> Any:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise EdgekitError("the report's plots need matplotlib ({}); install it with pip install "
+                           "'edgekit[report]'".format(exc))
+    fig = Figure(figsize=(width, height), dpi=110)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Any, path: str) -> None:
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def _subtitle(result: Dict[str, Any]) -> str:
+    b, env = result.get("bundle", {}), result["environment"]
+    return "{} on {} ({} {}, {} thread(s))".format(b.get("model_name", "?"), env.get("machine", "?"),
+                                                 env["interpreter"]["name"], env["interpreter"]["version"],
+                                                 env["threads"])
+
+
+def latency_histogram(result: Dict[str, Any], path: str) -> None:
+    raw = {m: np.asarray(result["raw_ms"][m], dtype=np.float64) for m in MODES}
+    both = np.concatenate([raw[m] for m in MODES])
+    lo, hi = max(float(both.min()), 1e-6), float(both.max())
+    log = hi / lo > 20.0              # heavy tails or modes far apart: log-spaced bins on a log axis
+    bins = np.geomspace(lo, hi * 1.0001, 60) if log else np.linspace(lo, hi + 1e-6, 60)
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for m in MODES:
+        lat = result[m]["latency_ms"]
+        ax.hist(np.clip(raw[m], lo, None), bins=bins, alpha=0.55, color=COLORS[m],
+                label="{}: p50 {:.3f}  p99 {:.3f} ms (n={})".format(LABELS[m], lat["p50"], lat["p99"], len(raw[m])))
+        ax.axvline(lat["p50"], color=COLORS[m], linestyle="--", linewidth=1)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel("end-to-end latency per call, ms (batch 1{}; dashed: p50)".format(", log scale" if log else ""))
+    ax.set_ylabel("calls")
+    ax.set_title("Latency per policy, interleaved in one run\n" + _subtitle(result), fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def accuracy_latency(result: Dict[str, Any], path: str) -> None:
+    curve = result.get("curve") or {}
+    pts = [p for p in curve.get("points", []) if p["accuracy"] is not None]
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    if not pts:
+        ax.text(0.5, 0.5, "no labels in the data: no accuracy to plot", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    xs, ys = [p["estimated_ms"] for p in pts], [p["accuracy"] for p in pts]
+    ax.plot(xs, ys, "-o", markersize=3, color="#555555", label="shared threshold sweep (estimated ms)")
+    ch = curve["chosen"]
+    ax.plot([ch["estimated_ms"]], [ch["accuracy"]], "*", markersize=16, color="#ff7f0e",
+            label="chosen: bundle thresholds {}".format(", ".join("{:.3g}".format(t) for t in ch["thresholds"][:-1])))
+    for m in MODES:
+        r = result[m]
+        if r["accuracy"] is not None:
+            ax.plot([r["latency_ms"]["mean"]], [r["accuracy"]], "s", color=COLORS[m], markersize=7,
+                    label="{} measured mean".format(LABELS[m]))
+    ax.set_xlabel("mean latency per sample, ms")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy against latency\n" + _subtitle(result), fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    _save(fig, path)
+
+
+def exit_distribution(result: Dict[str, Any], path: str) -> None:
+    names = result.get("bundle", {}).get("exits") or [
+        "exit{}".format(i) for i in range(len(result["early_exit"]["exit_histogram"]))]
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    idx = np.arange(len(names))
+    for j, m in enumerate(MODES):
+        hist = np.asarray(result[m]["exit_histogram"], dtype=np.float64)
+        frac = hist / (hist.sum() or 1.0)
+        bars = ax.bar(idx + (j - 0.5) * 0.38, frac, width=0.38, color=COLORS[m], label=LABELS[m])
+        for rect, h in zip(bars, hist):
+            ax.annotate(str(int(h)), (rect.get_x() + rect.get_width() / 2, rect.get_height()),
+                        ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(idx)
+    ax.set_xticklabels(names)
+    ax.set_ylabel("fraction of samples")
+    ax.set_ylim(0, 1.1)
+    ax.set_title("Where samples leave the network (whole data set)\n" + _subtitle(result), fontsize=10)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def energy(result: Dict[str, Any], path: str) -> None:
+    e = result.get("energy")
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    if not e:
+        ax.text(0.5, 0.5, "no energy figures in this result", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    idx = np.arange(len(MODES))
+    total = [e[m]["joules_total"] * 1e3 for m in MODES]
+    above = [e[m]["joules_above_idle"] * 1e3 for m in MODES]
+    b1 = ax.bar(idx - 0.19, total, width=0.38, color="#999999", label="total")
+    b2 = ax.bar(idx + 0.19, above, width=0.38, color=[COLORS[m] for m in MODES], label="above idle")
+    for rect, v in list(zip(b1, total)) + list(zip(b2, above)):
+        ax.annotate("{:.3g}".format(v), (rect.get_x() + rect.get_width() / 2, max(rect.get_height(), 0)),
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(idx)
+    ax.set_xticklabels([LABELS[m] for m in MODES])
+    ax.set_ylabel("mJ per inference")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_title("Energy per inference - meter {} ({}), idle {:.2f} W\n{}".format(
+        e["meter"], e["kind"].upper(), e["idle"]["mean_watts"], _subtitle(result)), fontsize=10)
+    ax.legend(fontsize=8)
+    fig.text(0.01, 0.01, ("measured by a sensor" if e["measured"] else "ESTIMATED from the board profile's power "
+                          "model, not measured") + "; idle baseline measured in the same run", fontsize=7)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, format="png")
+
+
+def draw_all(result: Dict[str, Any], directory: str) -> List[str]:
+    out = []
+    for name, fn in (("latency_histogram.png", latency_histogram), ("accuracy_latency.png", accuracy_latency),
+                     ("exit_distribution.png", exit_distribution), ("energy.png", energy)):
+        fn(result, os.path.join(directory, name))
+        out.append(name)
+    return out

@@ -1,0 +1,103 @@
+"""One bench run: latency (interleaved calls), energy (alternating blocks), accuracy and the
+accuracy-latency curve, early exit against full depth, all on one runner in one process.
+
+Runs on the board (`python -m edgekit.bench`) and on the laptop (`edgekit bench`): numpy only,
+Python 3.8 syntax, no TensorFlow. The result is one JSON-able dict; `text_lines` renders it.
+"""
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from edgekit.bench.curve import accuracy_latency
+from edgekit.bench.energy import EnergyOptions, EnergyProfile, energy_rows, measure_energy
+from edgekit.bench.latency import MODES, Protocol, _read, bench
+from edgekit.bench.meters import Meter
+from edgekit.runtime.runner import EarlyExitRunner
+
+SCHEMA = "edgekit.bench/1"
+
+# The protocol in words; it goes into every result (and the report) next to its parameters.
+PROTOCOL_STEPS = (
+    "load the bundle once; one interpreter per stage, the thread count from the bundle (or --threads)",
+    "warm-up: `warmup` calls of each mode, discarded",
+    "latency window: at least `runs` calls per mode and at least `min_seconds`, whichever is longer; batch 1; "
+    "early exit and full depth alternate call by call, the pair order swapped every call, so drift hits both",
+    "per call: end-to-end wall time (perf_counter) and each stage's time; per mode p50/p90/p99/mean/min/max "
+    "and throughput = 1000 / mean ms",
+    "accuracy and exit distribution: the whole data set once per mode, batched (not timed)",
+    "energy: idle baseline (half before, half after the blocks) while the process sleeps; then `blocks` "
+    "blocks per mode of at least `block_seconds` each, order A B B A ..., one meter session per block, "
+    "back-to-back batch-1 calls; per mode the blocks are added up; energy per inference = joules / calls, "
+    "above idle = (joules - idle W x seconds) / calls; the meter is named and marked measured or estimated",
+    "a meter that fails during the run is dropped for the next available one and the energy part restarts",
+    "accuracy-latency curve: every exit's score and prediction recorded per sample; one threshold shared by "
+    "all exits swept over the recorded scores; latency per point estimated from the per-stage means",
+    "environment: machine, Python, interpreter package and version, threads, delegates, CPU governor and "
+    "temperature (cpu0 / thermal_zone0) where readable, at the start and at the end",
+)
+
+
+def cpu_temp_c() -> Optional[float]:
+    t = _read("/sys/class/thermal/thermal_zone0/temp")
+    return None if t is None or not t.lstrip("-").isdigit() else int(t) / 1000.0
+
+
+def run_bench(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray], protocol: Protocol,
+              energy: EnergyOptions, profile: EnergyProfile,
+              meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
+    """Latency, energy, accuracy and the curve for both modes, from one run."""
+    protocol.check()
+    energy.check()
+    result = bench(runner, x, y, protocol)           # warm-up, interleaved latency window, accuracy
+    result["energy"] = measure_energy(runner, x, energy, profile, meters)
+    stage_ms = result["full_depth"]["stage_mean_ms"]
+    result["curve"] = accuracy_latency(runner, x, y, stage_ms)
+    m = runner.manifest
+    result["bundle"] = {"model_name": m.model_name, "target": m.target, "bundle_id": m.bundle_id,
+                        "stages": runner.num_stages, "exits": [s.exit.name for s in m.stages]}
+    result["protocol"] = {"latency": result["protocol"], "energy": energy.to_dict(), "profile": profile.to_dict(),
+                          "steps": list(PROTOCOL_STEPS)}
+    result["environment"]["cpu_temp_c_end"] = cpu_temp_c()
+    result["schema"] = SCHEMA
+    return result
+
+
+def _table(header: Any, rows: List[Any]) -> List[str]:
+    widths = [max(len(str(r[i])) for r in list(rows) + [header]) for i in range(len(header))]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    return [line.format(*header), line.format(*("-" * w for w in widths))] + [line.format(*r) for r in rows]
+
+
+def _pct(v: Optional[float]) -> str:
+    return "n/a" if v is None else "{:.2%}".format(v)
+
+
+def text_lines(result: Dict[str, Any]) -> List[str]:
+    """The human summary printed by `edgekit bench`."""
+    b = result.get("bundle", {})
+    env = result["environment"]
+    out = ["{} (target {}, bundle {})  {} {}  {} thread(s)  governor {}  CPU {}".format(
+        b.get("model_name", "?"), b.get("target", "?"), b.get("bundle_id", "?"), env["interpreter"]["name"],
+        env["interpreter"]["version"], env["threads"], env.get("cpu_governor") or "unreadable",
+        "unreadable" if env.get("cpu_temp_c") is None else "{:.1f} C".format(env["cpu_temp_c"]))]
+    rows = []
+    for mode in MODES:
+        r = result[mode]
+        lat = r["latency_ms"]
+        rows.append((mode, _pct(r["accuracy"]), str(r["calls"]), "{:.3f}".format(lat["mean"]),
+                     "{:.3f}".format(lat["p50"]), "{:.3f}".format(lat["p90"]), "{:.3f}".format(lat["p99"]),
+                     "{:.1f}".format(r["throughput_per_s"]), str(r["exit_histogram"])))
+    out += _table(("mode", "accuracy", "calls", "mean ms", "p50", "p90", "p99", "per s", "exits"), rows)
+    out.append("speedup (full-depth mean / early-exit mean): {:.2f}x".format(result["speedup"]))
+    e = result.get("energy")
+    if e:
+        out.append("energy: meter {} ({}) - {}".format(e["meter"], e["kind"].upper(), e["source"]))
+        out.append("  idle baseline {:.2f} W over {:.2f} s".format(e["idle"]["mean_watts"], e["idle"]["seconds"]))
+        out += ["  " + ln for ln in _table(("mode", "mJ/inference", "mJ above idle", "mean W", "calls", "seconds"),
+                                           energy_rows(e))]
+        ratio = e.get("ratio_above_idle")
+        out.append("  energy above idle, full depth / early exit: {}".format(
+            "n/a (early exit not above idle)" if ratio is None else "{:.2f}x".format(ratio)))
+        for f in e.get("failed_during_run", []):
+            out.append("  meter {} failed during the run and was dropped: {}".format(f["meter"], f["error"]))
+    return out

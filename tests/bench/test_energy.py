@@ -1,0 +1,170 @@
+"""Energy in the bench run: alternating blocks, idle baseline from the same run, a meter that fails mid-run.
+
+RAPL is driven through its real sysfs-reading code on a copied fixture tree whose counters a thread
+advances at a known power, so the expected joules are computed by hand from that power.
+"""
+import os
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edgekit.bench.energy import (EnergyOptions, EnergyProfile, PowerModelSpec, block_order, measure_energy,
+                                  pick_profile, profile_from_target)
+from edgekit.bench.meters import JetsonIna3221Meter, MeterError, RaplMeter, RaspberryPi5PmicMeter
+from edgekit.errors import ConfigError, EdgekitError
+from edgekit.runtime import EarlyExitRunner
+from edgekit.targets import get_target
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+START_UJ = 73820964519                 # rapl-server intel-rapl:0 energy_uj
+WRAP_UJ = 262143328850
+FAST = dict(blocks=1, block_seconds=1.0, idle_seconds=0.4, interval_s=0.02)
+
+
+@pytest.fixture(scope="module")
+def runner(demo_bundles):
+    return EarlyExitRunner(demo_bundles("float32", "host-x86_64"))
+
+
+@pytest.fixture(scope="module")
+def x(test_split):
+    return test_split.x[:64]
+
+
+def _rapl_tree(tmp_path) -> str:
+    shutil.copytree(os.path.join(FIXTURES, "rapl-server"), str(tmp_path / "rapl"))
+    root = str(tmp_path / "rapl" / "sys" / "class" / "powercap")
+    shutil.rmtree(os.path.join(root, "intel-rapl:1"))          # one package: intel-rapl:0
+    return root
+
+
+def _write(path: str, text: str) -> None:
+    with open(path + ".tmp", "w") as f:
+        f.write(text + "\n")
+    os.replace(path + ".tmp", path)
+
+
+class ConstantPower(threading.Thread):
+    """Advances intel-rapl:0/energy_uj as a package drawing `watts` would, from the wall clock."""
+
+    def __init__(self, root: str, watts: float, start_uj: int = START_UJ) -> None:
+        super().__init__(daemon=True)
+        self.path = os.path.join(root, "intel-rapl:0", "energy_uj")
+        self.watts, self.start_uj, self.stop = watts, start_uj, threading.Event()
+
+    def run(self) -> None:
+        t0 = time.perf_counter()
+        while not self.stop.wait(0.002):
+            _write(self.path, str(int(self.start_uj + self.watts * (time.perf_counter() - t0) * 1e6) % WRAP_UJ))
+
+
+def _absent(tmp_path) -> dict:
+    return {"jetson-ina3221": JetsonIna3221Meter(str(tmp_path / "nosys")),
+            "rpi5-pmic": RaspberryPi5PmicMeter(command=(str(tmp_path / "no-vcgencmd"), "pmic_read_adc"))}
+
+
+def host_profile() -> EnergyProfile:
+    return profile_from_target(get_target("host-x86_64"))
+
+
+def test_blocks_alternate_abba():
+    assert block_order(1) == ["early_exit", "full_depth"]
+    assert block_order(3) == ["early_exit", "full_depth", "full_depth", "early_exit", "early_exit", "full_depth"]
+
+
+@pytest.mark.parametrize("kw, needle", [
+    (dict(block_seconds=0.5), "--block-seconds must be from 1"),
+    (dict(blocks=0), "--blocks must be an integer from 1"),
+    (dict(idle_seconds=0.0), "--idle-seconds must be from 0.2"),
+    (dict(meter="ina3221"), "unknown energy meter 'ina3221'; allowed: auto, rapl"),
+])
+def test_bad_options_name_what_is_allowed(kw, needle):
+    with pytest.raises(EdgekitError, match=needle.replace("(", r"\(")):
+        EnergyOptions(**kw).check()
+
+
+def test_profiles_from_targets_and_json():
+    p = host_profile()
+    assert (p.name, p.energy_meter, p.power_model.idle_w, p.power_model.active_w) == ("host-x86_64", "rapl", 10.0, 35.0)
+    table = {"b": {"energy_meter": "power-model", "power_model": {"idle_w": 1, "active_w": 2, "source": "s"}}}
+    assert pick_profile(table, "b") == EnergyProfile("b", "power-model", PowerModelSpec(1.0, 2.0, "s"))
+    with pytest.raises(ConfigError, match="no board profile for the bundle's target 'c'; profiles given: b"):
+        pick_profile(table, "c")
+    with pytest.raises(ConfigError, match="energy_meter: got 'x'"):
+        pick_profile({"b": dict(table["b"], energy_meter="x")}, "b")
+
+
+def test_rapl_at_constant_power_gives_hand_computed_joules_and_nothing_above_idle(tmp_path, runner, x):
+    root = _rapl_tree(tmp_path)
+    writer = ConstantPower(root, watts=20.0, start_uj=WRAP_UJ - 3_000_000)   # wraps 0.15 s into the run
+    writer.start()
+    try:
+        e = measure_energy(runner, x, EnergyOptions(**FAST), host_profile(), dict(_absent(tmp_path),
+                                                                                 rapl=RaplMeter(root)))
+    finally:
+        writer.stop.set()
+        writer.join()
+    assert (e["meter"], e["measured"], e["kind"], e["failed_during_run"]) == ("rapl", True, "measured", [])
+    assert e["reason"].startswith("the profile's energy_meter")
+    assert e["idle"]["mean_watts"] == pytest.approx(20.0, rel=0.05)
+    for mode in ("early_exit", "full_depth"):
+        m = e[mode]
+        blocks = m["blocks"]
+        assert len(blocks) == 1 and blocks[0]["seconds"] >= 1.0
+        # 20 W for the block's seconds, divided by its calls (the counter wrapped on the way: still 20 W)
+        assert m["joules_total"] == pytest.approx(20.0 * m["seconds"] / m["inferences"], rel=0.05)
+        assert m["joules_total"] * m["inferences"] == pytest.approx(sum(b["joules"] for b in blocks))
+        # nothing but the constant 20 W: above idle is zero up to the counter's sampling steps
+        assert abs(m["joules_above_idle"]) <= 0.05 * m["joules_total"]
+        assert m["joules_above_idle"] == pytest.approx(
+            (m["joules_total"] * m["inferences"] - e["idle"]["mean_watts"] * m["seconds"]) / m["inferences"])
+    # same watts, more calls in the same time: early exit costs less per inference than full depth
+    assert e["early_exit"]["inferences"] > e["full_depth"]["inferences"]
+    assert e["ratio_total"] == pytest.approx(e["full_depth"]["joules_total"] / e["early_exit"]["joules_total"])
+
+
+@pytest.mark.parametrize("fault, needle", [("remove", "does not exist"), ("garbage", "expected an integer")])
+def test_a_meter_failing_mid_run_drops_to_the_next_and_says_so(tmp_path, runner, x, fault, needle):
+    root = _rapl_tree(tmp_path)
+    energy_uj = os.path.join(root, "intel-rapl:0", "energy_uj")
+
+    def break_sensor() -> None:
+        if fault == "remove":
+            os.remove(energy_uj)
+        else:
+            _write(energy_uj, "garbage")
+
+    timer = threading.Timer(0.6, break_sensor)     # inside the first block (idle takes 0.2 s)
+    timer.start()
+    e = measure_energy(runner, x, EnergyOptions(**FAST), host_profile(), dict(_absent(tmp_path),
+                                                                             rapl=RaplMeter(root)))
+    timer.join()
+    assert e["meter"] == "power-model" and e["kind"] == "estimated" and e["measured"] is False
+    assert [f["meter"] for f in e["failed_during_run"]] == ["rapl"]
+    assert needle in e["failed_during_run"][0]["error"]
+    assert e["note"] == "meter rapl failed during the run; the energy figures come from power-model"
+    assert {"meter": "rapl", "why": "excluded by the caller (failed earlier in this run)"} in e["not_used"]
+    for mode in ("early_exit", "full_depth"):
+        assert e[mode]["meter"] == "power-model" and e[mode]["inferences"] >= 1 and e[mode]["joules_total"] > 0
+
+
+def test_a_named_meter_that_is_absent_is_an_error(tmp_path, runner, x):
+    with pytest.raises(MeterError, match="energy meter 'rapl' is not available here: .* does not exist"):
+        measure_energy(runner, x, EnergyOptions(meter="rapl", **FAST), host_profile(),
+                       dict(_absent(tmp_path), rapl=RaplMeter(str(tmp_path / "no-powercap"))))
+
+
+def test_this_machine_uses_rapl_when_readable_else_the_power_model(runner, x):
+    e = measure_energy(runner, x, EnergyOptions(**FAST), host_profile())
+    rapl_ok, why = RaplMeter().available()
+    if rapl_ok:
+        assert (e["meter"], e["kind"]) == ("rapl", "measured")
+    else:
+        assert (e["meter"], e["kind"]) == ("power-model", "estimated")
+        assert {"meter": "rapl", "why": why} in e["not_used"]
+        assert e["source"].startswith("estimated: 10 W idle + (35 - 10) W")
+    for mode in ("early_exit", "full_depth"):
+        assert np.isfinite(e[mode]["joules_total"]) and e[mode]["joules_total"] > 0
