@@ -198,7 +198,11 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
 
     if host is not None:
         from edgekit.bench.command import board_run
+        from edgekit.errors import ConfigError
 
+        if budget_ms is not None or anytime:
+            raise ConfigError("--budget-ms/--anytime run locally only for now: the board's python -m edgekit.runtime "
+                              "does not take them; got --host {} with them".format(host))
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
         result = board_run(board, bundle, data, full_depth)
