@@ -11,13 +11,14 @@ setup(
     extras_require={
         "convert": ["tensorflow==2.19.0", "keras"],
         "onnx": ["onnx2tf", "onnx", "onnxruntime", "onnx-graphsurgeon", "sng4onnx"],
-        "deploy": ["paramiko"],          # edgekit flash / run --host / bench --host (SSH + SFTP)
+        "deploy": ["paramiko", "cryptography"],   # edgekit flash / run --host / bench --host; flash --require-signature
         # ai-edge-litert has no armv7l wheel; tflite-runtime stopped at CPython 3.11.
         "runtime": [
             "ai-edge-litert; platform_machine != 'armv7l'",
             "tflite-runtime; platform_machine == 'armv7l'",
+            "cryptography",              # signed bundles (EarlyExitRunner(require_signature=True)); imported lazily
         ],
-        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'", "paramiko"],
+        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'", "paramiko", "hypothesis"],
     },
     entry_points={"console_scripts": ["edgekit=edgekit.cli:main"]},
 )
