@@ -72,6 +72,8 @@ class EarlyExitRunner:
         self._sample_shape = tuple(self.manifest.input.shape[1:])
         pre = self.manifest.input.preprocessing
         self._scale, self._offset = float(pre.get("scale", 1.0)), float(pre.get("offset", 0.0))
+        src = pre.get("source_shape")      # an ONNX model's own layout (e.g. NCHW), accepted and transposed once
+        self._source = (tuple(src[1:]), tuple(pre["from_source"])) if src and pre.get("from_source") else None
 
     # -- set-up -------------------------------------------------------------------------------------
     def _load_delegates(self, specs: Sequence[Dict[str, Any]]) -> List[Any]:
@@ -131,6 +133,8 @@ class EarlyExitRunner:
         arr = np.asarray(x)
         if not np.issubdtype(arr.dtype, np.number):
             raise DataError("input has dtype {}; allowed: numeric arrays".format(arr.dtype))
+        if self._source is not None and arr.shape[1:] == self._source[0] and arr.shape[1:] != self._sample_shape:
+            arr = np.ascontiguousarray(np.transpose(arr, self._source[1]))
         check_input_shape(arr, spec.shape, "input {!r}".format(spec.name))
         arr = arr.astype(np.float32, copy=False)
         if (self._scale, self._offset) != (1.0, 0.0):
