@@ -3,10 +3,13 @@
 Precisions (PRECISION_MODES is the registry): float32, float16 (fp16 weights), int8 (int8 weights and
 activations, float interface), int16x8 (16-bit activations, 8-bit weights, float interface).
 Input and output names of the signature are the stage's tensor names (dict outputs name them).
+"mixed" (adaptive precision, issue 6) takes a rung per op: int8 with single float32 ops goes through the
+converter (its quantization debugger's denylist keeps those ops float; ops without an int8 kernel fall back to
+float); any other mix (int4w, int16x8 beside int8) through ai-edge-quantizer per-op recipes.
 """
 import os
 import tempfile
-from typing import Callable, Dict, Iterator, List
+from typing import Callable, Dict, Iterator, List, Mapping, Optional
 
 import numpy as np
 
@@ -39,18 +42,65 @@ PRECISION_MODES: Dict[str, Callable] = {
 NEEDS_CALIBRATION = ("int8", "int16x8")
 
 
+def quantize_saved_model(path: str, precision: str, feeds: Dict[str, np.ndarray]) -> bytes:
+    """The ONNX path: path is a SavedModel whose serving_default signature takes feeds' names (issue 7)."""
+    from edgekit.convert.tf import quiet, tensorflow
+
+    tf = tensorflow()
+    check_precision(precision)
+    n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
+
+    def representative() -> Iterator[Dict[str, np.ndarray]]:
+        for i in range(n):
+            yield {name: v[i:i + 1].astype(np.float32) for name, v in feeds.items()}
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serving_default"])
+    PRECISION_MODES[precision](conv, tf)
+    if precision in NEEDS_CALIBRATION:
+        conv.representative_dataset = representative
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)          # the converter may drop temporary files in the working directory
+        try:
+            with quiet():
+                return bytes(conv.convert())
+        except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError("stage {} cannot be converted at {}: {}".format(os.path.basename(path), precision,
+                                                                             first[:300]))
+        finally:
+            os.chdir(cwd)
+
+
 def check_precision(precision: str) -> str:
     if precision not in PRECISION_MODES:
         raise ConfigError("unknown precision {!r}; allowed: {}".format(precision, ", ".join(PRECISION_MODES)))
     return precision
 
 
-def quantize_stage(model, precision: str, feeds: Dict[str, np.ndarray]) -> bytes:
-    """model: a stage keras.Model; feeds: float values of its inputs on calibration data, by name."""
+def quantize_stage(model, precision: str, feeds: Dict[str, np.ndarray],
+                   layers: Optional[Mapping[str, str]] = None) -> bytes:
+    """model: a stage keras.Model; feeds: float values of its inputs on calibration data, by name.
+    layers (precision "mixed" only): op scope (first output tensor name in the float32 .tflite) -> rung."""
+    if precision == "mixed":
+        return _mixed(model, feeds, dict(layers or {}))
+    return _convert(model, check_precision(precision), feeds)
+
+
+def _mixed(model, feeds: Dict[str, np.ndarray], layers: Dict[str, str]) -> bytes:
+    rungs = set(layers.values())
+    if rungs <= {"int8", "float32"}:
+        return _convert(model, "int8", feeds, denylist=[s for s, r in layers.items() if r == "float32"])
+    from edgekit.convert.precision.recipes import quantize_ops
+
+    return quantize_ops(_convert(model, "float32", feeds), layers, feeds)
+
+
+def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Optional[List[str]] = None) -> bytes:
+    """denylist: None for the plain converter modes; a list (maybe empty) for int8 with float fallback."""
     from edgekit.convert.tf import quiet, tensorflow
 
     tf = tensorflow()
-    check_precision(precision)
     names = [t.name for t in model.inputs]
     n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
 
@@ -62,11 +112,18 @@ def quantize_stage(model, precision: str, feeds: Dict[str, np.ndarray]) -> bytes
     PRECISION_MODES[precision](conv, tf)
     if precision in NEEDS_CALIBRATION:
         conv.representative_dataset = representative
+    if denylist is not None:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     with tempfile.TemporaryDirectory() as tmp:
         cwd = os.getcwd()
         os.chdir(tmp)          # the converter may drop temporary files in the working directory
         try:
             with quiet():
+                if denylist:
+                    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(denylist))
+                    debugger = tf.lite.experimental.QuantizationDebugger(
+                        converter=conv, debug_dataset=representative, debug_options=opts)
+                    return bytes(debugger.get_nondebug_quantized_model())
                 return bytes(conv.convert())
         except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
