@@ -16,6 +16,7 @@ MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
 PRECISIONS = ("float32", "float16", "int8", "int16x8")
+STAGE_PRECISIONS = PRECISIONS + ("mixed",)   # mixed: a rung per layer (adaptive precision; table in report.json)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_DIM = 1 << 20
@@ -131,9 +132,9 @@ class StageSpec:
         if not isinstance(sha, str) or not _SHA_RE.match(sha):
             raise BundleError("{}.sha256: expected 64 lowercase hex digits, got {!r}".format(where, sha))
         precision = _need(d, "precision", where)
-        if precision not in PRECISIONS:
+        if precision not in STAGE_PRECISIONS:
             raise BundleError("{}.precision: unknown precision {!r}; allowed: {}".format(
-                where, precision, ", ".join(PRECISIONS)))
+                where, precision, ", ".join(STAGE_PRECISIONS)))
         ins = _need(d, "inputs", where)
         outs = _need(d, "outputs", where)
         for key, lst in (("inputs", ins), ("outputs", outs)):

@@ -94,3 +94,25 @@ def choose_precision(stages: Sequence, target, x: np.ndarray, y: Optional[np.nda
     prof = profile(stages, data, rungs, input_name, say)
     choice, f16, budget = allocate_all(prof, options, target, rungs)
     return build_and_verify(prof, data, options, target, rungs, notes, choice, f16, budget, input_name, say)
+
+
+ADAPTIVE = "adaptive"
+
+
+def options_from(opts) -> PrecisionOptions:
+    """PrecisionOptions from a convert.ConvertOptions (its tolerance, budgets and rungs)."""
+    return PrecisionOptions(tolerance=opts.tolerance, size_budget=opts.size_budget,
+                            latency_budget_ms=opts.latency_budget_ms, rungs=opts.rungs)
+
+
+def check_convert_options(opts, target) -> None:
+    """--tolerance, --size-budget, --latency-budget and --rungs only mean something with --precision adaptive."""
+    if opts.precision == ADAPTIVE:
+        check_options(options_from(opts), target)
+        return
+    given = [flag for flag, v in (("--tolerance", opts.tolerance), ("--size-budget", opts.size_budget),
+                                  ("--latency-budget", opts.latency_budget_ms), ("--rungs", opts.rungs))
+             if v is not None]
+    if given:
+        raise ConfigError("{} only apply with --precision adaptive; got --precision {}".format(
+            ", ".join(given), opts.precision or "(the target's default)"))

@@ -26,6 +26,11 @@ class Layer:
     losses: Dict[str, Loss] = field(default_factory=dict)
     pinned: str = ""                              # why it must stay float32 (no quantized kernel)
 
+    @property
+    def key(self) -> str:
+        """Unique across stages (op scopes repeat between stages, e.g. StatefulPartitionedCall_1:0)."""
+        return "{}/{}".format(self.stage, self.scope)
+
     def loss(self, rung: str) -> Loss:
         return ZERO if rung == "float32" else self.losses[rung]
 
@@ -53,10 +58,10 @@ def by_tolerance(layers: Sequence[Layer], tolerance: float) -> Dict[str, Choice]
     out = {}
     for ly in layers:
         if ly.pinned:
-            out[ly.scope] = ("float32", ly.pinned)
+            out[ly.key] = ("float32", ly.pinned)
             continue
         pick = next((r for r in ly.rungs if ly.loss(r).kl <= tolerance), "float32")
-        out[ly.scope] = (pick, "lowest rung with KL <= {:g}".format(tolerance))
+        out[ly.key] = (pick, "lowest rung with KL <= {:g}".format(tolerance))
     return out
 
 
@@ -65,16 +70,16 @@ def by_budget(layers: Sequence[Layer], budget: float, cost_of, floor: float, kin
     """Greedy: start at every op's cheapest rung, then take the upgrade with the most loss removed per unit
     of cost that still fits. Losses at or below `floor` count as none. Returns choices, estimated total and
     the smallest possible total (all cheapest)."""
-    cur = {ly.scope: ("float32" if ly.pinned else ly.rungs[0]) for ly in layers}
+    cur = {ly.key: ("float32" if ly.pinned else ly.rungs[0]) for ly in layers}
     eff = lambda ly, r: 0.0 if ly.loss(r).kl <= floor else ly.loss(r).kl  # noqa: E731
-    total = fixed + sum(cost_of(ly, cur[ly.scope]) for ly in layers)
+    total = fixed + sum(cost_of(ly, cur[ly.key]) for ly in layers)
     minimum = total
     while True:
         best: Optional[Tuple[float, Layer, str, float]] = None
         for ly in layers:
             if ly.pinned:
                 continue
-            r0 = cur[ly.scope]
+            r0 = cur[ly.key]
             for r in ly.rungs:
                 if rank(r) <= rank(r0):
                     continue
@@ -88,10 +93,10 @@ def by_budget(layers: Sequence[Layer], budget: float, cost_of, floor: float, kin
         if best is None:
             break
         _, ly, r, extra = best
-        cur[ly.scope] = r
+        cur[ly.key] = r
         total += extra
     reason = "least loss within the {} budget".format(kind)
-    out = {ly.scope: (cur[ly.scope], ly.pinned or reason) for ly in layers}
+    out = {ly.key: (cur[ly.key], ly.pinned or reason) for ly in layers}
     return out, total, minimum
 
 
@@ -108,7 +113,7 @@ def stage_float16(layers: Sequence[Layer], choice: Dict[str, Choice], costs: Seq
         if not mine or not allowed or "float16" not in cost.losses:
             out.append("")
             continue
-        all_float = all(choice[ly.scope][0] == "float32" and not ly.pinned for ly in mine)
+        all_float = all(choice[ly.key][0] == "float32" and not ly.pinned for ly in mine)
         ok = all_float and cost.losses["float16"].kl <= tolerance
         out.append(("float16: halves the weights" + (" and computes in fp16 on this target" if fp16_compute
                                                       else " (this target has no FP16 arithmetic: size only)"))
@@ -118,10 +123,10 @@ def stage_float16(layers: Sequence[Layer], choice: Dict[str, Choice], costs: Seq
 
 def backoff_pick(layers: Sequence[Layer], choice: Dict[str, Choice], done: Sequence[str]) -> Optional[Layer]:
     """The most sensitive op (largest loss at its chosen rung) that can still go up a rung."""
-    cands = [ly for ly in layers if not ly.pinned and choice[ly.scope][0] != "float32" and ly.scope not in done]
+    cands = [ly for ly in layers if not ly.pinned and choice[ly.key][0] != "float32" and ly.key not in done]
     if not cands:
         return None
-    return max(cands, key=lambda ly: ly.loss(choice[ly.scope][0]).kl)
+    return max(cands, key=lambda ly: ly.loss(choice[ly.key][0]).kl)
 
 
 def next_rung(ly: Layer, rung: str) -> str:

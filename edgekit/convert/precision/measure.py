@@ -135,4 +135,4 @@ def stage_label(rungs: Sequence[str]) -> str:
 
 
 def weighted_choices(layers: Sequence[Layer], choice: Dict[str, Tuple[str, str]], k: int) -> Dict[str, str]:
-    return {ly.scope: choice[ly.scope][0] for ly in layers if ly.stage == k}
+    return {ly.scope: choice[ly.key][0] for ly in layers if ly.stage == k}

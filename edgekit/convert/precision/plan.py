@@ -81,14 +81,14 @@ def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice,
         ly = al.backoff_pick(prof.layers, choice, raised)
         if ly is None:
             break
-        old = choice[ly.scope][0]
+        old = choice[ly.key][0]
         new = al.next_rung(ly, old)
         if budget["mode"] == "size" and budget["estimated"] + al.size_cost(ly, new) - al.size_cost(ly, old) > \
                 budget["limit"]:
-            raised.append(ly.scope)
+            raised.append(ly.key)
             continue
-        choice[ly.scope] = (new, "raised from {} after held-out verification".format(old))
-        raised.append(ly.scope) if new == "float32" else None
+        choice[ly.key] = (new, "raised from {} after held-out verification".format(old))
+        raised.append(ly.key) if new == "float32" else None
         if budget["mode"] == "size":
             budget["estimated"] += al.size_cost(ly, new) - al.size_cost(ly, old)
         backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
@@ -110,7 +110,7 @@ def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice,
 def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str, Any]]:
     rows, est = [], []
     for ly in prof.layers:
-        rung, reason = ("float16", f16[ly.stage]) if f16[ly.stage] else choice[ly.scope]
+        rung, reason = ("float16", f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
         lat = al.op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
         est.append(lat)
         loss = prof.costs[ly.stage].losses.get("float16") if rung == "float16" else ly.loss(rung)

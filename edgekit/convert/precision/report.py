@@ -1,20 +1,9 @@
-"""The per-layer precision table as text rows (for `edgekit inspect`) and as a PNG plot (matplotlib Agg)."""
+"""The per-layer precision table as a PNG plot (matplotlib Agg); `edgekit inspect` prints it as text."""
 import io
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 PLOT_NAME = "precision.png"
 _COLORS = {"int4w": "#4c72b0", "int8": "#55a868", "int16x8": "#c44e52", "float16": "#8172b2", "float32": "#937860"}
-
-
-def table_rows(layers: Sequence[Dict[str, Any]]) -> List[List[str]]:
-    def num(v, fmt):
-        return "-" if v is None else fmt.format(v)
-    return [[str(r["stage"]), r["layer"], r["op"], r["rung"], num(r.get("sqnr_db"), "{:.1f}"),
-             num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0),
-             "{:.1%}".format(r.get("latency_share", 0.0))] for r in layers]
-
-
-TABLE_HEADER = ("stage", "layer", "op", "rung", "SQNR dB", "KL nats", "size", "latency share")
 
 
 def plot_png(layers: Sequence[Dict[str, Any]], report: Dict[str, Any]) -> Optional[bytes]:
