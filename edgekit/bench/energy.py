@@ -71,7 +71,7 @@ def profile_from_target(target: Any) -> EnergyProfile:
 def pick_profile(profiles: Mapping[str, Any], target: str) -> EnergyProfile:
     """The profile of `target` from a {name: profile dict} mapping (what `--profiles` carries)."""
     if not isinstance(profiles, Mapping) or target not in profiles:
-        known = ", ".join(sorted(profiles)) if isinstance(profiles, Mapping) else "none"
+        known = (", ".join(sorted(profiles)) if isinstance(profiles, Mapping) else "") or "none"
         raise ConfigError("no board profile for the bundle's target {!r}; profiles given: {}".format(target, known))
     return EnergyProfile.from_dict(dict(profiles[target], name=target), "profile " + target)
 
@@ -139,6 +139,12 @@ def _measure_with(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarra
         e["blocks"] = [r.to_dict() for r in readings[mode]]
         out[mode] = e
     return out
+
+
+def preflight(opts: EnergyOptions, profile: EnergyProfile, meters: Optional[Mapping[str, Meter]] = None) -> str:
+    """Check the options and that a meter asked for by name is there, before anything is timed; its name."""
+    opts.check()
+    return pick_meter(opts.meter, profile, opts.usb_device, (), meters).meter.name
 
 
 def measure_energy(runner: EarlyExitRunner, x: np.ndarray, opts: EnergyOptions, profile: EnergyProfile,

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional
 import numpy as np
 
 from edgekit.bench.curve import accuracy_latency
-from edgekit.bench.energy import EnergyOptions, EnergyProfile, energy_rows, measure_energy
+from edgekit.bench.energy import EnergyOptions, EnergyProfile, energy_rows, measure_energy, preflight
 from edgekit.bench.latency import MODES, Protocol, _read, bench
 from edgekit.bench.meters import Meter
 from edgekit.runtime.runner import EarlyExitRunner
@@ -47,7 +47,7 @@ def run_bench(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray], p
               meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
     """Latency, energy, accuracy and the curve for both modes, from one run."""
     protocol.check()
-    energy.check()
+    preflight(energy, profile, meters)                # a named meter that is absent fails before timing
     result = bench(runner, x, y, protocol)           # warm-up, interleaved latency window, accuracy
     result["energy"] = measure_energy(runner, x, energy, profile, meters)
     stage_ms = result["full_depth"]["stage_mean_ms"]
