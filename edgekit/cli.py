@@ -80,7 +80,13 @@ class _StepBar:
 @click.option("--target", "-t", required=True, help="Board profile name (see `edgekit targets`).")
 @click.option("--calib", required=True, type=click.Path(dir_okay=False), help="Calibration data: .npz (x, y) or .npy.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory; the bundle goes to OUT/<target>.")
-@click.option("--precision", default=None, help="float32, float16, int8 or int16x8 (default: the target's first).")
+@click.option("--precision", default=None, help="float32, float16, int8, int16x8 or adaptive (default: the target's first).")
+@click.option("--tolerance", type=float, default=None,
+              help="adaptive: per layer the lowest rung whose KL (nats) at the exits is under this (default 0.001).")
+@click.option("--size-budget", default=None, help="adaptive: least loss within this bundle size (720000, 800K, 1.5M).")
+@click.option("--latency-budget", type=float, default=None,
+              help="adaptive: least loss within this full-depth latency (ms, batch 1, measured here).")
+@click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32.")
 @click.option("--threshold", default=0.9, show_default=True, type=float, help="Softmax confidence needed to exit early.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("--max-accuracy-drop", "max_drop", type=float, default=None,
@@ -93,14 +99,20 @@ class _StepBar:
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 def convert_cmd(model: str, target: str, calib: str, out: str, precision: Optional[str], threshold: float,
                 force: bool, max_drop: Optional[float], threshold_data: Optional[str], holdout: Optional[str],
-                exit_rule: Optional[str], as_json: bool) -> None:
+                exit_rule: Optional[str], as_json: bool, tolerance: Optional[float] = None,
+                size_budget: Optional[str] = None, latency_budget: Optional[float] = None,
+                rungs: Optional[str] = None) -> None:
     """Convert a multi-exit Keras model into a per-stage TFLite bundle for a board."""
     from edgekit.convert import ConvertOptions, convert
+    from edgekit.convert.precision.ladder import parse_size
 
     bar = _StepBar("converting")
     try:
         result = convert(ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
-                                        threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule),
+                                        threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
+                                        tolerance=tolerance, latency_budget_ms=latency_budget,
+                                        size_budget=None if size_budget is None else parse_size(size_budget),
+                                        rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(","))),
                          progress=bar)
     finally:
         bar.close()
@@ -171,6 +183,27 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
              "{:.2f}M".format(s.flops / 1e6), "{:.1f}K".format(s.size_bytes / 1024.0),
              "-" if s.latency_ms is None else "{:.3f}".format(s.latency_ms)) for s in m.stages]
     _table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
+    _precision_table(bundle)
+
+
+def _precision_table(bundle: str) -> None:
+    """The per-layer precision table of an adaptive bundle (report.json), when there is one."""
+    from edgekit.manifest import REPORT_NAME
+
+    try:
+        with open(os.path.join(bundle, REPORT_NAME), "r", encoding="utf-8") as f:
+            plan = json.load(f).get("precision_plan")
+    except (OSError, ValueError):
+        return
+    if not plan or not plan.get("layers"):
+        return
+    num = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
+    rows = [(str(r["stage"]), r["layer"], r["op"], r["rung"], num(r.get("sqnr_db"), "{:.1f}"),
+             num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0),
+             "{:.1%}".format(r.get("latency_share", 0.0))) for r in plan["layers"]]
+    click.echo("\nper-layer precision ({}; SQNR and KL at the exits with only that layer quantized):".format(
+        plan.get("mode")))
+    _table(("stage", "layer", "op", "rung", "SQNR dB", "KL nats", "size", "latency share"), rows)
 
 
 from edgekit.deploy.cli import board_from_options, ssh_options  # noqa: E402  (--host on run and bench)

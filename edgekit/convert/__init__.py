@@ -37,6 +37,10 @@ class ConvertOptions:
     threshold_data: Optional[str] = None   # labelled data for the fit (default: the calibration data)
     holdout: Optional[str] = None          # a second split that reports the accuracy actually reached
     exit_rule: Optional[str] = None        # None: max_softmax
+    tolerance: Optional[float] = None      # precision "adaptive" (issue 6): KL nats per layer at the exits
+    size_budget: Optional[int] = None      # adaptive: bundle bytes
+    latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
+    rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)
 
 
 @dataclass(frozen=True)
@@ -59,8 +63,11 @@ def _check_options(opts: ConvertOptions):
     from edgekit.targets import get_target
 
     target = get_target(opts.target)
-    precision = check_precision(opts.precision or target.default_precision)
-    if precision not in target.precisions:
+    from edgekit.convert.precision import ADAPTIVE, check_convert_options
+
+    check_convert_options(opts, target)
+    precision = ADAPTIVE if opts.precision == ADAPTIVE else check_precision(opts.precision or target.default_precision)
+    if precision not in target.precisions + (ADAPTIVE,):
         raise ConfigError("precision {!r} is not supported on {}; allowed there: {}".format(
             precision, target.name, ", ".join(target.precisions)))
     if not 0.0 <= opts.threshold <= 1.0:
@@ -104,9 +111,10 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                          "order".format(max(split_err), PARITY_TOL))
 
     feeds = stage_inputs(stages, x[:200], input_name)
+    plan = _precision_plan(opts, stages, target, x, calib.y, input_name) if precision == "adaptive" else None
     blobs: List[bytes] = []
     for st, feed in zip(stages, feeds):
-        blobs.append(quantize_stage(st.model, precision, feed))
+        blobs.append(plan.blobs[st.index] if plan else quantize_stage(st.model, precision, feed))
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
 
     threads = target.default_threads if target.arch == "x86_64" else 1
@@ -118,7 +126,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         outputs = {t.name: t for t in [_spec(v, k) for k, v in st.model.output.items()]}
         specs.append(StageSpec(
             index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
-            precision=precision, inputs=tuple(_spec(t, t.name) for t in st.model.inputs),
+            precision=plan.precisions[st.index] if plan else precision,
+            inputs=tuple(_spec(t, t.name) for t in st.model.inputs),
             outputs=tuple(outputs[n] for n in st.carried_names + (st.exit_name,) + ((st.score_name,) if st.score_name
                                                                                       else ())),
             exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(stages) - 1 else 0.0,
@@ -137,6 +146,10 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
+    if plan is not None:
+        report["precision_plan"] = plan.report
+        if plan.plot_png:
+            files["precision.png"] = plan.plot_png
     bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))
     if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
         manifest = load_bundle(bundle_dir)
@@ -144,6 +157,12 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
             report = json.load(f)
     step(total, total, "bundle written")
     return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
+
+
+def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str):
+    from edgekit.convert.precision import choose_precision, options_from
+
+    return choose_precision(stages, target, x, y, options_from(opts), input_name)
 
 
 def _rule(opts: ConvertOptions, st) -> str:
