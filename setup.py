@@ -9,7 +9,9 @@ setup(
     python_requires=">=3.8",
     install_requires=["numpy", "click", "pyyaml"],
     extras_require={
-        "convert": ["tensorflow==2.19.0", "keras"],
+        # ai-edge-quantizer: per-op precision recipes (adaptive precision). Its requirements (tensorflow>=2.19,
+        # ai-edge-litert>=1.2, numpy, immutabledict) resolve under constraints.txt, so no --no-deps is needed.
+        "convert": ["tensorflow==2.19.0", "keras", "ai-edge-quantizer", "immutabledict"],
         "onnx": ["onnx2tf", "onnx", "onnxruntime", "onnx-graphsurgeon", "sng4onnx"],
         "deploy": ["paramiko", "cryptography"],   # edgekit flash / run --host / bench --host; flash --require-signature
         # ai-edge-litert has no armv7l wheel; tflite-runtime stopped at CPython 3.11.

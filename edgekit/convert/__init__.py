@@ -8,7 +8,7 @@ import json
 import os
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -33,6 +33,8 @@ class ConvertOptions:
     precision: Optional[str] = None        # None: the target's preferred precision
     threshold: float = 0.9
     force: bool = False
+    input_shape: Optional[Tuple[int, ...]] = None  # ONNX (issue 7): input sizes after the batch, model's layout
+    onnx_exits: Tuple[str, ...] = ()       # ONNX: exit tensor names in depth order (default: the graph outputs)
     max_drop: Optional[float] = None       # fit thresholds to this accuracy drop (None: use `threshold`)
     threshold_data: Optional[str] = None   # labelled data for the fit (default: the calibration data)
     holdout: Optional[str] = None          # a second split that reports the accuracy actually reached
@@ -96,6 +98,10 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     step = progress or (lambda done, total, label: None)
     target, precision = _check_options(opts)
     calib = load_data(opts.calib_path)
+    if opts.model_path.lower().endswith(".onnx"):
+        return _convert_onnx(opts, target, precision, calib, step)
+    if opts.input_shape or opts.onnx_exits:
+        raise ConfigError("--input-shape and exit tensor names apply to .onnx models; got {}".format(opts.model_path))
     model = load_model(opts.model_path)
     input_name = model.inputs[0].name
     check_input_shape(calib.x, (None,) + tuple(model.inputs[0].shape[1:]), "calibration data " + opts.calib_path)
@@ -218,3 +224,80 @@ def _report(opts: ConvertOptions, target, precision: str, manifest: Manifest, ca
                     "tflite_max_abs_error_vs_float": lite_err[i], "calib_accuracy_tflite": lite_acc[i],
                     "calib_accuracy_float": float_acc[i]} for i, s in enumerate(manifest.stages)],
     }
+
+
+def _onnx_exits_and_notes(opts: ConvertOptions, target, precision: str):
+    """ONNX models do not load as Keras models (onnx2tf builds TensorFlow graphs): what needs one is said, not done."""
+    exits = getattr(opts, "exits", None)              # issue 4's ExitOptions: layer names = exit tensor names here
+    if exits is not None and getattr(exits, "auto", 0):
+        raise ModelError("--exits auto:N attaches and trains exit heads, which needs a Keras model; {} is ONNX and "
+                         "does not load as one: name the exit tensors (--exits a,b,c)".format(opts.model_path))
+    names = tuple(opts.onnx_exits) or tuple(getattr(exits, "layers", ()) or ())
+    prune = sorted(k for k, v in vars(opts).items() if k.startswith("prune") and v)
+    notes = ["pruning ({}) needs a Keras model; {} is ONNX and does not load as one: not pruned".format(
+        ", ".join(prune), opts.model_path)] if prune else []
+    if precision == "adaptive":
+        precision = target.default_precision
+        notes.append("adaptive precision needs a Keras model; {} is ONNX and does not load as one: every stage is "
+                     "{} (the target's default)".format(opts.model_path, precision))
+    return names, precision, notes
+
+
+def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Progress) -> ConvertResult:
+    """ONNX (issue 7): split at the ONNX level, onnx2tf per stage (offline, in a child process), then the same
+    quantize, measure, threshold and bundle steps as a Keras model. Interfaces are channels-last (NHWC)."""
+    import tempfile
+
+    from edgekit.convert import measure
+    from edgekit.convert.bundle import write_bundle
+    from edgekit.convert.onnx import onnx_report, onnx_to_saved_models
+    from edgekit.convert.onnx_split import split_onnx
+    from edgekit.convert.quantize import CALIBRATION_SAMPLES, quantize_saved_model
+
+    exit_names, precision, notes = _onnx_exits_and_notes(opts, target, precision)
+    split = split_onnx(opts.model_path, exit_names, opts.input_shape)
+    x = split.to_bundle(calib.x, "calibration data " + opts.calib_path)
+    total = len(split.stages) + 3
+    float_out = list(split.values(x, split.exit_names).values())          # onnxruntime on the whole model
+    split_err = measure.max_abs_error(split.chained(x[:PARITY_SAMPLES]), [o[:PARITY_SAMPLES] for o in float_out])
+    if max(split_err) > PARITY_TOL:
+        raise ModelError("chained ONNX stages differ from the model by {:.3g} (> {})".format(max(split_err), PARITY_TOL))
+    step(1, total, "split into {} ONNX stages".format(len(split.stages)))
+    feeds = split.values(x[:CALIBRATION_SAMPLES], sorted({n for s in split.stages for n in s.input_names}
+                                                         - {split.input_name}))
+    feeds[split.input_name] = x[:CALIBRATION_SAMPLES]
+    blobs: List[bytes] = []
+    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
+        saved = onnx_to_saved_models(split, x, work)
+        step(2, total, "onnx2tf: {} SavedModels".format(len(saved)))
+        for st in split.stages:
+            blobs.append(quantize_saved_model(saved[st.index].path, precision, {n: feeds[n] for n in st.input_names}))
+            step(2 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
+    threads = target.default_threads if target.arch == "x86_64" else 1
+    lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
+    latency = measure.stage_latency_ms(blobs, split.stages, x, split.input_name, threads)
+    specs = tuple(StageSpec(
+        index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
+        precision=precision, inputs=tuple(TensorSpec(n, sm.inputs[n]) for n in st.input_names),
+        outputs=tuple(TensorSpec(n, sm.outputs[n]) for n in st.carried_names + (st.exit_name,)),
+        exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(split.stages) - 1 else 0.0,
+                      classes=int(out.shape[-1]), rule=_rule(opts, st)),
+        flops=st.flops, size_bytes=len(blob), latency_ms=round(ms, 4))
+        for st, sm, blob, ms, out in zip(split.stages, saved, blobs, latency, lite_out))
+    manifest = Manifest(
+        model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
+        input=InputSpec(name=split.input_name, shape=split.bundle_shape, dtype="float32",
+                        preprocessing=split.preprocessing()),
+        stages=specs, extra={"runtime": {"num_threads": target.default_threads, "delegates": [
+            {"name": d.name, "library": d.library, "options": dict(d.options)} for d in target.delegates]}})
+    report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
+                     measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
+    report.update(onnx=onnx_report(split, saved), notes=notes)
+    bundle_dir = write_bundle(opts.out_dir, manifest, {s.file: b for s, b in zip(specs, blobs)}, report, opts.force,
+                              finalize=_fit(opts))
+    if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
+        manifest = load_bundle(bundle_dir)
+        with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
+            report = json.load(f)
+    step(total, total, "bundle written")
+    return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
