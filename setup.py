@@ -20,7 +20,9 @@ setup(
             "tflite-runtime; platform_machine == 'armv7l'",
             "cryptography",              # signed bundles (EarlyExitRunner(require_signature=True)); imported lazily
         ],
-        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'", "paramiko", "hypothesis"],
+        "report": ["matplotlib"],        # edgekit bench --report: PNG plots (laptop side; imported lazily)
+        "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'", "paramiko", "hypothesis",
+                "matplotlib"],
     },
     entry_points={"console_scripts": ["edgekit=edgekit.cli:main"]},
 )
