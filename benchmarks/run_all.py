@@ -15,6 +15,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
+BUDGET_S = 15 * 60          # issue 9: every suite, one command, under 15 minutes
 
 
 def main() -> int:
@@ -25,7 +26,8 @@ def main() -> int:
     suites = sorted(glob.glob(os.path.join(HERE, "bench_*.py")))
     if args.only:
         suites = [s for s in suites if os.path.basename(s)[6:-3] in args.only]
-    lines, failed = [], 0
+    lines, goals, failed = [], [], 0
+    start = time.time()
     for path in suites:
         name = os.path.basename(path)[6:-3]
         print("== {}".format(name), flush=True)
@@ -39,7 +41,12 @@ def main() -> int:
             failed += 1
             sys.stdout.write(proc.stderr[-3000:])
         lines.append("{:<24} exit {:<3} {:7.1f} s".format(name, proc.returncode, dt))
-    summary = "\n".join(["benchmark suites ({} run, {} failed)".format(len(suites), failed)] + lines) + "\n"
+        goals += ["{:<24} {}".format(name, ln.strip()) for ln in proc.stdout.splitlines() if ln.startswith("goal")]
+    total = time.time() - start
+    lines.append("total {:.1f} s; goal: all suites in one command under {} minutes: {}".format(
+        total, BUDGET_S // 60, "met" if total < BUDGET_S else "NOT met"))
+    summary = "\n".join(["benchmark suites ({} run, {} failed)".format(len(suites), failed)] + lines
+                         + ["", "goals reported by the suites:"] + (goals or ["(none)"])) + "\n"
     with open(os.path.join(RESULTS, "summary.txt"), "w") as f:
         f.write(summary)
     print(summary)
