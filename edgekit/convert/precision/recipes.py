@@ -86,12 +86,44 @@ def quantize_ops(float_blob: bytes, rungs: Mapping[str, str], feeds: Optional[Ma
         qsvs = calibrate(float_blob, feeds)
     try:
         with _quiet():
-            q = quantizer.Quantizer(bytearray(float_blob), recipe)
+            q = quantizer.Quantizer(bytearray(_unshare_buffers(float_blob)), recipe)
             blob = bytes(q.quantize(qsvs).quantized_model)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelError("ai-edge-quantizer could not apply the per-op recipe: {}".format(
             str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__))
     return repair(blob)
+
+
+def _unshare_buffers(blob: bytes) -> bytes:
+    """Give every op its own copy of each constant it reads: the converter merges equal constants (e.g. two
+    all-zero biases) and the quantizer then refuses one tensor that needs two different quantizations."""
+    import copy
+
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    model = fbu.read_model_from_bytearray(bytearray(blob))
+    changed = False
+    for sg in model.subgraphs:
+        used, seen_buf = set(), set()
+        for op in sg.operators:
+            ins = list(op.inputs)
+            for n, t_idx in enumerate(ins):
+                t = sg.tensors[t_idx] if t_idx >= 0 else None
+                buf = model.buffers[t.buffer] if t is not None and t.buffer else None
+                if buf is None or buf.data is None or len(buf.data) == 0:
+                    continue
+                if t_idx in used or t.buffer in seen_buf:
+                    model.buffers.append(copy.deepcopy(buf))
+                    dup = copy.deepcopy(t)
+                    dup.buffer = len(model.buffers) - 1
+                    dup.name = (_s(t.name) + "/edgekit_copy{}".format(len(sg.tensors))).encode("utf-8")
+                    sg.tensors.append(dup)
+                    ins[n] = len(sg.tensors) - 1
+                    changed = True
+                used.add(t_idx)
+                seen_buf.add(t.buffer)
+            op.inputs = ins
+    return bytes(fbu.convert_object_to_bytearray(model)) if changed else bytes(blob)
 
 
 class _quiet:
