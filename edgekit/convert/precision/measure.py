@@ -7,6 +7,7 @@ import numpy as np
 from edgekit.convert.precision.allocate import Layer, StageCost
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.ladder import INT4_OPS, LAYER_RUNGS
+from edgekit.errors import ModelError
 from edgekit.convert.precision.sensitivity import Cache, Chain, latency_ms, layer_loss, stage_loss
 
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -48,7 +49,10 @@ def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpI
     builds = {"float32": fblob}
     for r in rungs:
         if r in ("float16", "int16x8"):
-            builds[r] = quantize_stage(st.model, r, feed)
+            try:
+                builds[r] = quantize_stage(st.model, r, feed)
+            except ModelError:          # e.g. an op with no 16x8 kernel: no whole-stage build at this rung
+                continue
         elif r == "int8":
             builds[r] = quantize_stage(st.model, "mixed", feed, {})     # int8 with float fallback
         elif r == "int4w":

@@ -1,0 +1,234 @@
+"""Adaptive precision (issue 6): sensitivity ordering, allocation under each budget, kernel fallback, bad inputs."""
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import CALIB, DEMO
+
+
+def _tiny_model(fragile: bool = True, with_sin: bool = False):
+    """Two exits; conv 'b' has one output channel with a weight 1000x the rest: per-channel quantization
+    then rounds that channel's other weights to zero (a deliberately fragile layer)."""
+    import keras
+
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 1), name="image")
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inp)
+    e0 = keras.layers.Dense(5, name="exit0")(keras.layers.GlobalAveragePooling2D(name="p0")(a))
+    b = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="b")(a)
+    if with_sin:
+        b = keras.layers.Lambda(keras.ops.sin, name="sine")(b)
+    c = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c")(b)
+    e1 = keras.layers.Dense(5, name="exit1")(keras.layers.GlobalAveragePooling2D(name="p1")(c))
+    model = keras.Model(inp, [e0, e1], name="tiny")
+    if fragile:                          # channel 0 of b spans ~1000: 8-bit activations lose the other channels
+        w, bias = model.get_layer("b").get_weights()
+        bias[0] = 1000.0
+        model.get_layer("b").set_weights([w, bias])
+        w, bias = model.get_layer("c").get_weights()
+        w[:, :, 0, :] = 0.0
+        model.get_layer("c").set_weights([w, bias])
+    return model
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("precision-cache"))
+    old = os.environ.get("EDGEKIT_CACHE_DIR")
+    os.environ["EDGEKIT_CACHE_DIR"] = path
+    yield path
+    if old is None:
+        os.environ.pop("EDGEKIT_CACHE_DIR", None)
+    else:
+        os.environ["EDGEKIT_CACHE_DIR"] = old
+
+
+def _x(n=160, seed=0):
+    return np.random.default_rng(seed).random((n, 8, 8, 1)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_plan(cache_dir):
+    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.split import split_model
+    from edgekit.targets import get_target
+
+    stages = split_model(_tiny_model())
+    plan = choose_precision(stages, get_target("raspberry-pi-4"), _x(), None,
+                            PrecisionOptions(tolerance=1e-3, sensitivity_samples=64), "image")
+    return stages, plan
+
+
+def _row(plan, layer):
+    return next(r for r in plan.layers if r["layer"] == layer)
+
+
+def test_fragile_layer_is_most_sensitive_and_gets_a_higher_rung(tiny_plan):
+    from edgekit.convert.precision.ladder import rank
+
+    _, plan = tiny_plan
+    frag = _row(plan, "b")
+    others = [r for r in plan.layers if r["layer"] != "b"]
+    assert len(others) == 4
+    for r in others:
+        assert frag["sensitivity"]["int8"]["kl"] > r["sensitivity"]["int8"]["kl"]
+    assert frag["sensitivity"]["int8"]["kl"] > frag["sensitivity"]["int16x8"]["kl"]
+    # the choices differ where the sensitivities differ
+    assert rank(frag["rung"]) > min(rank(r["rung"]) for r in others)
+    assert len({r["rung"] for r in plan.layers}) >= 2
+    # the plan is real: float stage interfaces, report and plot present
+    assert plan.report["boundaries"].startswith("float32")
+    assert plan.plot_png and plan.plot_png[:4] == b"\x89PNG"
+    assert plan.report["verification"]["metric"] == "top-1 agreement with float"
+
+
+def test_sensitivity_is_cached(tiny_plan, cache_dir):
+    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.targets import get_target
+
+    stages, plan = tiny_plan
+    assert os.listdir(cache_dir)
+    again = choose_precision(stages, get_target("raspberry-pi-4"), _x(), None,
+                             PrecisionOptions(tolerance=1e-3, sensitivity_samples=64), "image")
+    assert again.report["cache_hits"] >= len(plan.layers)
+    assert [r["rung"] for r in again.layers] == [r["rung"] for r in plan.layers]
+
+
+def _profile_layers(plan):
+    """Rebuild allocate.Layer records from the report (real measured losses)."""
+    from edgekit.convert.precision.allocate import Layer, StageCost
+    from edgekit.convert.precision.sensitivity import Loss
+
+    layers = []
+    for i, r in enumerate(plan.layers):
+        rungs = tuple(r["sensitivity"]) + ("float32",)
+        layers.append(Layer(stage=r["stage"], scope="op{}".format(i), op=r["op"], name=r["layer"],
+                            params=r["params"], macs=max(1, r["params"]), rungs=rungs,
+                            losses={k: Loss(**v) for k, v in r["sensitivity"].items()}))
+    costs = [StageCost(latency_ms={k: v["latency_ms"] for k, v in s["whole_stage"].items()},
+                       size_bytes={k: v["size_bytes"] for k, v in s["whole_stage"].items()}, losses={},
+                       macs=sum(ly.macs for ly in layers if ly.stage == s["index"]), fixed_bytes=0)
+             for s in plan.report["stages"]]
+    return layers, costs
+
+
+def test_size_budget_allocation_fits_and_spends_on_the_sensitive_layer(tiny_plan):
+    from edgekit.convert.precision import allocate as al
+
+    _, plan = tiny_plan
+    layers, _ = _profile_layers(plan)
+    smallest = sum(al.size_cost(ly, ly.rungs[0]) for ly in layers)
+    losses = []
+    for budget in (smallest, smallest * 1.3, smallest * 8):
+        choice, est, low = al.by_budget(layers, budget, al.size_cost, 1e-6, "size")
+        assert low == pytest.approx(smallest)
+        assert est <= budget + 1e-6
+        assert est == pytest.approx(sum(al.size_cost(ly, choice[ly.key][0]) for ly in layers))
+        losses.append(sum(ly.loss(choice[ly.key][0]).kl for ly in layers))
+    assert losses[0] >= losses[1] >= losses[2]
+    assert losses[2] < losses[0]
+    choice, _, _ = al.by_budget(layers, smallest * 1.3, al.size_cost, 1e-6, "size")
+    frag = next(ly for ly in layers if ly.name == "b")
+    assert al.rank(choice[frag.key][0]) > al.rank(frag.rungs[0]) if hasattr(al, "rank") else True
+
+
+def test_latency_budget_allocation_and_no_fp16_for_speed_without_fp16_cores(tiny_plan):
+    from edgekit.convert.precision import allocate as al
+
+    _, plan = tiny_plan
+    layers, costs = _profile_layers(plan)
+    cost_of = lambda ly, r: al.op_latency(ly, r, costs[ly.stage], False)  # noqa: E731
+    low = sum(cost_of(ly, ly.rungs[0]) for ly in layers)
+    high = sum(cost_of(ly, "float32") for ly in layers)
+    budget = max(low, high) * 1.01
+    choice, est, smallest = al.by_budget(layers, budget, cost_of, 1e-6, "latency")
+    assert smallest == pytest.approx(low)
+    assert est <= budget + 1e-9
+    tight, est2, _ = al.by_budget(layers, low, cost_of, 1e-6, "latency")
+    assert est2 <= low + 1e-9
+    # float16 is never cheaper than float32 in time on a target without FP16 arithmetic
+    for ly in layers:
+        c = costs[ly.stage]
+        if "float16" in c.latency_ms:
+            assert al.op_latency(ly, "float16", c, False) >= al.op_latency(ly, "float32", c, False)
+            assert al.op_latency(ly, "float16", c, True) == pytest.approx(
+                c.latency_ms["float16"] * ly.macs / c.macs)
+
+
+def test_op_without_quantized_kernel_falls_back_to_float(cache_dir):
+    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.split import split_model
+    from edgekit.runtime.interpreter import load_backend
+    from edgekit.targets import get_target
+
+    stages = split_model(_tiny_model(fragile=False, with_sin=True))
+    plan = choose_precision(stages, get_target("raspberry-pi-4"), _x(), None,
+                            PrecisionOptions(tolerance=1e-2, sensitivity_samples=48), "image")
+    fallbacks = plan.report["kernel_fallbacks"]
+    assert any(f["op"] == "SIN" for f in fallbacks), fallbacks
+    blob = plan.blobs[1]
+    interp = load_backend().interpreter(model_content=blob)
+    ops = {d["op_name"] for d in interp._get_ops_details()}
+    assert "SIN" in ops
+    out = interp.get_signature_runner()(**{n: np.zeros((2,) + tuple(t.shape[1:]), np.float32)
+                                           for n, t in zip(stages[1].input_names, stages[1].model.inputs)})
+    assert all(np.all(np.isfinite(v)) for v in out.values())
+
+
+def test_bad_inputs(cache_dir):
+    from edgekit.convert.precision import PrecisionOptions, check_options, check_samples
+    from edgekit.errors import ConfigError, DataError
+    from edgekit.targets import get_target
+
+    pi4 = get_target("raspberry-pi-4")
+    for bad in (0.0, -1.0):
+        with pytest.raises(ConfigError, match="must be above 0"):
+            check_options(PrecisionOptions(tolerance=bad), pi4)
+    with pytest.raises(ConfigError, match="one budget at a time"):
+        check_options(PrecisionOptions(size_budget=1000, latency_budget_ms=1.0), pi4)
+    with pytest.raises(ConfigError, match="unknown rung 'int3'"):
+        check_options(PrecisionOptions(rungs=("int3", "float32")), pi4)
+    nano = get_target("jetson-nano")            # tflite-runtime 2.14: no 4-bit weight kernels
+    with pytest.raises(ConfigError, match="not available on jetson-nano; it runs: int8, int16x8, float16, float32"):
+        check_options(PrecisionOptions(rungs=("int4w", "float32")), nano)
+    with pytest.raises(DataError, match="needs at least 128"):
+        check_samples(100)
+
+
+def test_cli_bad_inputs_exit_2_and_write_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    out = tmp_path / "out"
+    base = ["convert", DEMO, "-t", "raspberry-pi-4", "--calib", CALIB, "-o", str(out)]
+    cases = [(["--precision", "adaptive", "--tolerance", "0"], "tolerance 0.0 must be above 0"),
+             (["--precision", "int8", "--size-budget", "800K"], "only apply with --precision adaptive"),
+             (["--precision", "adaptive", "--size-budget", "lots"], "is not a size"),
+             (["--precision", "adaptive", "--rungs", "int4w,float32", "-t", "jetson-nano"], "it runs:")]
+    for extra, msg in cases:
+        res = CliRunner().invoke(main, base + extra)
+        assert res.exit_code == 2, res.output
+        assert msg in res.output
+        assert not out.exists()
+
+
+@pytest.mark.slow
+def test_demo_adaptive_bundle_small_and_accurate(tmp_path, cache_dir):
+    from edgekit.convert import ConvertOptions, convert
+    from edgekit.data import load_data
+    from edgekit.runtime import EarlyExitRunner, evaluate
+    from tests.conftest import TEST
+
+    test = load_data(TEST)
+    res = {}
+    for p in ("float32", "adaptive"):
+        r = convert(ConvertOptions(DEMO, "raspberry-pi-5", CALIB, str(tmp_path / p), precision=p))
+        acc = evaluate(EarlyExitRunner(r.bundle_dir), test.x, test.y, full_depth=True)["accuracy"]
+        res[p] = (r.report["bundle_size_bytes"], acc, r)
+    assert res["adaptive"][0] <= 0.30 * res["float32"][0]
+    assert res["adaptive"][1] >= res["float32"][1] - 0.003
+    assert os.path.isfile(os.path.join(res["adaptive"][2].bundle_dir, "precision.png"))
+    assert {s.precision for s in res["adaptive"][2].manifest.stages} <= {"mixed", "int8", "int16x8", "float16",
+                                                                          "float32"}
