@@ -19,6 +19,7 @@ MIN_SAMPLES = 16               # fewer calibration samples cannot rank channels 
 MIN_RECOVERY_SAMPLES = 32      # recovery holds out a tenth (at least 8) for early stopping
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALLOCATIONS = ("dp", "uniform")
+_TIMED_PRECISIONS = ("float32", "float16", "int8", "int16x8")
 SURGERY_TOL = 1e-4             # rebuilt model vs masked original, relative to the output scale
 
 Progress = Callable[[int, int, str], None]
@@ -34,7 +35,7 @@ class PruneOptions:
     channel_multiple: Optional[int] = None       # None: 1, or the target's when converting
     samples: int = 256                 # calibration samples used for ranking and distortion
     recover_epochs: int = 0            # 0: no recovery fine-tune
-    latency_precision: str = "int8"    # precision at which layers are timed for the latency budget
+    latency_precision: Optional[str] = None      # layers timed at this precision (None: int8, or the convert's)
     resolution: int = 1000             # budget discretisation of the DP
     seed: int = 0
 
@@ -63,8 +64,19 @@ class PruneOptions:
                 self.recover_epochs))
         if self.resolution < 10:
             raise ConfigError("budget resolution {} is below 10".format(self.resolution))
-        check_precision(self.latency_precision)
+        if self.latency_precision is not None:
+            check_precision(self.latency_precision)
         return self
+
+    def resolved(self, target=None, precision: Optional[str] = None) -> "PruneOptions":
+        """Fill the settings left to the context: the target's channel multiple, the converted precision."""
+        from dataclasses import replace
+
+        multiple = self.channel_multiple
+        if multiple is None:
+            multiple = target.channel_multiple if target is not None else 1
+        timed = self.latency_precision or (precision if precision in _TIMED_PRECISIONS else "int8")
+        return replace(self, channel_multiple=int(multiple), latency_precision=timed).check()
 
     def to_dict(self) -> Dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -112,14 +124,15 @@ def _removed(scores: np.ndarray, k: int) -> np.ndarray:
 def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progress] = None,
           eval_data: Optional[Dataset] = None) -> PruneResult:
     """Prune `model` to options.fraction of its budget quantity; the input model is left unchanged."""
-    from edgekit.convert.pruning.allocate import keep_options
+    from edgekit.convert.pruning.allocate import check_reachable, keep_options
     from edgekit.convert.pruning.cost import BUDGETS
     from edgekit.convert.pruning.distortion import DistortionProbe
     from edgekit.convert.pruning.groups import find_groups
     from edgekit.convert.pruning.importance import channel_importance
+    from edgekit.convert.pruning.report import to_json_safe
 
-    opts = options.check()
-    multiple = int(opts.channel_multiple or 1)
+    opts = options.resolved()
+    multiple = int(opts.channel_multiple)
     x = _inputs(model, calib, opts)
     graph = find_groups(model)
     cands = [g for g in graph.prunable if len(keep_options(g.channels, opts.ratios, multiple)) > 1]
@@ -132,6 +145,8 @@ def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progr
     step(1, total, "importance ({})".format(opts.importance))
     scores = channel_importance(opts.importance, model, graph, x)
     cost = BUDGETS[opts.budget](model, graph, opts.latency_precision)
+    check_reachable(cost.evaluate({g.index: keep_options(g.channels, opts.ratios, multiple)[-1] / g.channels
+                                   for g in cands}), cost.full(), opts.fraction * cost.full())
     step(2, total, "{} cost model".format(opts.budget))
     probe = DistortionProbe(model, graph, x)
     tables = []
@@ -150,7 +165,7 @@ def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progr
                      acc_pruned)
     keep = {g.name: int(len(chosen["keep_sets"][g.index])) for g in cands}
     step(total, total, "pruned")
-    return PruneResult(model=pruned, keep=keep, report=report)
+    return PruneResult(model=pruned, keep=keep, report=to_json_safe(report))
 
 
 def _why_none(graph, multiple: int) -> str:

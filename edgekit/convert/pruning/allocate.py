@@ -23,7 +23,7 @@ from edgekit.errors import ConfigError
 
 def round_channels(channels: int, keep_fraction: float, multiple: int) -> int:
     """Channels kept: a multiple of `multiple` (or all of them), at least one multiple, at most all."""
-    if channels <= multiple:
+    if channels <= multiple or keep_fraction >= 1.0:
         return channels
     k = int(round(channels * keep_fraction / multiple)) * multiple
     return int(min(channels, max(multiple, k)))
@@ -100,6 +100,14 @@ def brute_force(distortion: Sequence[np.ndarray], saving: Sequence[np.ndarray], 
     return best
 
 
+def check_reachable(smallest: float, full: float, target: float) -> None:
+    """The budget must be reachable with every prunable group at its smallest option."""
+    if smallest > target:
+        raise ConfigError("a budget of {:.1%} of the model's {:.4g} cannot be met: pruning every prunable group as "
+                          "far as allowed still leaves {:.1%}; allowed: a fraction >= {:.3f}".format(
+                              target / full, full, smallest / full, smallest / full))
+
+
 Exact = Callable[[Sequence[int]], float]       # channel counts per table -> exact budget cost
 
 
@@ -107,11 +115,7 @@ def solve(tables: Sequence[Table], exact: Exact, full: float, target: float,
           resolution: int = 1000) -> Tuple[int, ...]:
     """DP allocation (channel count per table) whose exact cost is <= target, found by bisection on
     the needed discretised saving."""
-    smallest = exact([int(t.keeps[-1]) for t in tables])
-    if smallest > target:
-        raise ConfigError("a budget of {:.3g} ({:.1%} of {:.4g}) cannot be met: pruning every prunable group as "
-                          "far as allowed still costs {:.4g} ({:.1%}); allowed: a fraction >= {:.3f}".format(
-                              target, target / full, full, smallest, smallest / full, smallest / full))
+    check_reachable(exact([int(t.keeps[-1]) for t in tables]), full, target)
     dists = [t.distortion for t in tables]
     saves = [t.saving for t in tables]
 

@@ -24,9 +24,15 @@ def _as_list(out) -> List[np.ndarray]:
     return [np.asarray(out)]
 
 
+def call(model, x):
+    """model(x) in inference mode, with x wrapped the way the model's inputs were declared (no warning)."""
+    struct = getattr(model, "_inputs_struct", None)
+    return model([x] if isinstance(struct, (list, tuple)) else x, training=False)
+
+
 def run_eager(model, x: np.ndarray) -> List[np.ndarray]:
     """The model's outputs on x, batch by batch, without tracing a function (cheap for one-off calls)."""
-    parts = [_as_list(model(x[i:i + BATCH], training=False)) for i in range(0, len(x), BATCH)]
+    parts = [_as_list(call(model, x[i:i + BATCH])) for i in range(0, len(x), BATCH)]
     return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
@@ -49,7 +55,7 @@ class DistortionProbe:
         self.model = model
         self.graph = graph
         self.batches = [tf.constant(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
-        self._forward = tf.function(lambda xb: model(xb, training=False), reduce_retracing=True)
+        self._forward = tf.function(lambda xb: call(model, xb), reduce_retracing=True)
         self.targets: Dict[int, List[Tuple[object, int, object]]] = {}   # group -> (variable, axis, layout)
         for layer in model.layers:
             rule = LAYER_RULES.get(type(layer).__name__)

@@ -86,6 +86,7 @@ def bn_scale(model, graph: ChannelGraph, x: np.ndarray) -> Scores:
 def activation(model, graph: ChannelGraph, x: np.ndarray) -> Scores:
     import keras
 
+    from edgekit.convert.pruning.distortion import call
     from edgekit.convert.split import _graph_nodes
 
     wanted = {c for g in graph.prunable for c in g.consumers}
@@ -98,7 +99,7 @@ def activation(model, graph: ChannelGraph, x: np.ndarray) -> Scores:
     probe = keras.Model(model.inputs, tensors)
     sums = [None] * len(tensors)
     for i in range(0, len(x), BATCH):
-        outs = probe(x[i:i + BATCH], training=False)
+        outs = call(probe, x[i:i + BATCH])
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for j, o in enumerate(outs):
             a = np.abs(np.asarray(o, np.float64))

@@ -69,12 +69,13 @@ def recover(student, teacher, x: np.ndarray, y: Optional[np.ndarray], epochs: in
     """Train `student` in place (teacher untouched); returns what happened."""
     import keras
 
+    from edgekit.convert.pruning.distortion import run_eager
+
     keras.utils.set_random_seed(seed)
     order = np.random.RandomState(seed).permutation(len(x))
     n_val = max(8, len(x) // 10)
     val, train = order[:n_val], order[n_val:]
-    teacher_out = teacher.predict(x, batch_size=64, verbose=0)
-    teacher_out = teacher_out if isinstance(teacher_out, (list, tuple)) else [teacher_out]
+    teacher_out = run_eager(teacher, x)
     outputs = list(student.outputs)
     probs = [_is_probability(student, t) for t in outputs]
     targets: List[np.ndarray] = []

@@ -45,11 +45,6 @@ def _clone_layer(layer, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
             layer.name, type(layer).__name__, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
 
 
-def _input_name(t) -> str:
-    hist = getattr(t, "_keras_history", None)
-    return hist[0].name if hist is not None else t.name
-
-
 def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
     """A new keras.Model where group g keeps the channels keep[g] (groups not in keep keep all)."""
     import keras
@@ -60,7 +55,7 @@ def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
     values: Dict[int, object] = {}
     inputs = []
     for t in model.inputs:
-        inp = keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=_input_name(t))
+        inp = keras.Input(shape=tuple(t.shape[1:]), dtype=t.dtype, name=t.name)   # the input keeps its tensor name (the manifest's)
         values[id(t)] = inp
         inputs.append(inp)
     made: Dict[int, Tuple[object, object]] = {}
