@@ -96,14 +96,22 @@ class _StepBar:
 @click.option("--holdout", type=click.Path(dir_okay=False), default=None,
               help="A second split that reports the accuracy the fitted thresholds reach.")
 @click.option("--exit-rule", default=None, help="max_softmax (default), entropy, margin or learned.")
+@click.option("--prune-flops", type=float, default=None, help="Prune whole channels to this FLOPs fraction (0, 1] before splitting.")
+@click.option("--prune-params", type=float, default=None, help="Prune whole channels to this parameter fraction (0, 1].")
+@click.option("--prune-latency", type=float, default=None, help="Prune whole channels to this fraction of the measured layer latency.")
+@click.option("--prune-importance", default=None, help="--prune-*: l1 (default), l2, bn_scale or activation.")
+@click.option("--recover-epochs", type=int, default=None, help="--prune-*: distillation fine-tune epochs (0, default: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 def convert_cmd(model: str, target: str, calib: str, out: str, precision: Optional[str], threshold: float,
                 force: bool, max_drop: Optional[float], threshold_data: Optional[str], holdout: Optional[str],
                 exit_rule: Optional[str], as_json: bool, tolerance: Optional[float] = None,
                 size_budget: Optional[str] = None, latency_budget: Optional[float] = None,
-                rungs: Optional[str] = None) -> None:
+                rungs: Optional[str] = None, prune_flops: Optional[float] = None,
+                prune_params: Optional[float] = None, prune_latency: Optional[float] = None,
+                prune_importance: Optional[str] = None, recover_epochs: Optional[int] = None) -> None:
     """Convert a multi-exit Keras model into a per-stage TFLite bundle for a board."""
     from edgekit.convert import ConvertOptions, convert
+    from edgekit.convert.pruning.cli import options_from_cli, summary_lines
     from edgekit.convert.precision.ladder import parse_size
 
     bar = _StepBar("converting")
@@ -112,7 +120,9 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                                         threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
                                         tolerance=tolerance, latency_budget_ms=latency_budget,
                                         size_budget=None if size_budget is None else parse_size(size_budget),
-                                        rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(","))),
+                                        rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
+                                        prune=options_from_cli(prune_flops, prune_params, prune_latency,
+                                                               prune_importance, recover_epochs)),
                          progress=bar)
     finally:
         bar.close()
@@ -122,6 +132,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
         result.bundle_dir, len(result.manifest.stages), result.report["precision"],
         result.report["bundle_size_bytes"] / 1024.0))
+    for line in summary_lines(result.report["prune"]) if "prune" in result.report else ():
+        click.echo(line)
 
 
 @main.command("calibrate")
@@ -334,6 +346,8 @@ def _pct(v: Optional[float]) -> str:
 
 from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402  (issue 8; local so deploy stays optional)
 main.add_command(_flash_cmd)
+from edgekit.convert.pruning.cli import prune_cmd as _prune_cmd  # noqa: E402  (issue 5)
+main.add_command(_prune_cmd)
 
 
 if __name__ == "__main__":

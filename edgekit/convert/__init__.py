@@ -15,6 +15,7 @@ import numpy as np
 import edgekit
 from edgekit.data import check_input_shape, load_data
 from edgekit.errors import ConfigError, ModelError
+from edgekit.convert.prune import PruneOptions
 from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
 from edgekit.manifest import REPORT_NAME, ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec, load_bundle
 
@@ -43,6 +44,7 @@ class ConvertOptions:
     size_budget: Optional[int] = None      # adaptive: bundle bytes
     latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
     rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)
+    prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split (issue 5)
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,12 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     input_name = model.inputs[0].name
     check_input_shape(calib.x, (None,) + tuple(model.inputs[0].shape[1:]), "calibration data " + opts.calib_path)
     x = calib.x.astype(np.float32)
+    pruned = None
+    if opts.prune is not None:                         # after exits, before split: channels physically removed
+        from edgekit.convert.prune import prune
+
+        pruned = prune(model, opts.prune.resolved(target, precision), calib, progress=step)
+        model = pruned.model
 
     stages = split_model(model)
     total = len(stages) + 2
@@ -152,6 +160,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
+    if pruned is not None:
+        report["prune"] = pruned.report
     if plan is not None:
         report["precision_plan"] = plan.report
         if plan.plot_png:
