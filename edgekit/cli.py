@@ -5,11 +5,11 @@ Every EdgekitError becomes one line on stderr and exit code 2; heavy imports hap
 import json
 import os
 import sys
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import click
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import ConfigError, EdgekitError
 
 
 class _Group(click.Group):
@@ -89,6 +89,8 @@ class _StepBar:
 @click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32.")
 @click.option("--threshold", default=0.9, show_default=True, type=float, help="Softmax confidence needed to exit early.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
+@click.option("--input-shape", default=None, help="ONNX: the input's sizes after the batch, in the model's own "
+              "layout, e.g. 3,224,224 (needed when the model leaves them dynamic).")
 @click.option("--max-accuracy-drop", "max_drop", type=float, default=None,
               help="Fit per-exit thresholds so accuracy stays within this drop of full depth (e.g. 0.01).")
 @click.option("--threshold-data", type=click.Path(dir_okay=False), default=None,
@@ -103,7 +105,8 @@ class _StepBar:
 @click.option("--recover-epochs", type=int, default=None, help="--prune-*: distillation fine-tune epochs (0, default: none).")
 @click.option("--json", "as_json", is_flag=True, help="Print the conversion report as JSON.")
 def convert_cmd(model: str, target: str, calib: str, out: str, precision: Optional[str], threshold: float,
-                force: bool, max_drop: Optional[float], threshold_data: Optional[str], holdout: Optional[str],
+                force: bool, input_shape: Optional[str], max_drop: Optional[float], threshold_data: Optional[str],
+                holdout: Optional[str],
                 exit_rule: Optional[str], as_json: bool, tolerance: Optional[float] = None,
                 size_budget: Optional[str] = None, latency_budget: Optional[float] = None,
                 rungs: Optional[str] = None, prune_flops: Optional[float] = None,
@@ -118,6 +121,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     try:
         result = convert(ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
                                         threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
+                                        input_shape=_sizes("--input-shape", input_shape),
                                         tolerance=tolerance, latency_budget_ms=latency_budget,
                                         size_budget=None if size_budget is None else parse_size(size_budget),
                                         rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
@@ -126,6 +130,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                          progress=bar)
     finally:
         bar.close()
+    for note in result.report.get("notes", []):     # what did not apply (e.g. pruning an ONNX model)
+        click.echo("edgekit: note: {}".format(note), err=True)
     if as_json:
         echo_json(dict(result.report, bundle_dir=result.bundle_dir))
         return
@@ -342,6 +348,16 @@ def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
 
 def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else "{:.2%}".format(v)
+
+
+def _sizes(option: str, text: Optional[str]) -> Optional[Tuple[int, ...]]:
+    """'3,224,224' -> (3, 224, 224)."""
+    if text is None:
+        return None
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise ConfigError("{} {!r}: allowed positive integers separated by commas, e.g. 3,224,224".format(option, text))
+    return tuple(int(p) for p in parts)
 
 
 from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402  (issue 8; local so deploy stays optional)

@@ -12,6 +12,7 @@ child finds out by comparing with onnxruntime on calibration samples and transpo
 """
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class SavedStage:
     outputs: Dict[str, Tuple[Optional[int], ...]]
     onnx2tf_layouts: Dict[str, str]                 # tensor -> "channels_last" | "onnx" (what onnx2tf made)
     max_abs_error: float                            # SavedModel vs onnxruntime on calibration samples
+    network: str                                    # how the converter child was kept offline
 
 
 def onnx_to_saved_models(split, x: np.ndarray, workdir: str, timeout_s: int = TIMEOUT_S) -> List[SavedStage]:
@@ -63,7 +65,8 @@ def onnx_to_saved_models(split, x: np.ndarray, workdir: str, timeout_s: int = TI
     return [SavedStage(index=r["index"], path=r["saved_model"],
                        inputs={k: tuple(v) for k, v in r["inputs"].items()},
                        outputs={k: tuple(v) for k, v in r["outputs"].items()},
-                       onnx2tf_layouts=r["layouts"], max_abs_error=r["max_abs_error"]) for r in result["stages"]]
+                       onnx2tf_layouts=r["layouts"], max_abs_error=r["max_abs_error"], network=result["network"])
+            for r in result["stages"]]
 
 
 
@@ -74,7 +77,7 @@ def onnx_report(split, saved: Sequence[SavedStage]) -> Dict:
     return {
         "onnx2tf_version": md.version("onnx2tf"), "source_layout": split.preprocessing().get("source_layout"),
         "bundle_layout": split.preprocessing().get("layout"), "onnx_names": dict(split.original_names),
-        "keras_model": False,
+        "keras_model": False, "converter_network": saved[0].network if saved else None,
         "stages": [{"index": s.index, "inputs": {k: list(v) for k, v in s.inputs.items()},
                     "outputs": {k: list(v) for k, v in s.outputs.items()}, "onnx2tf_layouts": s.onnx2tf_layouts,
                     "saved_model_max_abs_error_vs_onnxruntime": s.max_abs_error} for s in saved],
@@ -109,9 +112,25 @@ def _run_child(workdir: str, timeout_s: int) -> None:
 
 
 # -- the child process (imports onnx2tf and TensorFlow) -----------------------------------------------
-def _refuse_network() -> None:
+def _isolate_network() -> str:
+    """Refuse every connection from Python; where allowed (root), also enter a new network namespace, which has
+    no interface but a loopback that is down. Returns what was done, for the report."""
     import socket
 
+    done = "sockets refused"
+    try:
+        import ctypes
+
+        if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0:          # CLONE_NEWNET
+            done = "network namespace (interfaces: {}), sockets refused".format(
+                ",".join(name for _, name in socket.if_nameindex()))
+    except (OSError, AttributeError):
+        pass
+    _refuse_network(socket)
+    return done
+
+
+def _refuse_network(socket) -> None:
     def refuse(*args, **kwargs):
         raise OSError("edgekit: the ONNX converter runs offline; a network connection was refused")
 
@@ -187,8 +206,13 @@ def _convert_stage(spec: Dict, samples, onnx2tf, tf) -> Dict:
         node = getattr(exc, "onnx_op_name", None)
         ops = {n.name: n.op_type for n in graph.node}
         where = " at node {} (op {})".format(node, ops[node]) if node in ops else ""
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
-        raise ModelError("onnx2tf cannot convert stage {}{}: {}".format(spec["index"], where, first))
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if "runs offline" in first:
+            host = re.search(r"host='([^']+)'", first)
+            raise ModelError("onnx2tf tried to reach {} while converting stage {} and the network connection was "
+                             "refused (edgekit converts offline)".format(host.group(1) if host else "the internet",
+                                                                          spec["index"]))
+        raise ModelError("onnx2tf cannot convert stage {}{}: {}".format(spec["index"], where, first[:300]))
     by_name = {t.name.split(":")[0]: t for t in model.inputs}
     ins = [n for n in onnx_ins if n in by_name] if len(by_name) == len(onnx_ins) else onnx_ins
     layouts, err = _match(model, ins, outs, samples, tf)
@@ -222,7 +246,7 @@ def _convert_stage(spec: Dict, samples, onnx2tf, tf) -> Dict:
 
 
 def _child(job_path: str) -> int:
-    _refuse_network()
+    network = _isolate_network()
     with open(job_path, "r", encoding="utf-8") as f:
         job = json.load(f)
     try:
@@ -231,7 +255,7 @@ def _child(job_path: str) -> int:
 
         with np.load("samples.npz") as z:
             samples = {k: z[k] for k in z.files}
-        result = {"stages": [_convert_stage(spec, samples, onnx2tf, tf) for spec in job["stages"]]}
+        result = {"stages": [_convert_stage(spec, samples, onnx2tf, tf) for spec in job["stages"]], "network": network}
     except ModelError as exc:
         result = {"error": str(exc)}
     with open("result.json.tmp", "w", encoding="utf-8") as f:

@@ -133,12 +133,17 @@ def _load(path: str):
         raise ModelError("model file not found: {}".format(path))
     try:
         model = onnx.load(path)
-        onnx.checker.check_model(model)
-    except Exception as exc:  # noqa: BLE001 - protobuf and the checker raise many types
+    except Exception as exc:  # noqa: BLE001 - protobuf raises many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ModelError("{} is not a readable ONNX model: {}".format(path, first[:300]))
-    if not len(model.graph.node) or not len(model.graph.output):
-        raise ModelError("{} is not a readable ONNX model: the graph has no nodes or no outputs".format(path))
+    if not len(model.graph.node) or not len(model.graph.output) or not len(model.opset_import):
+        raise ModelError("{} is not a readable ONNX model: no graph nodes, outputs or opset".format(path))
+    _check_ops(model, path)
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001 - the checker raises many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError("{} is not a valid ONNX model: {}".format(path, first[:300]))
     return model
 
 
@@ -217,6 +222,13 @@ def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
     return new, inp.name, (None,) + tuple(int(d) for d in dims[1:])
 
 
+def _ort_message(exc: Exception) -> str:
+    """onnxruntime's first line without its source location ('... FAIL : /src/x.cc:181 f(...) What went wrong')."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    m = re.search(r"\) ([A-Z][^()]*)$", first)
+    return (m.group(1) if m else first)[:300]
+
+
 def _check_batch(original, new, name: str, fixed_batch: Optional[int], dims: List[object], path: str) -> None:
     """The prepared model must give, for a batch of 3, what the original gives sample by sample."""
     rng = np.random.default_rng(0)
@@ -236,8 +248,7 @@ def _check_batch(original, new, name: str, fixed_batch: Optional[int], dims: Lis
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         if fixed_batch is None:
-            raise ModelError("{}: onnxruntime cannot run the model: {}".format(path, (str(exc).splitlines() or
-                                                                                      ["?"])[0][:300]))
+            raise ModelError("{}: onnxruntime cannot run the model: {}".format(path, _ort_message(exc)))
         ok = False
     if not ok:
         raise ModelError("{}: input {!r} has a fixed batch of 1 and the graph does not run per sample with another "
@@ -367,7 +378,6 @@ def split_onnx(path: str, exits: Sequence[str] = (), input_shape: Optional[Seque
     import onnx.utils
 
     model = _load(path)
-    _check_ops(model, path)
     model, input_name, source_shape = _fix_input(model, path, input_shape)
     exit_list = _pick_exits(model, exits, path)
     fronts = _frontiers(model, input_name, exit_list, path)
