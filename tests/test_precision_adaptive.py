@@ -8,8 +8,11 @@ from tests.conftest import CALIB, DEMO
 
 
 def _tiny_model(fragile: bool = True, with_sin: bool = False):
-    """Two exits; conv 'b' has one output channel with a weight 1000x the rest: per-channel quantization
-    then rounds that channel's other weights to zero (a deliberately fragile layer)."""
+    """Two exits; conv 'b' is deliberately fragile: channel 0 of its output is pushed to ~1000 and then capped
+    at 3 (a MINIMUM op after it), so b's output tensor spans [0, ~1000] while what the next layer reads spans
+    [0, 3]. 8-bit activations at b's output (step ~4) wipe out every other channel; 16-bit ones (step ~0.03)
+    keep them; c, which reads the capped tensor, stays robust. The exit layers' weights are scaled up so their
+    softmax is peaked and the KL divergence at the exits registers what is lost."""
     import keras
 
     keras.utils.set_random_seed(3)
@@ -17,18 +20,19 @@ def _tiny_model(fragile: bool = True, with_sin: bool = False):
     a = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="a")(inp)
     e0 = keras.layers.Dense(5, name="exit0")(keras.layers.GlobalAveragePooling2D(name="p0")(a))
     b = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="b")(a)
+    b = keras.layers.Lambda(lambda t: keras.ops.minimum(t, 3.0), name="cap")(b)
     if with_sin:
         b = keras.layers.Lambda(keras.ops.sin, name="sine")(b)
     c = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c")(b)
     e1 = keras.layers.Dense(5, name="exit1")(keras.layers.GlobalAveragePooling2D(name="p1")(c))
     model = keras.Model(inp, [e0, e1], name="tiny")
-    if fragile:                          # channel 0 of b spans ~1000: 8-bit activations lose the other channels
+    for name in ("exit0", "exit1"):
+        w, bias = model.get_layer(name).get_weights()
+        model.get_layer(name).set_weights([w * 10.0, bias])
+    if fragile:
         w, bias = model.get_layer("b").get_weights()
         bias[0] = 1000.0
         model.get_layer("b").set_weights([w, bias])
-        w, bias = model.get_layer("c").get_weights()
-        w[:, :, 0, :] = 0.0
-        model.get_layer("c").set_weights([w, bias])
     return model
 
 
@@ -115,6 +119,7 @@ def _profile_layers(plan):
 
 def test_size_budget_allocation_fits_and_spends_on_the_sensitive_layer(tiny_plan):
     from edgekit.convert.precision import allocate as al
+    from edgekit.convert.precision.ladder import rank
 
     _, plan = tiny_plan
     layers, _ = _profile_layers(plan)
@@ -128,9 +133,14 @@ def test_size_budget_allocation_fits_and_spends_on_the_sensitive_layer(tiny_plan
         losses.append(sum(ly.loss(choice[ly.key][0]).kl for ly in layers))
     assert losses[0] >= losses[1] >= losses[2]
     assert losses[2] < losses[0]
-    choice, _, _ = al.by_budget(layers, smallest * 1.3, al.size_cost, 1e-6, "size")
+    # 50% over the smallest affords raising b (288 weights) or c (576 weights, robust) but not both:
+    # the bytes go to the fragile layer
+    choice, _, _ = al.by_budget(layers, smallest * 1.5, al.size_cost, 1e-6, "size")
     frag = next(ly for ly in layers if ly.name == "b")
-    assert al.rank(choice[frag.key][0]) > al.rank(frag.rungs[0]) if hasattr(al, "rank") else True
+    robust = next(ly for ly in layers if ly.name == "c")
+    assert rank(choice[frag.key][0]) > rank(frag.rungs[0])
+    assert frag.loss(choice[frag.key][0]).kl < frag.loss(frag.rungs[0]).kl / 10
+    assert choice[robust.key][0] == robust.rungs[0]
 
 
 def test_latency_budget_allocation_and_no_fp16_for_speed_without_fp16_cores(tiny_plan):
