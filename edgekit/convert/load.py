@@ -12,11 +12,12 @@ def load_model(path: str):
     ext = os.path.splitext(path)[1].lower()
     if not os.path.exists(path):
         raise ModelError("model file not found: {}".format(path))
-    if ext == ".onnx":
-        raise ModelError("{}: ONNX input is not supported yet; allowed model formats: {}".format(
-            path, ", ".join(FORMATS)))
+    if ext == ".onnx":          # `edgekit convert` takes ONNX through edgekit/convert/onnx.py (onnx2tf)
+        raise ModelError("{}: an ONNX model does not load as a Keras model (onnx2tf gives a TensorFlow graph); "
+                         "this step needs one of: {}".format(path, ", ".join(FORMATS)))
     if ext not in FORMATS:
-        raise ModelError("{}: unsupported model format {!r}; allowed: {}".format(path, ext, ", ".join(FORMATS)))
+        raise ModelError("{}: unsupported model format {!r}; allowed: {} (and .onnx for convert)".format(
+            path, ext, ", ".join(FORMATS)))
     import keras
 
     try:
