@@ -75,12 +75,12 @@ def offline_prefix() -> list:
 
 def cli_convert_json(model: str, calib: str, out: str, *extra: str) -> dict:
     """`edgekit convert --json` in a child process, without network when the machine allows it."""
-    cmd = offline_prefix() + [sys.executable, "-m", "edgekit.cli", "convert", model, "-t", "raspberry-pi-5",
-                              "--calib", calib, "-o", out, "--json"] + list(extra)
+    cmd = offline_prefix() + [sys.executable, "-m", "edgekit.cli", "convert", model, "--calib", calib, "-o", out,
+                              "--json"] + list(extra)
     res = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=ROOT), cwd=out,
                          timeout=900)
     assert res.returncode == 0, res.stderr[-2000:]
-    return dict(json.loads(res.stdout), offline=bool(offline_prefix()))
+    return dict(json.loads(res.stdout), offline=bool(offline_prefix()), stderr=res.stderr)
 
 
 @pytest.fixture(scope="session")
@@ -146,11 +146,18 @@ def test_conversion_runs_with_the_network_disabled(branchy_bundle):
 @pytest.mark.slow
 def test_plain_cnn_converts_offline(tmp_path, onnx_data):
     """The plain CNN (fixed batch 1, a 3-channel input: what makes onnx2tf fetch sample images) through the CLI,
-    the whole process in a network namespace (unshare -n) when the machine allows it."""
+    the whole process in a network namespace (unshare -n) when the machine allows it. Adaptive precision and
+    pruning need a Keras model: asked for here, each is said not to apply, and the conversion goes on at the
+    target's default precision (float32 on host-x86_64)."""
     from edgekit.runtime import EarlyExitRunner
 
-    report = cli_convert_json(PLAIN, onnx_data["calib"], str(tmp_path), "--precision", "float32")
-    assert len(report["stages"]) == 1
+    report = cli_convert_json(PLAIN, onnx_data["calib"], str(tmp_path), "-t", "host-x86_64", "--precision",
+                              "adaptive", "--prune-flops", "0.5")
+    assert len(report["stages"]) == 1 and report["precision"] == "float32"
+    notes = [ln for ln in report["stderr"].splitlines() if ln.startswith("edgekit: note: ")]
+    assert len(notes) == 2 and "pruning" in notes[0] and "not pruned" in notes[0], notes
+    assert "adaptive precision needs a Keras model" in notes[1] and "float32" in notes[1], notes
+    assert report["notes"] == [n[len("edgekit: note: "):] for n in notes]
     x, y = digits("test")
     got = EarlyExitRunner(report["bundle_dir"]).run(x, full_depth=True).outputs
     ref = onnxruntime_outputs(PLAIN, x)["logits"]
