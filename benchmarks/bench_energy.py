@@ -70,6 +70,9 @@ def table(res):
     print("idle baseline {:.2f} W over {:.1f} s; blocks {} x {:g} s per mode, order {}".format(
         e["idle"]["mean_watts"], e["idle"]["seconds"], e["options"]["blocks"], e["options"]["block_seconds"],
         " ".join("A" if b == "early_exit" else "B" for b in e["block_order"])))
+    if e["overrun_blocks"]:
+        print("energy blocks that overran (process stalled by other load) and were run again: {}".format(
+            ", ".join("{} {:.1f} s".format(b["mode"], b["seconds"]) for b in e["overrun_blocks"])))
     for f in e["failed_during_run"]:
         print("meter {} failed during the run: {}".format(f["meter"], f["error"]))
     ratio = e["ratio_above_idle"]

@@ -12,6 +12,8 @@ One call is far shorter than a power sensor's sampling interval, so energy is no
    one mode run back to back over the data;
 4. per mode the block readings are added (`sum_readings`) and divided by the calls: energy per inference
    total, and above idle (the baseline's mean watts x the blocks' seconds subtracted).
+A block that lasts far longer than asked (over 1.5x, and over +0.5 s: the process was stalled by an
+overloaded machine) is discarded and run again, at most MAX_RETRIES times; the result lists such blocks.
 A meter that fails during the run (unreadable, garbage, gone) is excluded, the next available meter is
 picked in auto order, and the energy part starts again with it; the result lists every failure.
 """
@@ -28,6 +30,7 @@ from edgekit.runtime.runner import EarlyExitRunner
 
 MODES = ("early_exit", "full_depth")
 MIN_BLOCK_SECONDS = 1.0
+MAX_RETRIES = 2          # an overrun block (the process was stalled) is run again at most this often
 
 
 @dataclass(frozen=True)
@@ -121,19 +124,40 @@ def _run_block(runner: EarlyExitRunner, samples: List[np.ndarray], full: bool, s
     return calls
 
 
+def overran(reading: EnergyReading, block_seconds: float) -> bool:
+    """A block that lasted far longer than asked: the process was stalled (an overloaded machine), so
+    its joules are not the calls' joules."""
+    return reading.seconds > max(1.5 * block_seconds, block_seconds + 0.5)
+
+
+def _block(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarray], mode: str, opts: EnergyOptions,
+           start: int, discarded: List[Dict[str, Any]]) -> Tuple[EnergyReading, int]:
+    """One block of `mode` in its own meter session; an overrun block is discarded and run again
+    (at most MAX_RETRIES times; the last one is then kept and the discard list says so)."""
+    for attempt in range(MAX_RETRIES + 1):
+        with meter.session(opts.interval_s) as s:
+            n = _run_block(runner, samples, mode == "full_depth", opts.block_seconds, start)
+        r = s.result()
+        if not overran(r, opts.block_seconds):
+            return r, n
+        discarded.append({"mode": mode, "seconds": r.seconds, "calls": n, "samples": r.samples,
+                          "kept": attempt == MAX_RETRIES})
+    return r, n
+
+
 def _measure_with(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarray],
                   opts: EnergyOptions) -> Dict[str, Any]:
     half = opts.idle_seconds / 2.0
     idle_before = measure_idle(meter, half, opts.interval_s)
     readings = {m: [] for m in MODES}     # type: Dict[str, List[EnergyReading]]
     calls = {m: 0 for m in MODES}
+    discarded = []                        # type: List[Dict[str, Any]]
     for mode in block_order(opts.blocks):
-        with meter.session(opts.interval_s) as s:
-            n = _run_block(runner, samples, mode == "full_depth", opts.block_seconds, calls[mode])
-        readings[mode].append(s.result())
+        r, n = _block(meter, runner, samples, mode, opts, calls[mode], discarded)
+        readings[mode].append(r)
         calls[mode] += n
     idle = sum_readings([idle_before, measure_idle(meter, half, opts.interval_s)])
-    out = {"idle": idle.to_dict()}   # type: Dict[str, Any]
+    out = {"idle": idle.to_dict(), "overrun_blocks": discarded}   # type: Dict[str, Any]
     for mode in MODES:
         e = energy_per_inference(sum_readings(readings[mode]), idle, calls[mode]).to_dict()
         e["blocks"] = [r.to_dict() for r in readings[mode]]
@@ -183,7 +207,7 @@ def _summary(choice: MeterChoice, measured: Dict[str, Any], failures: List[Dict[
         "source": m.describe(), "reason": choice.reason,
         "not_used": [{"meter": n, "why": w} for n, w in choice.skipped],
         "failed_during_run": failures, "options": opts.to_dict(), "block_order": block_order(opts.blocks),
-        "idle": measured["idle"], "early_exit": ee, "full_depth": fd,
+        "idle": measured["idle"], "early_exit": ee, "full_depth": fd, "overrun_blocks": measured["overrun_blocks"],
         "ratio_total": _ratio(fd["joules_total"], ee["joules_total"]),
         "ratio_above_idle": _ratio(fd["joules_above_idle"], ee["joules_above_idle"]),
     }

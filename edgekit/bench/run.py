@@ -29,6 +29,8 @@ PROTOCOL_STEPS = (
     "blocks per mode of at least `block_seconds` each, order A B B A ..., one meter session per block, "
     "back-to-back batch-1 calls; per mode the blocks are added up; energy per inference = joules / calls, "
     "above idle = (joules - idle W x seconds) / calls; the meter is named and marked measured or estimated",
+    "a block lasting over 1.5x its length (and over +0.5 s) means the process was stalled: it is discarded "
+    "and run again (at most twice), and listed",
     "a meter that fails during the run is dropped for the next available one and the energy part restarts",
     "accuracy-latency curve: every exit's score and prediction recorded per sample; one threshold shared by "
     "all exits swept over the recorded scores; latency per point estimated from the per-stage means",
@@ -98,6 +100,10 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
         ratio = e.get("ratio_above_idle")
         out.append("  energy above idle, full depth / early exit: {}".format(
             "n/a (early exit not above idle)" if ratio is None else "{:.2f}x".format(ratio)))
+        over = e.get("overrun_blocks", [])
+        if over:
+            out.append("  {} energy block(s) overran (process stalled) and were run again: {}".format(
+                len(over), ", ".join("{} {:.1f} s".format(b["mode"], b["seconds"]) for b in over)))
         for f in e.get("failed_during_run", []):
             out.append("  meter {} failed during the run and was dropped: {}".format(f["meter"], f["error"]))
     return out

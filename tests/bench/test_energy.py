@@ -11,8 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from edgekit.bench.energy import (EnergyOptions, EnergyProfile, PowerModelSpec, block_order, measure_energy,
+from edgekit.bench.energy import (EnergyOptions, EnergyProfile, PowerModelSpec, block_order, measure_energy, overran,
                                   pick_profile, profile_from_target)
+from edgekit.bench.meters import EnergyReading
 from edgekit.bench.meters import JetsonIna3221Meter, MeterError, RaplMeter, RaspberryPi5PmicMeter
 from edgekit.errors import ConfigError, EdgekitError
 from edgekit.runtime import EarlyExitRunner
@@ -75,6 +76,15 @@ def test_blocks_alternate_abba():
     assert block_order(3) == ["early_exit", "full_depth", "full_depth", "early_exit", "early_exit", "full_depth"]
 
 
+def test_a_block_far_longer_than_asked_is_an_overrun():
+    def r(seconds):
+        return EnergyReading("rapl", True, 1.0, seconds, 1.0 / seconds, 5, "fixture")
+
+    assert not overran(r(1.02), 1.0) and not overran(r(1.49), 1.0) and overran(r(1.51), 1.0)
+    assert not overran(r(4.4), 3.0) and overran(r(4.6), 3.0)
+    assert overran(r(41.5), 2.0)          # seen on the loaded shared machine: a 2 s block stalled for 40 s
+
+
 @pytest.mark.parametrize("kw, needle", [
     (dict(block_seconds=0.5), "--block-seconds must be from 1"),
     (dict(blocks=0), "--blocks must be an integer from 1"),
@@ -108,6 +118,7 @@ def test_rapl_at_constant_power_gives_hand_computed_joules_and_nothing_above_idl
         writer.stop.set()
         writer.join()
     assert (e["meter"], e["measured"], e["kind"], e["failed_during_run"]) == ("rapl", True, "measured", [])
+    assert all(b["seconds"] > 1.5 for b in e["overrun_blocks"])   # normally empty; a stalled block is re-run
     assert e["reason"].startswith("the profile's energy_meter")
     assert e["idle"]["mean_watts"] == pytest.approx(20.0, rel=0.05)
     for mode in ("early_exit", "full_depth"):
