@@ -79,6 +79,9 @@ def main():
         print("{:<9} {:>5} {:>12.4f} {:>12.4f} {:>11.3f} {:>10.3f}".format(
             r["precision"], r["batch"], r["monolithic_mean_ms"], r["chained_mean_ms"], r["ratio_mean"],
             r["ratio_p50"]))
+    for r in rows:
+        print("goal chained/monolithic <= 1.05 ({}, batch {}): {} ({:.3f})".format(
+            r["precision"], r["batch"], "met" if r["ratio_mean"] <= 1.05 else "NOT met", r["ratio_mean"]))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
