@@ -213,8 +213,8 @@ def _convert_stage(spec: Dict, samples, onnx2tf, tf) -> Dict:
                              "refused (edgekit converts offline)".format(host.group(1) if host else "the internet",
                                                                           spec["index"]))
         raise ModelError("onnx2tf cannot convert stage {}{}: {}".format(spec["index"], where, first[:300]))
-    by_name = {t.name.split(":")[0]: t for t in model.inputs}
-    ins = [n for n in onnx_ins if n in by_name] if len(by_name) == len(onnx_ins) else onnx_ins
+    tf_names = [t.name.split(":")[0] for t in model.inputs]          # onnx2tf keeps our (safe) names
+    ins = tf_names if sorted(tf_names) == sorted(onnx_ins) else onnx_ins
     layouts, err = _match(model, ins, outs, samples, tf)
     if err > LAYOUT_RTOL:
         raise ModelError("stage {}: onnx2tf's TensorFlow graph differs from onnxruntime by {:.3g} (relative) in "

@@ -172,8 +172,34 @@ def _dims(value_info) -> List[object]:
             for d in value_info.type.tensor_type.shape.dim]
 
 
+def _input_dims(inp, path: str, input_shape: Optional[Sequence[int]]) -> List[object]:
+    """The input's dims with every size after the batch fixed (from the model or --input-shape)."""
+    dims = _dims(inp)
+    if not dims and input_shape is not None:           # no shape recorded at all: --input-shape gives the rank
+        dims = [None] * (len(input_shape) + 1)
+    if not dims:
+        raise ModelError("{}: input {!r} has no recorded shape; pass --input-shape with its sizes after the batch "
+                         "dimension, in the model's layout".format(path, inp.name))
+    shown = "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in dims) + ")"
+    given = ",".join(map(str, input_shape or ()))
+    if input_shape is not None:
+        if len(input_shape) != len(dims) - 1 or any(int(d) <= 0 for d in input_shape):
+            raise ModelError("--input-shape {}: expected {} positive sizes (the input {} {} without its batch "
+                             "dimension, in the model's own layout)".format(given, len(dims) - 1, inp.name, shown))
+        for i, (have, want) in enumerate(zip(dims[1:], input_shape)):
+            if isinstance(have, int) and have != int(want):
+                raise ModelError("--input-shape {}: dimension {} of input {!r} {} is fixed at {}".format(
+                    given, i + 1, inp.name, shown, have))
+        return dims[:1] + [int(d) for d in input_shape]
+    if any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
+        raise ModelError("{}: input {!r} has dynamic dimensions {}; pass --input-shape with the sizes after the "
+                         "batch dimension, in the model's layout (e.g. {})".format(
+                             path, inp.name, shown, ",".join("3" if i == 0 else "224" for i in range(len(dims) - 1))))
+    return dims
+
+
 def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
-    """The one float input gets a dynamic batch and static other dims (from the model or --input-shape)."""
+    """The one float input gets a dynamic batch and static other dims; shapes are inferred again."""
     import onnx
 
     inits = {i.name for i in model.graph.initializer}
@@ -185,27 +211,10 @@ def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
     if inp.type.tensor_type.elem_type != onnx.TensorProto.FLOAT:
         raise ModelError("{}: input {!r} has element type {}; allowed: float32".format(
             path, inp.name, onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)))
-    dims = _dims(inp)
-    shown = "(" + ", ".join(str(d) if isinstance(d, int) else (d or "?") for d in dims) + ")"
-    if input_shape is not None:
-        if len(input_shape) != len(dims) - 1 or any(int(d) <= 0 for d in input_shape):
-            raise ModelError("--input-shape {}: expected {} positive sizes (the input {} {} without its batch "
-                             "dimension, in the model's own layout)".format(
-                                 ",".join(map(str, input_shape)), len(dims) - 1, inp.name, shown))
-        for i, (have, want) in enumerate(zip(dims[1:], input_shape)):
-            if isinstance(have, int) and have != int(want):
-                raise ModelError("--input-shape {}: dimension {} of input {!r} {} is fixed at {}".format(
-                    ",".join(map(str, input_shape)), i + 1, inp.name, shown, have))
-        dims = dims[:1] + [int(d) for d in input_shape]
-    elif any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
-        raise ModelError("{}: input {!r} has dynamic dimensions {}; pass --input-shape with the sizes after the "
-                         "batch dimension, in the model's layout (e.g. {})".format(
-                             path, inp.name, shown, ",".join("3" if i == 0 else "224" for i in range(len(dims) - 1))))
-    fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
+    dims = _input_dims(inp, path, input_shape)
     new = onnx.ModelProto()
     new.CopyFrom(model)
-    new_inp = next(i for i in new.graph.input if i.name == inp.name)
-    shape = new_inp.type.tensor_type.shape
+    shape = next(i for i in new.graph.input if i.name == inp.name).type.tensor_type.shape
     del shape.dim[:]
     shape.dim.add().dim_param = "N"
     for d in dims[1:]:
@@ -218,6 +227,7 @@ def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
     except Exception as exc:  # noqa: BLE001
         raise ModelError("{}: shape inference fails with input shape (N, {}): {}".format(
             path, ", ".join(map(str, dims[1:])), (str(exc).splitlines() or ["?"])[0][:300]))
+    fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     _check_batch(model, new, inp.name, fixed_batch, dims, path)
     return new, inp.name, (None,) + tuple(int(d) for d in dims[1:])
 
