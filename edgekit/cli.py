@@ -364,6 +364,9 @@ from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402  (issue 8; loca
 main.add_command(_flash_cmd)
 from edgekit.convert.pruning.cli import prune_cmd as _prune_cmd  # noqa: E402  (issue 5)
 main.add_command(_prune_cmd)
+from edgekit.signing_cli import keygen as _keygen_cmd, sign as _sign_cmd  # noqa: E402  (issue 11)
+main.add_command(_keygen_cmd)
+main.add_command(_sign_cmd)
 
 
 if __name__ == "__main__":

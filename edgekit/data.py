@@ -2,13 +2,14 @@
 import os
 import zipfile
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from edgekit.errors import DataError
 
 FORMATS = (".npz", ".npy")
+MAX_ARRAY_BYTES = 4 << 30          # what one array of a data file may declare (checked before numpy allocates it)
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ def load_data(path: str, limit: Optional[int] = None) -> Dataset:
     if not os.path.isfile(path):
         raise DataError("data file not found: {}".format(path))
     try:
+        _check_declared_sizes(path, ext)
         if ext == ".npy":
             x, y = np.load(path, allow_pickle=False), None
         else:
@@ -41,8 +43,8 @@ def load_data(path: str, limit: Optional[int] = None) -> Dataset:
                                     .format(path, ", ".join(z.files) or "nothing"))
                 x = z["x"]
                 y = z["y"] if "y" in z.files else None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError("data file {} cannot be read as {}: {}".format(path, ext, exc))
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, NotImplementedError) as exc:
+        raise DataError("data file {} cannot be read as {}: {}".format(path, ext, str(exc)[:300] or type(exc).__name__))
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError("data file {}: x is empty (shape {})".format(path, x.shape))
     if not np.issubdtype(x.dtype, np.number):
@@ -55,6 +57,39 @@ def load_data(path: str, limit: Optional[int] = None) -> Dataset:
         x = x[:limit]
         y = None if y is None else y[:limit]
     return Dataset(x=x, y=y, source=path)
+
+
+def _declared_bytes(fp: Any, available: int, what: str) -> None:
+    """Read an .npy header from fp and refuse arrays larger than the data behind them or MAX_ARRAY_BYTES."""
+    fmt = np.lib.format
+    version = fmt.read_magic(fp)
+    if version == (1, 0):
+        shape, _, dtype = fmt.read_array_header_1_0(fp)
+    elif version == (2, 0):
+        shape, _, dtype = fmt.read_array_header_2_0(fp)
+    else:
+        raise ValueError("{}: .npy format version {}; allowed: 1.0, 2.0".format(what, version))
+    declared = dtype.itemsize
+    for d in shape:
+        declared *= d
+    if dtype.hasobject:
+        raise ValueError("{}: object arrays are not loaded (they need pickle)".format(what))
+    if declared > min(available, MAX_ARRAY_BYTES):
+        raise ValueError("{}: the header declares shape {} of {} ({} bytes) but {} bytes are there{}".format(
+            what, shape, dtype, declared, available, "" if declared <= MAX_ARRAY_BYTES else
+            "; allowed: at most {} bytes per array".format(MAX_ARRAY_BYTES)))
+
+
+def _check_declared_sizes(path: str, ext: str) -> None:
+    if ext == ".npy":
+        with open(path, "rb") as f:
+            _declared_bytes(f, os.path.getsize(path), "x")
+        return
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if info.filename in ("x.npy", "y.npy"):
+                with z.open(info) as f:
+                    _declared_bytes(f, info.file_size, info.filename[:-4])
 
 
 def check_input_shape(x: np.ndarray, shape: Sequence[Optional[int]], what: str) -> None:

@@ -20,6 +20,11 @@ STAGE_PRECISIONS = PRECISIONS + ("mixed",)   # mixed: a rung per layer (adaptive
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_DIM = 1 << 20
+MAX_TENSOR_BYTES = 256 << 20      # one tensor per batch entry (fixed dims only); far above what a board runs
+MAX_COUNT = 1 << 62               # flops, size_bytes
+MAX_BATCH = 1 << 20               # the largest runtime.max_batch a manifest may set
+_ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8}
+_LIBRARY_RE = re.compile(r"^lib[A-Za-z0-9_+\-]+(\.[A-Za-z0-9_+\-]+)*\.so(\.[0-9]+)*$")
 
 
 def _need(obj: Dict[str, Any], key: str, where: str) -> Any:
@@ -28,6 +33,22 @@ def _need(obj: Dict[str, Any], key: str, where: str) -> Any:
     if key not in obj:
         raise BundleError("{}: missing field '{}'".format(where, key))
     return obj[key]
+
+
+def _int_field(d: Dict[str, Any], key: str, where: str, default: Optional[int], hi: int) -> Optional[int]:
+    value = d.get(key, default)
+    if value is None and default is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= hi:
+        raise BundleError("{}.{}: expected an integer from 0 to {}, got {!r}".format(where, key, hi, value))
+    return value
+
+
+def _finite(value: Any, where: str, lo: float = float("-inf")) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= float(value) < float("inf"):
+        raise BundleError("{}: expected a finite number{}, got {!r}".format(
+            where, "" if lo == float("-inf") else " >= {}".format(lo), value))
+    return float(value)
 
 
 def _check_name(value: Any, where: str) -> str:
@@ -59,8 +80,14 @@ class TensorSpec:
                 raise BundleError("{}.shape[{}]: expected a positive integer up to {} (null only for the batch), "
                                   "got {!r}".format(where, i, MAX_DIM, dim))
         dtype = d.get("dtype", "float32")
-        if dtype not in DTYPES:
+        if not isinstance(dtype, str) or dtype not in DTYPES:
             raise BundleError("{}.dtype: unknown dtype {!r}; allowed: {}".format(where, dtype, ", ".join(DTYPES)))
+        size = _ITEMSIZE[dtype]
+        for dim in shape:
+            size *= dim or 1
+        if size > MAX_TENSOR_BYTES:
+            raise BundleError("{}.shape: {} is {} bytes per sample; allowed: at most {} MiB".format(
+                where, shape, size, MAX_TENSOR_BYTES >> 20))
         return cls(name=name, shape=tuple(shape), dtype=dtype)
 
 
@@ -148,9 +175,11 @@ class StageSpec:
                 raise BundleError("{}.exit.{}: {!r} is not one of the stage outputs {}".format(
                     where, field_name, value, [t.name for t in outputs]))
         latency = d.get("latency_ms")
-        return cls(index=int(d.get("index", 0)), file=fname, sha256=sha, precision=precision, inputs=inputs,
-                   outputs=outputs, exit=ex, flops=int(d.get("flops", 0)), size_bytes=int(d.get("size_bytes", 0)),
-                   latency_ms=None if latency is None else float(latency))
+        if latency is not None:
+            latency = _finite(latency, where + ".latency_ms", lo=0.0)
+        return cls(index=_int_field(d, "index", where, 0, 63), file=fname, sha256=sha, precision=precision,
+                   inputs=inputs, outputs=outputs, exit=ex, flops=_int_field(d, "flops", where, 0, MAX_COUNT),
+                   size_bytes=_int_field(d, "size_bytes", where, 0, MAX_COUNT), latency_ms=latency)
 
 
 @dataclass(frozen=True)
@@ -170,6 +199,10 @@ class InputSpec:
         pre = d.get("preprocessing", {})
         if not isinstance(pre, dict):
             raise BundleError("{}.preprocessing: expected an object, got {!r}".format(where, pre))
+        for key in ("scale", "offset"):
+            if key in pre:
+                _finite(pre[key], "{}.preprocessing.{}".format(where, key))
+        _check_source_layout(pre, len(t.shape), where + ".preprocessing")
         return cls(name=t.name, shape=t.shape, dtype=t.dtype, preprocessing=dict(pre))
 
 
@@ -211,7 +244,7 @@ class Manifest:
         if not isinstance(d, dict):
             raise BundleError("manifest: expected a JSON object, got {}".format(type(d).__name__))
         version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise BundleError("manifest: unknown schema_version {!r}; this edgekit reads {}".format(
                 version, SCHEMA_VERSION))
         stages_raw = _need(d, "stages", "manifest")
@@ -220,6 +253,7 @@ class Manifest:
         stages = tuple(StageSpec.from_dict(s, "manifest.stages[{}]".format(i)) for i, s in enumerate(stages_raw))
         inp = InputSpec.from_dict(_need(d, "input", "manifest"), "manifest.input")
         _check_chain(inp, stages)
+        _check_runtime(d.get("runtime", {}))
         known = {"schema_version", "edgekit_version", "model_name", "target", "input", "stages", "bundle_id"}
         extra = {k: v for k, v in d.items() if k not in known}
         return cls(model_name=str(d.get("model_name", "")), target=str(d.get("target", "")), input=inp,
@@ -230,9 +264,47 @@ class Manifest:
     def from_json(cls, text: str) -> "Manifest":
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            raise BundleError("manifest.json is not valid JSON: {}".format(exc))
+        except (ValueError, RecursionError) as exc:
+            raise BundleError("manifest.json is not valid JSON: {}".format(
+                exc if isinstance(exc, ValueError) else "nested too deeply"))
         return cls.from_dict(data)
+
+
+def _check_source_layout(pre: Dict[str, Any], rank: int, where: str) -> None:
+    """source_shape / from_source (an ONNX model's own layout): a shape of the same rank and a permutation."""
+    src, perm = pre.get("source_shape"), pre.get("from_source")
+    if src is None and perm is None:
+        return
+    ok = isinstance(src, list) and len(src) == rank and isinstance(perm, list) and \
+        sorted(p for p in perm if isinstance(p, int) and not isinstance(p, bool)) == list(range(rank)) and \
+        all(d is None or (isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM) for d in src)
+    if not ok:
+        raise BundleError("{}: source_shape {!r} / from_source {!r}; allowed: a shape of rank {} and a permutation "
+                          "of 0..{}".format(where, src, perm, rank, rank - 1))
+
+
+def _check_runtime(rt: Any) -> None:
+    """The manifest's optional runtime section: num_threads, max_batch, delegates (bare library names only:
+    a path would let a bundle make the runtime load any shared object)."""
+    where = "manifest.runtime"
+    if not isinstance(rt, dict):
+        raise BundleError("{}: expected an object, got {!r}".format(where, rt))
+    _int_field(rt, "num_threads", where, None, 256)
+    if rt.get("max_batch") is not None and _int_field(rt, "max_batch", where, None, MAX_BATCH) == 0:
+        raise BundleError("{}.max_batch: expected an integer from 1 to {}, got 0".format(where, MAX_BATCH))
+    delegates = rt.get("delegates", [])
+    if not isinstance(delegates, list) or len(delegates) > 8:
+        raise BundleError("{}.delegates: expected a list of at most 8 objects, got {!r}".format(where, delegates))
+    for i, spec in enumerate(delegates):
+        at = "{}.delegates[{}]".format(where, i)
+        lib = _need(spec, "library", at)
+        if not isinstance(lib, str) or not _LIBRARY_RE.match(lib):
+            raise BundleError("{}.library: {!r}; allowed: a bare library file name like libname.so (no path)".format(
+                at, lib))
+        opts = spec.get("options") or {}
+        if not isinstance(opts, dict) or not isinstance(spec.get("name", ""), str) or \
+                not all(isinstance(v, (str, int, float, bool)) for v in opts.values()):
+            raise BundleError("{}: expected a string name and options of strings or numbers".format(at))
 
 
 def _check_chain(inp: InputSpec, stages: Tuple[StageSpec, ...]) -> None:

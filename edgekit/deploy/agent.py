@@ -24,6 +24,8 @@ ID_RE = re.compile(r"^[0-9a-f]{16}$")
 STAGING_RE = re.compile(r"^\.partial-[0-9a-f]{16}-[0-9a-f]{8,32}$")
 PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 STALE_STAGING_S = 600
+KEYS_DIR = "trusted_keys"       # DIR/trusted_keys/*.pub: the board runs only bundles signed by one of them
+MAX_KEY_FILE = 1 << 16
 
 
 class Refused(Exception):
@@ -165,6 +167,19 @@ def memory_mb():
     return None
 
 
+def trusted_keys(remote_dir):
+    """{file name: text (None if unreadable or too large)} of DIR/trusted_keys/*.pub; None without that dir."""
+    path = os.path.join(remote_dir, KEYS_DIR)
+    if not os.path.isdir(path):
+        return None
+    keys = {}
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.endswith(".pub") and os.path.isfile(full):
+            keys[name] = read_text(full, None) if os.path.getsize(full) <= MAX_KEY_FILE else None
+    return keys
+
+
 def cmd_probe(remote_dir, rid, expected):
     import platform
     try:
@@ -182,7 +197,8 @@ def cmd_probe(remote_dir, rid, expected):
             "memory_mb": memory_mb(), "model": read_text("/proc/device-tree/model"), "numpy": np_version,
             "interpreters": interpreters(), "free_bytes": free_bytes(remote_dir),
             "current": link_id(remote_dir, "current"), "previous": link_id(remote_dir, "previous"),
-            "release": {"state": state, "bad": bad}, "remote_dir": remote_dir}
+            "release": {"state": state, "bad": bad}, "remote_dir": remote_dir,
+            "trusted_keys": trusted_keys(remote_dir)}
 
 
 def cmd_install(remote_dir, rid, src, keep, marker):

@@ -3,7 +3,7 @@
 `ssh_options` and `board_from_options` are shared with `edgekit run/bench --host`.
 """
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import click
 
@@ -54,20 +54,30 @@ def board_from_options(host: str, identity: Optional[str], known_hosts: str, acc
 @click.option("--list", "list_", is_flag=True, help="Show the releases on the board.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--verbose", "-v", is_flag=True, help="Report each step on stderr.")
+@click.option("--require-signature", is_flag=True,
+              help="Refuse BUNDLE unless signed by a --trusted-key or by a key in the board's DIR/trusted_keys/.")
+@click.option("--trusted-key", "trusted_keys", multiple=True, metavar="FILE|DIR",
+              help="A public key (or directory of *.pub) that must have signed BUNDLE; checked before connecting.")
 def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], identity: Optional[str],
           known_hosts: str, accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float,
           target: Optional[str], force: bool, keep: int, jobs: int, rollback: bool, list_: bool, as_json: bool,
-          verbose: bool) -> None:
-    """Upload BUNDLE to a board over SSH, verify it there, and switch to it atomically."""
+          verbose: bool, require_signature: bool = False, trusted_keys: Tuple[str, ...] = ()) -> None:
+    """Upload BUNDLE to a board over SSH, verify it there, and switch to it atomically.
+
+    A board with DIR/trusted_keys/*.pub only gets bundles signed by one of those keys (`edgekit sign`)."""
     from edgekit.deploy import releases as single
     from edgekit.deploy.hosts import BoardDefaults, load_inventory
+    from edgekit.deploy.signature import SignaturePolicy
 
     action = _action(bundle, host, inventory, rollback, list_)
+    policy = SignaturePolicy(require=require_signature, trusted_keys=tuple(trusted_keys))
+    if action == "flash":
+        policy.check_local(bundle)              # --trusted-key: refuse before any board is touched
     if inventory is not None:
         defaults = BoardDefaults(ssh=make_ssh_options(identity, known_hosts, accept_new_host_key, timeout_s),
                                  remote_dir=check_remote_dir(remote_dir),
                                  remote_python=check_remote_python(remote_python), target=target)
-        _fleet(action, bundle, load_inventory(inventory, defaults), jobs, force, keep, as_json)
+        _fleet(action, bundle, load_inventory(inventory, defaults), jobs, force, keep, as_json, policy)
         return
     base = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                               timeout_s, target)
@@ -78,7 +88,7 @@ def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], 
         _out(res.to_dict(), as_json, "{}: current -> {} (previous -> {})".format(res.host, res.current, res.previous))
     else:
         hook = (lambda event, detail: click.echo("  {}: {}".format(event, detail), err=True)) if verbose else None
-        res = single.flash(bundle, base, force=force, keep=keep, on_event=hook)
+        res = single.flash(bundle, base, force=force, keep=keep, on_event=hook, signature=policy)
         _out(res.to_dict(), as_json, _flash_text(res))
 
 
@@ -113,6 +123,8 @@ def _flash_text(res: Any) -> str:
     lines.append("  {}; total {:.2f} s; current -> {}, previous -> {}".format(
         what, res.total_s, res.current, res.previous or "none"))
     lines += ["  warning: " + w for w in res.warnings]
+    if res.signed_by:
+        lines.append("  signature verified: signed by key {}".format(res.signed_by))
     if res.removed:
         lines.append("  removed old releases: " + ", ".join(res.removed))
     return "\n".join(lines)
@@ -134,12 +146,13 @@ def _show_list(res: Any, as_json: bool) -> None:
     _table(("release", "link", "model", "target", "flashed (UTC)", "bytes", ""), rows)
 
 
-def _fleet(action: str, bundle: Optional[str], boards: Any, jobs: int, force: bool, keep: int, as_json: bool) -> None:
+def _fleet(action: str, bundle: Optional[str], boards: Any, jobs: int, force: bool, keep: int, as_json: bool,
+           policy: Any = None) -> None:
     from edgekit.cli import _table
     from edgekit.deploy import fleet
 
     if action == "flash":
-        report = fleet.flash_fleet(bundle, boards, jobs=jobs, force=force, keep=keep)
+        report = fleet.flash_fleet(bundle, boards, jobs=jobs, force=force, keep=keep, signature=policy)
     elif action == "rollback":
         report = fleet.rollback_fleet(boards, jobs=jobs)
     else:

@@ -8,6 +8,7 @@ from edgekit.deploy.errors import DeployError
 from edgekit.deploy.releases import DEFAULT_KEEP, flash, list_releases, rollback
 from edgekit.deploy.hosts import Board
 from edgekit.deploy.package import build_payload
+from edgekit.deploy.signature import SignaturePolicy
 from edgekit.errors import EdgekitError
 
 DEFAULT_JOBS = 4
@@ -76,9 +77,12 @@ def run_fleet(action_name: str, boards: Sequence[Board], action: Callable[[Board
 
 
 def flash_fleet(bundle_dir: str, boards: Sequence[Board], jobs: int = DEFAULT_JOBS, force: bool = False,
-                keep: int = DEFAULT_KEEP) -> FleetReport:
+                keep: int = DEFAULT_KEEP, signature: Optional[SignaturePolicy] = None) -> FleetReport:
     payload = build_payload(bundle_dir)          # bundle errors stop everything before any board is touched
-    return run_fleet("flash", boards, lambda b: flash(bundle_dir, b, force=force, keep=keep, payload=payload), jobs)
+    if signature is not None:
+        signature.check_local(bundle_dir)        # so does a signature that --trusted-key does not accept
+    return run_fleet("flash", boards, lambda b: flash(bundle_dir, b, force=force, keep=keep, payload=payload,
+                                                      signature=signature), jobs)
 
 
 def rollback_fleet(boards: Sequence[Board], jobs: int = DEFAULT_JOBS) -> FleetReport:

@@ -6,11 +6,12 @@ from typing import Dict, Tuple
 
 from edgekit.errors import BundleError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle, sha256_file
+from edgekit.signing import SIGNATURE_NAME
 
 # The runtime that runs on the board, relative to the directory holding the edgekit package. These files keep
 # to Python 3.8 syntax and import only numpy and a TFLite interpreter. One list, here.
 RUNTIME_FILES = ("edgekit/__init__.py", "edgekit/errors.py", "edgekit/manifest.py", "edgekit/data.py",
-                 "edgekit/runtime/*.py",
+                 "edgekit/runtime/*.py", "edgekit/signing.py",
                  # python -m edgekit.bench (issue 9): latency protocol, energy blocks, meters, curve
                  "edgekit/bench/__init__.py", "edgekit/bench/__main__.py", "edgekit/bench/latency.py",
                  "edgekit/bench/energy.py", "edgekit/bench/curve.py", "edgekit/bench/run.py",
@@ -66,9 +67,9 @@ def build_payload(bundle_dir: str) -> Payload:
     manifest = load_bundle(bundle_dir, verify=True)
     files = [_file(MANIFEST_NAME, os.path.join(bundle_dir, MANIFEST_NAME))]
     files += [_file(s.file, os.path.join(bundle_dir, s.file)) for s in manifest.stages]
-    report = os.path.join(bundle_dir, REPORT_NAME)
-    if os.path.isfile(report):
-        files.append(_file(REPORT_NAME, report))
+    for extra in (REPORT_NAME, SIGNATURE_NAME):
+        if os.path.isfile(os.path.join(bundle_dir, extra)):
+            files.append(_file(extra, os.path.join(bundle_dir, extra)))
     names = [f.rel for f in files]
     if any(n.startswith(RUNTIME_DIR + "/") or n == RUNTIME_DIR for n in names):
         raise BundleError("bundle {}: a file is named like the runtime directory {!r}".format(bundle_dir, RUNTIME_DIR))

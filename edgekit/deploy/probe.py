@@ -37,6 +37,7 @@ class BoardInfo:
     release_state: str                   # absent | complete | damaged (for the bundle being flashed)
     release_bad: Tuple[str, ...]
     remote_dir: str                      # absolute, as the board resolved it
+    trusted_keys: Optional[Dict[str, Optional[str]]] = None   # DIR/trusted_keys/*.pub (None: no such dir)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], label: str) -> "BoardInfo":
@@ -48,7 +49,7 @@ class BoardInfo:
                        numpy=d["numpy"], interpreters=tuple(sorted(d["interpreters"].items())),
                        free_bytes=int(d["free_bytes"]), current=d["current"], previous=d["previous"],
                        release_state=str(rel["state"]), release_bad=tuple(str(b[0]) for b in rel["bad"]),
-                       remote_dir=str(d["remote_dir"]))
+                       remote_dir=str(d["remote_dir"]), trusted_keys=_keys(d.get("trusted_keys")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeployError("{}: the board's probe answer is malformed ({}: {})".format(label, type(exc).__name__, exc))
 
@@ -65,6 +66,14 @@ class BoardInfo:
         return {"python": self.python, "os": self.os, "kernel": self.kernel, "arch": self.arch, "cores": self.cores,
                 "memory_mb": self.memory_mb, "model": self.model, "numpy": self.numpy,
                 "interpreters": dict(self.interpreters), "free_bytes": self.free_bytes}
+
+
+def _keys(value: Any) -> Optional[Dict[str, Optional[str]]]:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError("trusted_keys is a {}".format(type(value).__name__))
+    return {str(k): None if v is None else str(v) for k, v in value.items()}
 
 
 def _version(text: str) -> Tuple[int, ...]:

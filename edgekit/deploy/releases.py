@@ -10,6 +10,7 @@ from edgekit.deploy.errors import BoardMismatchError, DeployError, VerifyError
 from edgekit.deploy.hosts import Board
 from edgekit.deploy.package import Payload, build_payload
 from edgekit.deploy.probe import BoardInfo, check_board
+from edgekit.deploy.signature import SignaturePolicy
 from edgekit.deploy.ssh import Session
 from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent
 from edgekit.targets import Target, get_target
@@ -34,9 +35,11 @@ class FlashResult:
     warnings: Tuple[str, ...]
     removed: Tuple[str, ...]
     board: Dict[str, Any]
+    signed_by: Optional[str] = None       # the key id that signed the bundle, when a signature was checked
 
     def to_dict(self) -> Dict[str, Any]:
         return {"host": self.host, "bundle_id": self.bundle_id, "model_name": self.model_name, "target": self.target,
+                "signed_by": self.signed_by,
                 "remote_dir": self.remote_dir, "current": self.current, "previous": self.previous,
                 "uploaded_files": self.uploaded_files, "uploaded_bytes": self.uploaded_bytes,
                 "bundle_bytes": self.bundle_bytes, "transfer_s": round(self.transfer_s, 3),
@@ -100,10 +103,13 @@ def probe(session: Session, payload: Payload) -> BoardInfo:
 
 
 def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAULT_KEEP,
-          on_event: EventHook = None, payload: Optional[Payload] = None) -> FlashResult:
+          on_event: EventHook = None, payload: Optional[Payload] = None,
+          signature: Optional[SignaturePolicy] = None) -> FlashResult:
     """Upload a bundle and the runtime to board:DIR/releases/<bundle-id>/, verify, switch DIR/current.
 
     `payload` (from build_payload(bundle_dir)) saves re-hashing the bundle when flashing many boards.
+    `signature`: --require-signature / --trusted-key; a board with DIR/trusted_keys/ is checked in any case,
+    before anything is uploaded (deploy/signature.py).
     """
     t0 = time.monotonic()
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 2:
@@ -115,6 +121,7 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
         hook("connected", board.label)
         info = probe(session, payload)
         hook("probed", info.remote_dir)
+        signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.trusted_keys, board.label)
         need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
         warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
         up = Uploader(session, info.remote_dir, payload, info.current, hook)
@@ -130,7 +137,8 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
                        target=target.name, remote_dir=info.remote_dir, current=str(answer["current"]),
                        previous=answer.get("previous"), uploaded_files=stats.files, uploaded_bytes=stats.bytes,
                        bundle_bytes=payload.total_bytes, transfer_s=stats.seconds, total_s=time.monotonic() - t0,
-                       warnings=tuple(warnings), removed=tuple(answer.get("removed", ())), board=info.to_dict())
+                       warnings=tuple(warnings), removed=tuple(answer.get("removed", ())), board=info.to_dict(),
+                       signed_by=signer)
 
 
 def _bytes_of(payload: Payload, rels: Tuple[str, ...]) -> int:

@@ -1,6 +1,8 @@
 """On the board: python -m edgekit.runtime BUNDLE DATA [--json] [--full-depth] [--interpreter NAME]
 
 Prints the same JSON object as `edgekit run --json`; exit code 2 with one line on bad input.
+--require-signature / --trusted-key PATH: refuse bundles not signed by a trusted key; the board's own setting
+(EDGEKIT_TRUSTED_KEYS, or <remote_dir>/trusted_keys/ for flashed releases) applies in any case (edgekit/signing.py).
 """
 import argparse
 import json
@@ -21,9 +23,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--interpreter", choices=BACKENDS, default=None)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--require-signature", action="store_true", help="refuse bundles not signed by a trusted key")
+    ap.add_argument("--trusted-key", action="append", default=None, metavar="PATH",
+                    help="a trusted public key file or a directory of *.pub files (repeatable)")
+    ap.add_argument("--max-batch", type=int, default=None, help="most samples per call (default: manifest, 1024)")
     args = ap.parse_args(argv)
     try:
-        runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads)
+        runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads,
+                                 trusted_keys=args.trusted_key, require_signature=args.require_signature,
+                                 max_batch=args.max_batch)
         data = load_data(args.data)
         result = evaluate(runner, data.x, data.y, full_depth=args.full_depth)
     except EdgekitError as exc:

@@ -9,10 +9,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.data import check_input_shape
 from edgekit.errors import BundleError, DataError
-from edgekit.manifest import Manifest, StageSpec, load_bundle
+from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.costs import StageCosts
+from edgekit.runtime.guard import check_batch, load_checked, resolve_max_batch
 from edgekit.runtime.interpreter import Backend, load_backend
 from edgekit.runtime.policy import exit_rule
 
@@ -55,15 +55,22 @@ class Result:
 
 class EarlyExitRunner:
     def __init__(self, bundle_dir: str, backend: Optional[str] = None, num_threads: Optional[int] = None,
-                 verify: bool = True, use_delegates: bool = True) -> None:
+                 verify: bool = True, use_delegates: bool = True, trusted_keys: Optional[Sequence[str]] = None,
+                 require_signature: bool = False, max_batch: Optional[int] = None) -> None:
+        """trusted_keys / require_signature: refuse bundles not signed by a trusted key (edgekit/signing.py; the
+        device's own setting, EDGEKIT_TRUSTED_KEYS or <remote_dir>/trusted_keys/, applies in any case).
+        max_batch: the most samples one run() accepts (default: the manifest's runtime.max_batch, else 1024).
+        Every check on the bundle (runtime/guard.py) happens before the first interpreter is created."""
         self.bundle_dir = bundle_dir
-        self.manifest = load_bundle(bundle_dir, verify=verify)      # type: Manifest
+        self.manifest, blobs, self.signed_by = load_checked(bundle_dir, verify, trusted_keys, require_signature)
         self.backend = load_backend(backend)                          # type: Backend
         rt = self.manifest.extra.get("runtime", {})
+        self.max_batch = resolve_max_batch(max_batch, rt)
         self.num_threads = int(num_threads or rt.get("num_threads") or 1)
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
-        self._runners = [self._make_runner(st, delegates) for st in self.manifest.stages]   # type: List[Any]
+        self._runners = [self._make_runner(st, blob, delegates)
+                         for st, blob in zip(self.manifest.stages, blobs)]   # type: List[Any]
         # per stage: (signature runner, names carried to the next stage, exit output, score output, exit rule)
         self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, st.exit.score or st.exit.name,
                        exit_rule(st.exit.rule)) for r, st in zip(self._runners, self.manifest.stages)]
@@ -72,6 +79,7 @@ class EarlyExitRunner:
         self._sample_shape = tuple(self.manifest.input.shape[1:])
         pre = self.manifest.input.preprocessing
         self._scale, self._offset = float(pre.get("scale", 1.0)), float(pre.get("offset", 0.0))
+        self._plain = (self._scale, self._offset) == (1.0, 0.0)
         src = pre.get("source_shape")      # an ONNX model's own layout (e.g. NCHW), accepted and transposed once
         self._source = (tuple(src[1:]), tuple(pre["from_source"])) if src and pre.get("from_source") else None
 
@@ -90,10 +98,10 @@ class EarlyExitRunner:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
 
-    def _make_runner(self, st: StageSpec, delegates: List[Any]) -> Any:
+    def _make_runner(self, st: StageSpec, blob: bytes, delegates: List[Any]) -> Any:
         path = os.path.join(self.bundle_dir, st.file)
-        try:
-            interp = self.backend.interpreter(model_path=path, num_threads=self.num_threads,
+        try:        # built from the bytes guard.load_checked verified, so the file cannot change in between
+            interp = self.backend.interpreter(model_content=blob, num_threads=self.num_threads,
                                               experimental_delegates=delegates or None)
             runner = interp.get_signature_runner()
         except (ValueError, RuntimeError) as exc:
@@ -107,6 +115,12 @@ class EarlyExitRunner:
                 path, sorted(have_in), sorted(have_out), sorted(want_in), sorted(want_out)))
         return runner
 
+    def stage_failed(self, k: int, exc: BaseException) -> BundleError:
+        """The interpreter refused a validated batch: the stage file is at fault, not the caller's data."""
+        return BundleError("stage {} ({}) failed in {}: {}".format(
+            k, self.manifest.stages[k].file, self.backend.name, str(exc).splitlines()[0] if str(exc) else
+            type(exc).__name__))
+
     # -- running ------------------------------------------------------------------------------------
     @property
     def num_stages(self) -> int:
@@ -118,28 +132,24 @@ class EarlyExitRunner:
     def _thresholds(self, given: Optional[Sequence[float]]) -> List[float]:
         if given is None:
             return self.thresholds()
-        ths = [float(t) for t in given]
+        try:
+            ths = [float(t) for t in given]
+        except (TypeError, ValueError):
+            raise DataError("thresholds {!r}: expected a list of numbers, one per exit".format(given))
         if len(ths) not in (self.num_stages - 1, self.num_stages):
             raise DataError("{} thresholds given; this bundle has {} exits (the last one always answers)".format(
                 len(ths), self.num_stages))
         return ths + [0.0] * (self.num_stages - len(ths))
 
     def prepare(self, x: Any) -> np.ndarray:
-        """Validate a batch against the bundle input and apply the manifest's preprocessing."""
-        if (self._scale, self._offset) == (1.0, 0.0) and type(x) is np.ndarray and x.dtype == np.float32 \
-                and x.shape[1:] == self._sample_shape and x.shape[0] > 0:
-            return x                                    # the common case, checked without numpy calls
-        spec = self.manifest.input
-        arr = np.asarray(x)
-        if not np.issubdtype(arr.dtype, np.number):
-            raise DataError("input has dtype {}; allowed: numeric arrays".format(arr.dtype))
-        if self._source is not None and arr.shape[1:] == self._source[0] and arr.shape[1:] != self._sample_shape:
-            arr = np.ascontiguousarray(np.transpose(arr, self._source[1]))
-        check_input_shape(arr, spec.shape, "input {!r}".format(spec.name))
-        arr = arr.astype(np.float32, copy=False)
-        if (self._scale, self._offset) != (1.0, 0.0):
-            arr = arr * np.float32(self._scale) + np.float32(self._offset)
-        return arr
+        """Validate a batch against the bundle input and apply the manifest's preprocessing. DataError for a wrong
+        dtype or shape, an empty batch, more than max_batch samples, or a NaN/Inf value (guard.check_batch)."""
+        if self._plain and type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == self._sample_shape \
+                and 0 < x.shape[0] <= self.max_batch:
+            v = float(np.vdot(x, x))        # the common case: one numpy call, finite unless x holds NaN/Inf
+            if v - v == 0.0:                # (or its squares overflow; the slow path then looks at each value)
+                return x
+        return check_batch(x, self.manifest.input, self.max_batch, self._scale, self._offset, self._source)
 
     def run(self, x: Any, full_depth: bool = False, thresholds: Optional[Sequence[float]] = None,
             budget_ms: Optional[float] = None, anytime: bool = False) -> Result:
@@ -168,7 +178,10 @@ class EarlyExitRunner:
         for k, (sig, carried, exit_name, score_name, rule) in enumerate(self._plan):
             with locks[k]:
                 t0 = clock()
-                res = sig(**feed)
+                try:
+                    res = sig(**feed)
+                except (RuntimeError, ValueError) as exc:
+                    raise self.stage_failed(k, exc)
                 stage_ms.append((clock() - t0) * 1000.0)
             out = res[exit_name]
             if k == last:
@@ -221,6 +234,7 @@ def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = N
     """Predictions, exit per sample, accuracy (None without labels) and the exit histogram.
     With a budget, samples run one at a time (the budget is per call)."""
     preds, exits = [], []
+    batch_size = max(1, min(batch_size, runner.max_batch))
     if budget_ms is not None or anytime:
         batch_size = 1
     for i in range(0, len(x), batch_size):
