@@ -199,11 +199,16 @@ def _allocate(tables, cost, opts: PruneOptions, multiple: int, scores, probe, mo
 
     dp = solve(tables, exact, full, target, opts.resolution)
     ratio, uniform = solve_uniform(tables, exact, full, target, multiple, max(opts.ratios))
+    # the DP again, held to the uniform baseline's actual cost: a comparison at no more FLOPs than uniform
+    dp_eq = solve(tables, exact, full, min(target, exact(uniform)), opts.resolution) \
+        if exact(uniform) >= exact([int(t.keeps[-1]) for t in tables]) else None
     eval_probe = None
     if eval_data is not None and len(eval_data) > 0:
         eval_probe = DistortionProbe(model, graph, eval_data.x[:opts.samples].astype(np.float32))
     plans = {}
-    for name, keeps in (("dp", dp), ("uniform", uniform)):
+    for name, keeps in (("dp", dp), ("uniform", uniform), ("dp_at_uniform_cost", dp_eq)):
+        if keeps is None:
+            continue
         removed = {t.group: _removed(scores[t.group], k) for t, k in zip(tables, keeps)}
         plans[name] = {
             "keeps": [int(k) for k in keeps],
