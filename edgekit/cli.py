@@ -63,6 +63,9 @@ class _StepBar:
         self.label, self.bar, self.done = label, None, 0
 
     def __call__(self, done: int, total: int, what: str) -> None:
+        if self.bar is not None and (total != self.bar.length or done < self.done):   # a new phase (head training)
+            self.close()
+            self.bar, self.done = None, 0
         if self.bar is None:
             self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
                                          item_show_func=lambda s: s, show_eta=False)
@@ -98,6 +101,15 @@ class _StepBar:
 @click.option("--holdout", type=click.Path(dir_okay=False), default=None,
               help="A second split that reports the accuracy the fitted thresholds reach.")
 @click.option("--exit-rule", default=None, help="max_softmax (default), entropy, margin or learned.")
+@click.option("--exits", default=None,
+              help="Attach exits to a single-output model: auto:N (at FLOPs fractions) or layer names a,b (cut after).")
+@click.option("--exit-data", type=click.Path(dir_okay=False), default=None,
+              help="--exits: data to train the heads on (default: --calib); labels if present, else distillation.")
+@click.option("--head-epochs", type=int, default=None, help="--exits: most epochs per head (early stopping; 40).")
+@click.option("--head-target", default=None, help="--exits: auto (default), labels or distill.")
+@click.option("--head-budget", type=float, default=None, help="--exits: head FLOPs / its stage's FLOPs at most (0.1).")
+@click.option("--max-crossing", type=int, default=None, help="--exits: most tensors crossing a cut (1).")
+@click.option("--seed", type=int, default=None, help="--exits: seed for split, order, initialisation (0).")
 @click.option("--prune-flops", type=float, default=None, help="Prune whole channels to this FLOPs fraction (0, 1] before splitting.")
 @click.option("--prune-params", type=float, default=None, help="Prune whole channels to this parameter fraction (0, 1].")
 @click.option("--prune-latency", type=float, default=None, help="Prune whole channels to this fraction of the measured layer latency.")
@@ -109,12 +121,16 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                 holdout: Optional[str],
                 exit_rule: Optional[str], as_json: bool, tolerance: Optional[float] = None,
                 size_budget: Optional[str] = None, latency_budget: Optional[float] = None,
-                rungs: Optional[str] = None, prune_flops: Optional[float] = None,
+                rungs: Optional[str] = None, exits: Optional[str] = None, exit_data: Optional[str] = None,
+                head_epochs: Optional[int] = None, head_target: Optional[str] = None,
+                head_budget: Optional[float] = None, max_crossing: Optional[int] = None,
+                seed: Optional[int] = None, prune_flops: Optional[float] = None,
                 prune_params: Optional[float] = None, prune_latency: Optional[float] = None,
                 prune_importance: Optional[str] = None, recover_epochs: Optional[int] = None) -> None:
     """Convert a multi-exit Keras model into a per-stage TFLite bundle for a board."""
     from edgekit.convert import ConvertOptions, convert
     from edgekit.convert.pruning.cli import options_from_cli, summary_lines
+    from edgekit.convert.exits import ExitOptions, exits_table
     from edgekit.convert.precision.ladder import parse_size
 
     bar = _StepBar("converting")
@@ -125,6 +141,9 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                                         tolerance=tolerance, latency_budget_ms=latency_budget,
                                         size_budget=None if size_budget is None else parse_size(size_budget),
                                         rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
+                                        exits=ExitOptions.from_cli(exits, data_path=exit_data, epochs=head_epochs,
+                                                                   target=head_target, head_budget=head_budget,
+                                                                   max_crossing=max_crossing, seed=seed),
                                         prune=options_from_cli(prune_flops, prune_params, prune_latency,
                                                                prune_importance, recover_epochs)),
                          progress=bar)
@@ -138,6 +157,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
         result.bundle_dir, len(result.manifest.stages), result.report["precision"],
         result.report["bundle_size_bytes"] / 1024.0))
+    if "exits" in result.report:
+        click.echo(exits_table(result.report["exits"]))
     for line in summary_lines(result.report["prune"]) if "prune" in result.report else ():
         click.echo(line)
 

@@ -15,6 +15,7 @@ import numpy as np
 import edgekit
 from edgekit.data import check_input_shape, load_data
 from edgekit.errors import ConfigError, ModelError
+from edgekit.convert.exits import ExitOptions
 from edgekit.convert.prune import PruneOptions
 from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
 from edgekit.manifest import REPORT_NAME, ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec, load_bundle
@@ -44,6 +45,7 @@ class ConvertOptions:
     size_budget: Optional[int] = None      # adaptive: bundle bytes
     latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
     rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)
+    exits: Optional[ExitOptions] = None    # attach and train exit heads on a single-output model (issue 4)
     prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split (issue 5)
 
 
@@ -108,6 +110,12 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     input_name = model.inputs[0].name
     check_input_shape(calib.x, (None,) + tuple(model.inputs[0].shape[1:]), "calibration data " + opts.calib_path)
     x = calib.x.astype(np.float32)
+    attached = None
+    if opts.exits is not None:                         # after load, before split: heads trained, backbone frozen
+        from edgekit.convert.exits import attach_exits
+
+        attached = attach_exits(model, opts.exits, calib, progress=step)
+        model = attached.model
     pruned = None
     if opts.prune is not None:                         # after exits, before split: channels physically removed
         from edgekit.convert.prune import prune
@@ -160,6 +168,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
+    if attached is not None:
+        report["exits"] = attached.report
     if pruned is not None:
         report["prune"] = pruned.report
     if plan is not None:

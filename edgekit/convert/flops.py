@@ -5,28 +5,32 @@ import numpy as np
 
 from edgekit.convert.split import _graph_nodes
 
+COMPUTE_LAYERS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense")
+
 
 def _prod(shape: Iterable) -> int:
     return int(np.prod([d for d in shape if d is not None], dtype=np.int64))
 
 
+def node_flops(node) -> int:
+    """FLOPs of one graph node: convolutions, dense layers and element-wise merges; 0 for everything else."""
+    op = node.operation
+    kind = type(op).__name__
+    if not node.outputs or not node.input_tensors:
+        return 0
+    out_shape = node.outputs[0].shape[1:]
+    in_shape = node.input_tensors[0].shape[1:]
+    if kind in ("Conv2D", "Conv1D", "Conv3D"):
+        cin = in_shape[-1] // max(getattr(op, "groups", 1), 1)
+        return 2 * _prod(out_shape) * _prod(op.kernel_size) * cin
+    if kind == "DepthwiseConv2D":
+        return 2 * _prod(out_shape) * _prod(op.kernel_size)
+    if kind == "Dense":
+        return 2 * _prod(out_shape) * in_shape[-1]
+    if kind in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
+        return _prod(out_shape) * (len(node.input_tensors) - 1)
+    return 0
+
+
 def model_flops(model) -> int:
-    total = 0
-    for node in _graph_nodes(model):
-        op = node.operation
-        kind = type(op).__name__
-        if not node.outputs or not node.input_tensors:
-            continue
-        out_shape = node.outputs[0].shape[1:]
-        in_shape = node.input_tensors[0].shape[1:]
-        if kind in ("Conv2D", "Conv1D", "Conv3D"):
-            kernel = _prod(op.kernel_size)
-            cin = in_shape[-1] // max(getattr(op, "groups", 1), 1)
-            total += 2 * _prod(out_shape) * kernel * cin
-        elif kind == "DepthwiseConv2D":
-            total += 2 * _prod(out_shape) * _prod(op.kernel_size)
-        elif kind == "Dense":
-            total += 2 * _prod(out_shape) * in_shape[-1]
-        elif kind in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
-            total += _prod(out_shape) * (len(node.input_tensors) - 1)
-    return int(total)
+    return int(sum(node_flops(node) for node in _graph_nodes(model)))

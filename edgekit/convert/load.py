@@ -25,7 +25,13 @@ def load_model(path: str):
     except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError("{} is not a readable Keras model: {}".format(path, first[:300]))
-    if not hasattr(model, "_nodes_by_depth") or isinstance(model, keras.Sequential):
+    if isinstance(model, keras.Sequential):           # traced into the functional graph of the same layers
+        try:
+            model = keras.Model(model.inputs, model.outputs, name=model.name)
+        except (AttributeError, ValueError) as exc:
+            raise ModelError("{}: a Sequential model that cannot be traced ({}); edgekit needs a functional model "
+                             "(keras.Model(inputs, outputs)) or a Sequential one with an Input".format(path, exc))
+    if not hasattr(model, "_nodes_by_depth"):
         raise ModelError("{}: a {} model cannot be split; edgekit needs a functional model "
                          "(keras.Model(inputs, outputs))".format(path, type(model).__name__))
     if len(model.inputs) != 1:
