@@ -10,7 +10,7 @@ import json
 import sys
 from typing import Any, List, Optional
 
-from edgekit.bench.energy import EnergyOptions, EnergyProfile, pick_profile, profile_from_target
+from edgekit.bench.energy import EnergyOptions, EnergyProfile, pick_profile
 from edgekit.bench.latency import Protocol
 from edgekit.bench.meters import meter_names
 from edgekit.bench.run import run_bench, text_lines
@@ -33,7 +33,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--block-seconds", type=float, default=1.0, help="seconds per energy block, >= 1 (default 1)")
     ap.add_argument("--idle-seconds", type=float, default=2.0, help="idle baseline seconds (default 2)")
     ap.add_argument("--profiles", default=None,
-                    help='JSON {target: {energy_meter, power_model: {idle_w, active_w, source}}}; default: targets/')
+                    help='JSON {target: {energy_meter, power_model: {idle_w, active_w, source}}}; without it there is '
+                         'no power model, only real sensors')
     ap.add_argument("--interpreter", choices=BACKENDS, default=None)
     ap.add_argument("--threads", type=int, default=None)
     return ap
@@ -46,20 +47,15 @@ def _data_path(args: Any) -> str:
     return args.data if args.data is not None else args.data_opt
 
 
-def _profile(profiles: Optional[str], target: str) -> EnergyProfile:
-    if profiles is not None:
-        try:
-            table = json.loads(profiles)
-        except ValueError as exc:
-            raise ConfigError("--profiles: not JSON ({}); allowed: a JSON object {{target: profile}}".format(exc))
-        return pick_profile(table, target)
+def _profile(profiles: Optional[str], target: str) -> Optional[EnergyProfile]:
+    """The bundle target's profile from --profiles; None without it (then only real sensors can be used)."""
+    if profiles is None:
+        return None
     try:
-        from edgekit.targets import get_target      # needs PyYAML and targets/: a checkout, not a board
-
-        return profile_from_target(get_target(target))
-    except ImportError as exc:
-        raise ConfigError("no board profile for target {!r} here ({}); pass --profiles JSON (edgekit bench --host "
-                          "does)".format(target, exc))
+        table = json.loads(profiles)
+    except ValueError as exc:
+        raise ConfigError("--profiles: not JSON ({}); allowed: a JSON object {{target: profile}}".format(exc))
+    return pick_profile(table, target)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -165,17 +165,42 @@ def _measure_with(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarra
     return out
 
 
-def preflight(opts: EnergyOptions, profile: EnergyProfile, meters: Optional[Mapping[str, Meter]] = None) -> str:
+class NoPowerModel(Meter):
+    """Stands in for the power model when no board profile was given (a board run by hand without
+    --profiles): never available, and says why, so that auto can still pick a real sensor."""
+    name = "power-model"
+    measured = False
+    WHY = "no board profile was given, so there is no power model (pass --profiles; edgekit bench --host does)"
+
+    def available(self) -> Tuple[bool, str]:
+        return False, self.WHY
+
+    def describe(self) -> str:
+        return "no power model"
+
+    def read(self) -> Any:
+        raise MeterError(self.WHY)
+
+
+def _with_profile(profile: Optional[EnergyProfile],
+                  meters: Optional[Mapping[str, Meter]]) -> Optional[Mapping[str, Meter]]:
+    return meters if profile is not None else dict(meters or {}, **{"power-model": NoPowerModel()})
+
+
+def preflight(opts: EnergyOptions, profile: Optional[EnergyProfile],
+              meters: Optional[Mapping[str, Meter]] = None) -> str:
     """Check the options and that a meter asked for by name is there, before anything is timed; its name."""
     opts.check()
-    return pick_meter(opts.meter, profile, opts.usb_device, (), meters).meter.name
+    return pick_meter(opts.meter, profile, opts.usb_device, (), _with_profile(profile, meters)).meter.name
 
 
-def measure_energy(runner: EarlyExitRunner, x: np.ndarray, opts: EnergyOptions, profile: EnergyProfile,
+def measure_energy(runner: EarlyExitRunner, x: np.ndarray, opts: EnergyOptions, profile: Optional[EnergyProfile],
                    meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
     """Energy per inference for both modes from one meter, with an idle baseline from the same run.
-    `meters` overrides registry meters by name (recorded sensor trees in tests), as in pick_meter."""
+    `meters` overrides registry meters by name (recorded sensor trees in tests), as in pick_meter.
+    Without a profile (None) there is no power model: only real sensors can be used."""
     opts.check()
+    meters = _with_profile(profile, meters)
     samples = [x[i:i + 1] for i in range(len(x))]
     failures = []   # type: List[Dict[str, str]]
     exclude = []    # type: List[str]

@@ -45,7 +45,7 @@ def cpu_temp_c() -> Optional[float]:
 
 
 def run_bench(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray], protocol: Protocol,
-              energy: EnergyOptions, profile: EnergyProfile,
+              energy: EnergyOptions, profile: Optional[EnergyProfile],
               meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
     """Latency, energy, accuracy and the curve for both modes, from one run."""
     protocol.check()
@@ -57,7 +57,7 @@ def run_bench(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray], p
     m = runner.manifest
     result["bundle"] = {"model_name": m.model_name, "target": m.target, "bundle_id": m.bundle_id,
                         "stages": runner.num_stages, "exits": [s.exit.name for s in m.stages]}
-    result["protocol"] = {"latency": result["protocol"], "energy": energy.to_dict(), "profile": profile.to_dict(),
+    result["protocol"] = {"latency": result["protocol"], "energy": energy.to_dict(), "profile": None if profile is None else profile.to_dict(),
                           "steps": list(PROTOCOL_STEPS)}
     result["environment"]["cpu_temp_c_end"] = cpu_temp_c()
     result["schema"] = SCHEMA

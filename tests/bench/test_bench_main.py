@@ -60,7 +60,7 @@ def test_on_board_json_without_tensorflow_yaml_or_click(demo_bundles):
 
 
 @pytest.mark.parametrize("args, needle", [
-    ([], "no board profile for target 'host-x86_64' here"),
+    ([], "power-model: no board profile was given, so there is no power model (pass --profiles"),
     (["--profiles", "{}"], "no board profile for the bundle's target 'host-x86_64'; profiles given: none"),
     (["--profiles", "not json"], "--profiles: not JSON"),
     (["--data", TEST], "give the data file once, as DATA or --data DATA; got both"),

@@ -10,7 +10,7 @@ Runs on the board: stdlib only, Python 3.8 syntax, no TensorFlow.
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Type
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
 from edgekit.bench.meters.base import (EnergyReading, Meter, MeterError, PowerMeter, Session, integrate_counter,
                                        integrate_power)
@@ -21,8 +21,9 @@ from edgekit.bench.meters.rapl import RaplMeter
 from edgekit.bench.meters.rpi5_pmic import RaspberryPi5PmicMeter
 from edgekit.bench.meters.usb_serial import UsbSerialMeter
 
-if TYPE_CHECKING:   # pragma: no cover
-    from edgekit.targets import Target
+# `target` below: an edgekit.targets.Target, or anything with the same name, energy_meter and power_model
+# (idle_w, active_w, source) - on the board, edgekit.bench.energy.EnergyProfile (targets/ is not shipped).
+Target = Any
 
 # Every meter, by the name used in targets/*.yaml `energy_meter` and in `--meter`. Order = preference
 # among real sensors for `auto` (after the profile's own meter); the power model is always last.
@@ -58,7 +59,7 @@ def meter_names() -> List[str]:
     return [AUTO] + list(METERS)
 
 
-def make_meter(name: str, target: "Target", usb_device: Optional[str] = None,
+def make_meter(name: str, target: Target, usb_device: Optional[str] = None,
                meters: Optional[Mapping[str, Meter]] = None) -> Meter:
     """The meter called `name`: the instance given in `meters` under that name (a sensor at another
     location, a recorded fixture), else the registry's meter at its real system location; the power
@@ -74,7 +75,7 @@ def make_meter(name: str, target: "Target", usb_device: Optional[str] = None,
     return METERS[name]()
 
 
-def pick_meter(name: str, target: "Target", usb_device: Optional[str] = None, exclude: Sequence[str] = (),
+def pick_meter(name: str, target: Target, usb_device: Optional[str] = None, exclude: Sequence[str] = (),
                meters: Optional[Mapping[str, Meter]] = None) -> MeterChoice:
     """`name` is "auto" or a registry name. auto tries the profile's energy_meter first (when it is a real
     sensor), then every other real sensor in registry order, then the power model (always available).
@@ -98,7 +99,7 @@ def pick_meter(name: str, target: "Target", usb_device: Optional[str] = None, ex
     return MeterChoice(meter, "asked for by name: " + why, ())
 
 
-def _auto(target: "Target", usb_device: Optional[str], exclude: Sequence[str],
+def _auto(target: Target, usb_device: Optional[str], exclude: Sequence[str],
           meters: Optional[Mapping[str, Meter]]) -> MeterChoice:
     profile = getattr(target, "energy_meter", None)
     order = [profile] if profile in METERS and profile != "power-model" else []
