@@ -156,10 +156,10 @@ def test_distillation_without_labels(cnn, calib):
 
 
 def test_same_seed_same_heads_other_seed_other_heads(cnn, calib):
-    small = Dataset(calib.x[:300], calib.y[:300], "small")
-    opts = ExitOptions(layers=("pool1",), epochs=3, seed=5)
+    small = Dataset(calib.x[:200], calib.y[:200], "small")
+    opts = ExitOptions(layers=("pool1",), epochs=2, seed=5)
     w = [attach_exits(cnn, o, small).model.get_layer("exit0").get_weights()[0]
-         for o in (opts, opts, ExitOptions(layers=("pool1",), epochs=3, seed=6))]
+         for o in (opts, opts, ExitOptions(layers=("pool1",), epochs=2, seed=6))]
     np.testing.assert_array_equal(w[0], w[1])
     assert not np.array_equal(w[0], w[2])
 
@@ -275,13 +275,14 @@ def _runtime_checks(bundle, model, x, stages):
     return scale
 
 
-def test_cli_convert_with_auto_exits_float32_parity(cnn, tmp_path):
+def test_cli_convert_with_auto_exits_float32_parity(cnn, calib, tmp_path):
     import json
 
     from tests.conftest import TEST
 
-    out = tmp_path / "out"
-    res = cli("convert", CNN, "-t", "host-x86_64", "--calib", CALIB, "-o", out, "--precision", "float32",
+    out, part = tmp_path / "out", str(tmp_path / "calib300.npz")
+    np.savez(part, x=calib.x[:300], y=calib.y[:300])
+    res = cli("convert", CNN, "-t", "host-x86_64", "--calib", part, "-o", out, "--precision", "float32",
               "--exits", "auto:3", "--head-epochs", "3", "--json")
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
