@@ -152,16 +152,7 @@ def dp_row(label, report):
             "groups": len(report["groups"]), "dp_wins": eq["distortion_eval"] < a["uniform"]["distortion_eval"]}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--full", action="store_true", help="more samples and ratios, ResNet50 at 96x96")
-    ap.add_argument("--calls", type=int, default=1500, help="interleaved timing rounds")
-    ap.add_argument("--json", default=None, help="write every number here")
-    args = ap.parse_args()
-    t0 = time.time()
-    d = digits(args)
-    archs = [architecture(n, args) for n in ("MobileNetV2", "ResNet50")]
-    rows = [dp_row("demo digits CNN 32x32", d["report"])] + [dp_row(a["model"], a["report"]) for a in archs]
+def print_digits(d, calls):
     acc = d["accuracy_final_exit"]
     drop = acc["unpruned"] - acc["recovered"]
     lat = d["latency"]
@@ -176,13 +167,17 @@ def main():
           "(drop {:+.2f} points)".format(acc["unpruned"], acc["pruned"], acc["recovered"], 100 * drop))
     print("   test accuracy, last exit (int8 TFLite): " + ", ".join(
         "{} {:.2%}".format(k, v) for k, v in d["int8_accuracy"].items()))
-    print("\n2. int8 TFLite latency, {} interleaved rounds".format(args.calls))
+    print("\n2. int8 TFLite latency, {} interleaved rounds".format(calls))
     print("   {:<10} {:>10} {:>9} {:>10} {:>12}".format("model", "median ms", "mean ms", "size KiB", "speed-up"))
     for n in ("unpruned", "pruned", "sparse50"):
         print("   {:<10} {:>10.4f} {:>9.4f} {:>10.1f} {:>11.2f}x".format(
             n, lat[n]["median_ms"], lat[n]["mean_ms"], d["tflite_bytes"][n] / 1024.0,
             lat["unpruned"]["median_ms"] / lat[n]["median_ms"]))
     print("   (sparse50: {:.1%} of conv/dense weights zeroed by magnitude, shapes unchanged)".format(d["zeroed_fraction"]))
+    return drop
+
+
+def print_rows(rows):
     print("\n3. output distortion on held-out inputs (sum over outputs of MSE / mean square), DP vs uniform ratios")
     print("   {:<24} {:>6} {:>15} {:>22} {:>17} {:>8}".format(
         "model", "groups", "DP@50%", "DP@<=uniform FLOPs", "uniform", "DP wins"))
@@ -190,6 +185,20 @@ def main():
         print("   {:<24} {:>6} {:>7.1%} {:>7.4f} {:>11.1%} {:>10.4f} {:>7.1%} {:>9.4f} {:>8}".format(
             r["model"], r["groups"], r["dp_flops"], r["dp_dist"], r["eq_flops"], r["eq_dist"], r["uni_flops"],
             r["uni_dist"], "yes" if r["dp_wins"] else "no"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--full", action="store_true", help="more samples and ratios, ResNet50 at 96x96")
+    ap.add_argument("--calls", type=int, default=1500, help="interleaved timing rounds")
+    ap.add_argument("--json", default=None, help="write every number here")
+    args = ap.parse_args()
+    t0 = time.time()
+    d = digits(args)
+    archs = [architecture(n, args) for n in ("MobileNetV2", "ResNet50")]
+    rows = [dp_row("demo digits CNN 32x32", d["report"])] + [dp_row(a["model"], a["report"]) for a in archs]
+    drop = print_digits(d, args.calls)
+    print_rows(rows)
     wins = sum(r["dp_wins"] for r in rows)
     goals = [
         ("test accuracy drop after 50% FLOPs + recovery <= 1 point ({:+.2f})".format(100 * drop), drop <= MAX_DROP),

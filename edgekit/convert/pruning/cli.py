@@ -118,6 +118,12 @@ def _groups_table(report: Dict[str, Any]) -> None:
                                                   else g["kept_uniform"]), ",".join(g["kinds"]))
             for g in report["groups"]]
     _table(("group", "channels", "kept", "touches"), rows)
+    changed = [(r["layer"], "{} -> {}".format(*r["in_channels"]), "{} -> {}".format(*r["out_channels"]))
+               for r in report["layers"] if r["in_channels"][0] != r["in_channels"][1]
+               or r["out_channels"][0] != r["out_channels"][1]]
+    if changed:
+        click.echo("")
+        _table(("layer", "in channels", "out channels"), changed)
     for s in report["skipped_groups"]:
         if s["channels"] > 1:
             click.echo("left alone: {} ({} channels): {}".format(s["group"], s["channels"], s["reason"]))
