@@ -9,7 +9,7 @@ import sys
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "emulated"))
+sys.path.append(os.path.join(HERE, "emulated"))
 
 import rootfs  # noqa: E402
 
@@ -51,20 +51,43 @@ def test_safe_rmtree_refuses_a_root_with_something_mounted_inside(tmp_path):
     assert not root.exists()
 
 
-def test_without_root_the_target_says_skipped_and_exits_3(tmp_path):
-    if os.geteuid() == 0:
-        try:
-            pwd.getpwnam("nobody")
-        except KeyError:
-            pytest.skip("no user 'nobody' to run as")
-        if not shutil.which("setpriv"):
-            pytest.skip("no setpriv to drop root")
-        prefix = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
-    else:
-        prefix = []
-    res = subprocess.run(prefix + [sys.executable, SCRIPT, "--cache", str(tmp_path / "never")],
+def test_main_without_root_says_skipped_and_returns_3(monkeypatch, capsys, tmp_path):
+    import run_arm64
+
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)
+    assert run_arm64.main(["--cache", str(tmp_path / "never")]) == run_arm64.SKIPPED == 3
+    assert capsys.readouterr().out.startswith("skipped: needs root (mount, chroot, debootstrap); running as uid 65534")
+    assert not (tmp_path / "never").exists()
+
+
+def test_as_an_unprivileged_user_the_script_exits_3(tmp_path):
+    """The same, for real: the script run as 'nobody' (when this clone and venv are readable by it)."""
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv to drop to another user")
+    try:
+        pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' to run as")
+    drop = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    probe = subprocess.run(drop + [sys.executable, "-c", "open({!r}).close()".format(SCRIPT)], cwd="/",
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if probe.returncode != 0:
+        pytest.skip("user 'nobody' cannot read this clone or run its venv's Python")
+    res = subprocess.run(drop + [sys.executable, SCRIPT, "--cache", str(tmp_path / "never")],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120, cwd="/")
     out = res.stdout.decode()
     assert res.returncode == 3, out
     assert out.startswith("skipped: needs root"), out
-    assert not (tmp_path / "never").exists()
+
+
+def test_board_venv_takes_the_project_pins_and_numpy_stays_below_2():
+    pins = dict(p.split("==") for p in rootfs.board_pins())
+    assert set(pins) == {"numpy", "tflite-runtime"}
+    assert int(pins["numpy"].split(".")[0]) < 2, "tflite-runtime 2.14's aarch64 wheels need numpy<2"
+
+
+def test_board_pins_name_what_is_missing(tmp_path):
+    path = tmp_path / "constraints.txt"
+    path.write_text("numpy==1.26.4\n# tflite-runtime==2.14.0\n")
+    with pytest.raises(RuntimeError, match="pins no version of tflite-runtime"):
+        rootfs.board_pins(str(path))

@@ -12,7 +12,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 BINFMT_DIR = "/proc/sys/fs/binfmt_misc"
@@ -22,6 +22,23 @@ HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 VENV = "/opt/edgekit-venv"                 # inside the root filesystem
 STAMP = ".edgekit-stamp.json"              # in the venv and at the root: what was built, and how long it took
 CHROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CONSTRAINTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "constraints.txt")
+BOARD_PACKAGES = ("numpy", "tflite-runtime")     # what the board's venv holds, at the project's pins
+
+
+def board_pins(path: str = CONSTRAINTS) -> Tuple[str, ...]:
+    """numpy and tflite-runtime as pinned in constraints.txt (one source of versions for host and board)."""
+    pins = {}
+    with open(path) as fh:
+        for line in fh:
+            name, sep, version = line.split("#")[0].strip().partition("==")
+            if sep and name.strip().lower() in BOARD_PACKAGES:
+                pins[name.strip().lower()] = "{}=={}".format(name.strip().lower(), version.strip())
+    missing = [p for p in BOARD_PACKAGES if p not in pins]
+    if missing:
+        raise RuntimeError("{} pins no version of {}".format(path, ", ".join(missing)))
+    return tuple(pins[p] for p in BOARD_PACKAGES)
 
 
 class Skip(Exception):
@@ -35,7 +52,7 @@ class RootfsSpec:
     variant: str = "minbase"
     include: Tuple[str, ...] = ("python3", "python3-pip", "python3-venv")
     mirror: str = "http://deb.debian.org/debian"
-    pip: Tuple[str, ...] = ("numpy==1.26.4", "tflite-runtime==2.14.0")   # numpy<2: tflite-runtime 2.14 needs it
+    pip: Tuple[str, ...] = field(default_factory=board_pins)   # numpy<2: tflite-runtime 2.14 needs it
 
     def base_key(self) -> Dict[str, object]:
         """What the debootstrap layer depends on, in its JSON form (tuples become lists), as stamped."""

@@ -172,6 +172,8 @@ def main(argv: Sequence[str] = ()) -> int:
     ap.add_argument("--keep-work", action="store_true", help="leave the work directory inside the root filesystem")
     ap.add_argument("--no-flash", action="store_true", help="skip edgekit flash -> run over SSH to the emulated board")
     args = ap.parse_args(list(argv))
+    if args.samples < 1:
+        ap.error("--samples: expected at least 1, got {}".format(args.samples))
     t_start = time.monotonic()
     spec = rootfs.RootfsSpec()
     cache = args.cache or rootfs.default_cache_dir(spec)
@@ -188,28 +190,37 @@ def main(argv: Sequence[str] = ()) -> int:
     built = "cached" if info["cached"] else "built: debootstrap {} s, venv {} s".format(info["debootstrap_s"],
                                                                                     info["venv_s"])
     print("root filesystem: {} ({})".format(cache, built), flush=True)
+    from edgekit.errors import EdgekitError
+
+    try:
+        ok = run_and_report(cache, args.samples, not args.no_flash, args.keep_work)
+    except (RuntimeError, EdgekitError) as exc:
+        print("FAILED: {}".format(exc))
+        return 1
+    print("arm64 vs x86 on {} samples: {}; total wall time {:.1f} s".format(
+        args.samples, "passed" if ok else "FAILED", time.monotonic() - t_start))
+    return 0 if ok else 1
+
+
+def run_and_report(cache: str, samples: int, flash: bool, keep_work: bool) -> bool:
     os.makedirs(os.path.join(cache, "tmp"), exist_ok=True)
     work = tempfile.mkdtemp(prefix="edgekit-arm64-", dir=os.path.join(cache, "tmp"))
     try:
         t0 = time.monotonic()
-        bundles = prepare_work(work, args.samples)
+        bundles = prepare_work(work, samples)
         print("converted the demo for {} at {} on the host in {:.1f} s".format(
             TARGET, " and ".join(PRECISIONS), time.monotonic() - t0), flush=True)
         with rootfs.mounted(cache):
             print("board: " + describe_board(cache), flush=True)
             rows, baseline, arm, x86, on_arm = compare_all(cache, work, bundles)
-            flash_lines, flash_ok = ([], True) if args.no_flash else flash_check(cache, work, bundles["int8"],
-                                                                                  on_arm["int8"])
+            flash_lines, flash_ok = flash_check(cache, work, bundles["int8"], on_arm["int8"]) if flash else ([], True)
     finally:
-        if not args.keep_work:
+        if not keep_work:
             rootfs.safe_rmtree(work)
     print("\n".join(table(rows)))
     print("for scale, the two x86 interpreters against each other:\n" + "\n".join(table(baseline, judged=False)))
     print("\n".join(timing_lines(arm, x86) + flash_lines))
-    ok = all(c.ok for c in rows) and flash_ok
-    print("arm64 vs x86 on {} samples: {}; total wall time {:.1f} s".format(
-        args.samples, "passed" if ok else "FAILED", time.monotonic() - t_start))
-    return 0 if ok else 1
+    return all(c.ok for c in rows) and flash_ok
 
 
 if __name__ == "__main__":
