@@ -1,6 +1,8 @@
 """Calibration and input data: .npz (x, optional y) and .npy (x). numpy only; runs on the board too."""
 import os
+import tokenize
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -10,6 +12,9 @@ from edgekit.errors import DataError
 
 FORMATS = (".npz", ".npy")
 MAX_ARRAY_BYTES = 4 << 30          # what one array of a data file may declare (checked before numpy allocates it)
+# what numpy's and zipfile's readers raise on damaged files (found by tests/test_fuzz.py)
+_UNREADABLE = (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, NotImplementedError, RuntimeError,
+               SyntaxError, tokenize.TokenError, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ def load_data(path: str, limit: Optional[int] = None) -> Dataset:
                                     .format(path, ", ".join(z.files) or "nothing"))
                 x = z["x"]
                 y = z["y"] if "y" in z.files else None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, NotImplementedError) as exc:
+    except _UNREADABLE as exc:
         raise DataError("data file {} cannot be read as {}: {}".format(path, ext, str(exc)[:300] or type(exc).__name__))
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError("data file {}: x is empty (shape {})".format(path, x.shape))
