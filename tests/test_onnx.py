@@ -117,6 +117,7 @@ def test_float32_bundle_matches_onnxruntime_at_every_exit(branchy_bundle):
     with open(os.path.join(branchy_bundle("float32").bundle_dir, "report.json")) as f:
         report = json.load(f)
     assert max(s["tflite_max_abs_error_vs_float"] for s in report["stages"]) <= TOL
+    assert "onnx2tf" not in sys.modules            # imported only in the converter's child process
 
 
 def test_int8_bundle_runs_with_early_exit(branchy_bundle, onnx_data):
