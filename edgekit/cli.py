@@ -102,7 +102,8 @@ class _StepBar:
               help="A second split that reports the accuracy the fitted thresholds reach.")
 @click.option("--exit-rule", default=None, help="max_softmax (default), entropy, margin or learned.")
 @click.option("--exits", default=None,
-              help="Attach exits to a single-output model: auto:N (at FLOPs fractions) or layer names a,b (cut after).")
+              help="Attach exits to a single-output model: auto:N (at FLOPs fractions) or layer names a,b (cut after). "
+                   "ONNX: the names of the exit tensors in depth order (default: the graph outputs).")
 @click.option("--exit-data", type=click.Path(dir_okay=False), default=None,
               help="--exits: data to train the heads on (default: --calib); labels if present, else distillation.")
 @click.option("--head-epochs", type=int, default=None, help="--exits: most epochs per head (early stopping; 40).")

@@ -351,6 +351,13 @@ def test_bad_input_exit_names_not_in_the_graph(tmp_path, onnx_data):
     assert not out.exists()
 
 
+def test_bad_input_exit_names_on_the_command_line(tmp_path, onnx_data):
+    line = _convert(tmp_path, BRANCHY, onnx_data["calib"], "--exits", "exit0,nope")
+    assert "exit 'nope' not in the graph" in line and "exit0, exit1, exit2" in line
+    line = _convert(tmp_path, BRANCHY, onnx_data["calib"], "--exits", "auto:2")      # heads need a Keras model
+    assert "--exits auto:N attaches and trains exit heads, which needs a Keras model" in line
+
+
 def test_bad_input_calibration_shape(tmp_path):
     bad = tmp_path / "calib.npz"
     np.savez(bad, x=np.zeros((4, 32, 32, 1), np.float32))
