@@ -17,6 +17,9 @@ from edgekit.runtime.interpreter import Backend, load_backend
 from edgekit.runtime.policy import exit_rule
 
 
+_F32 = np.dtype(np.float32)       # numpy's one float32 dtype: an identity test is the cheapest check
+
+
 class Result:
     """outputs: (N, classes), the exit output each sample left with; stage_ms: wall time of each stage
     invocation (only the stages that ran). exits, scores and predictions are derived on first use, so
@@ -144,7 +147,7 @@ class EarlyExitRunner:
     def prepare(self, x: Any) -> np.ndarray:
         """Validate a batch against the bundle input and apply the manifest's preprocessing. DataError for a wrong
         dtype or shape, an empty batch, more than max_batch samples, or a NaN/Inf value (guard.check_batch)."""
-        if self._plain and type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == self._sample_shape \
+        if self._plain and type(x) is np.ndarray and x.dtype is _F32 and x.shape[1:] == self._sample_shape \
                 and 0 < x.shape[0] <= self.max_batch:
             v = float(np.vdot(x, x))        # the common case: one numpy call, finite unless x holds NaN/Inf
             if v - v == 0.0:                # (or its squares overflow; the slow path then looks at each value)
