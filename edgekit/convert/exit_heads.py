@@ -4,7 +4,10 @@ A head is pooling to a small grid (parameter-free) -> normalization (fixed per-c
 training features) -> optional hidden 1x1 convolution (or dense layer) with ReLU -> dense classifier (logits).
 The literature on multi-exit networks (BranchyNet, Shallow-Deep Networks, MSDNet) found that a linear head on
 globally pooled early features is too weak: keep some spatial resolution and a non-linear layer when the
-budget allows. The design with the most FLOPs under `head_budget` x (FLOPs of the stage the head ends) wins.
+budget allows. The design with the most FLOPs wins among those within `head_budget` x (FLOPs of the stage
+the head ends) and `head_param_budget` x (the backbone's weights): a dense layer's FLOPs are twice its weights,
+so a FLOPs budget alone would let a head on a costly stage (ResNet50: 2 GFLOPs) grow to tens of millions of
+weights.
 
 Only the heads train: the backbone runs once, in inference mode, to give each head its pooled features, so
 its weights and batch-norm statistics cannot change.
@@ -31,6 +34,7 @@ class HeadDesign:
     pooled: Tuple[int, ...]       # the head's input shape after pooling (no batch axis)
     width: int
     flops: int                    # pooling adds + 2 x MACs of the hidden and classifier layers
+    params: int                   # trainable weights of the head (normalization statistics are constants)
 
 
 def _prod(shape: Sequence[int]) -> int:
@@ -55,17 +59,26 @@ def head_flops(shape: Tuple[int, ...], pools: Tuple[int, ...], pooled: Tuple[int
     return pool + hidden + 2 * cells * (width or channels) * classes
 
 
-def design_head(shape: Tuple[int, ...], classes: int, budget_flops: float, where: str) -> HeadDesign:
+def head_params(pooled: Tuple[int, ...], width: int, classes: int) -> int:
+    cells, channels = _prod(pooled[:-1]), pooled[-1]
+    hidden = (channels + 1) * width
+    return hidden + (cells * (width or channels) + 1) * classes
+
+
+def design_head(shape: Tuple[int, ...], classes: int, budget_flops: float, budget_params: float,
+                where: str) -> HeadDesign:
     options = []
     for grid in GRIDS:
         pools, pooled = _pooled(shape, grid)
         for width in WIDTHS:
-            options.append(HeadDesign(pools, pooled, width, head_flops(shape, pools, pooled, width, classes)))
-    fitting = [o for o in options if o.flops <= budget_flops]
+            options.append(HeadDesign(pools, pooled, width, head_flops(shape, pools, pooled, width, classes),
+                                      head_params(pooled, width, classes)))
+    fitting = [o for o in options if o.flops <= budget_flops and o.params <= budget_params]
     if not fitting:
-        least = min(o.flops for o in options)
-        raise ConfigError("the exit head after {} needs at least {} FLOPs, over the head budget of {:.0f} FLOPs "
-                          "for its stage; raise the head budget or cut deeper".format(where, least, budget_flops))
+        least = min(options, key=lambda o: (o.flops, o.params))
+        raise ConfigError("the exit head after {} needs at least {} FLOPs and {} weights, over the head budget of "
+                          "{:.0f} FLOPs (its stage) and {:.0f} weights (the backbone); raise the head budget or cut "
+                          "deeper".format(where, least.flops, least.params, budget_flops, budget_params))
     return max(fitting, key=lambda o: (o.flops, o.width, _prod(o.pooled)))
 
 
@@ -194,10 +207,11 @@ def _fit(keras, head, loss, xt, yt, xv, yv, options, seed: int, step: Callable[[
             "stopped_early": epoch < options.epochs}
 
 
-def _designs(cuts: Sequence[Any], classes: int, budget: float) -> List[HeadDesign]:
+def _designs(cuts: Sequence[Any], classes: int, budget: float, params: float) -> List[HeadDesign]:
     designs, prev = [], 0
     for cp in cuts:
-        designs.append(design_head(cp.shape, classes, budget * (cp.flops_before - prev), "layer {!r}".format(cp.layer)))
+        designs.append(design_head(cp.shape, classes, budget * (cp.flops_before - prev), params,
+                                   "layer {!r}".format(cp.layer)))
         prev = cp.flops_before
     return designs
 
@@ -252,7 +266,7 @@ def _build_and_train(model, cuts: Sequence[Any], options, data, progress: Callab
     by = _check_data(data, len(tr), len(va), classes, options)
     names = _exit_names(model, len(cuts))
     total_flops = float(max(model_flops(model), 1))
-    designs = _designs(cuts, classes, options.head_budget)
+    designs = _designs(cuts, classes, options.head_budget, options.head_param_budget * model.count_params())
     pooled = [_pool_layer(keras, len(cp.shape) - 1, d.pools, n + "_pool")(cp.tensor) if d.pools else cp.tensor
               for cp, d, n in zip(cuts, designs, names)]
     total = 1 + len(cuts) * options.epochs
@@ -297,6 +311,7 @@ def _exit_report(name, cp, design: HeadDesign, stage: int, total: float, by: str
             "backbone_flops_before": cp.flops_before, "flops_to_exit": cp.flops_before + design.flops,
             "fraction_of_full": round((cp.flops_before + design.flops) / total, 6),
             "head_flops": design.flops, "head_fraction_of_stage": round(design.flops / max(stage, 1), 6),
+            "head_params": design.params,
             "head": {"pool": list(design.pools), "pooled_shape": list(design.pooled), "hidden": design.width},
             "trained_by": by, "epochs": fit["epochs"], "best_epoch": fit["best_epoch"], "val_loss": fit["val_loss"],
             "val_accuracy": _acc(pred, None if data.y is None else data.y[va]),
@@ -306,5 +321,6 @@ def _exit_report(name, cp, design: HeadDesign, stage: int, total: float, by: str
 def _final_report(name: str, total: float, data, va, final_pred) -> Dict[str, Any]:
     return {"name": name, "cut": None, "crossing": [], "shape": None, "backbone_flops_before": int(total),
             "flops_to_exit": int(total), "fraction_of_full": 1.0, "head_flops": 0, "head_fraction_of_stage": None,
+            "head_params": 0,
             "head": None, "trained_by": None, "epochs": None, "best_epoch": None, "val_loss": None,
             "val_accuracy": _acc(final_pred[va], None if data.y is None else data.y[va]), "val_agreement": 1.0}

@@ -35,6 +35,7 @@ class ExitOptions:
     seed: int = 0
     max_crossing: int = 1                # most tensors allowed to cross a cut
     head_budget: float = 0.1             # head FLOPs <= this fraction of the stage the head ends
+    head_param_budget: float = 0.25      # head weights <= this fraction of the backbone's weights
     target: str = "auto"                 # auto (labels when present), labels, distill
     temperature: float = 3.0             # distillation softening
     val_fraction: float = 0.2
@@ -83,7 +84,8 @@ class ExitOptions:
                 raise ConfigError("{} must be at least {}, got {}".format(what, low, value))
         if self.target not in TARGETS:
             raise ConfigError("head target {!r}; allowed: {}".format(self.target, ", ".join(TARGETS)))
-        for what, value in (("head budget", self.head_budget), ("validation fraction", self.val_fraction)):
+        for what, value in (("head budget", self.head_budget), ("head parameter budget", self.head_param_budget),
+                            ("validation fraction", self.val_fraction)):
             if not 0.0 < value < 1.0:
                 raise ConfigError("{} must be in (0, 1), got {}".format(what, value))
         if self.temperature <= 0 or self.learning_rate <= 0:
