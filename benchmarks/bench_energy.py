@@ -73,6 +73,8 @@ def table(res):
     if e["overrun_blocks"]:
         print("energy blocks that overran (process stalled by other load) and were run again: {}".format(
             ", ".join("{} {:.1f} s".format(b["mode"], b["seconds"]) for b in e["overrun_blocks"])))
+    for w in e["warnings"]:
+        print("warning: " + w)
     for f in e["failed_during_run"]:
         print("meter {} failed during the run: {}".format(f["meter"], f["error"]))
     ratio = e["ratio_above_idle"]

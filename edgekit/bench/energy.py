@@ -239,7 +239,18 @@ def _summary(choice: MeterChoice, measured: Dict[str, Any], failures: List[Dict[
     if failures:
         out["note"] = "meter {} failed during the run; the energy figures come from {}".format(
             ", ".join(f["meter"] for f in failures), m.name)
+    out["warnings"] = _warnings(m, measured["idle"])
     return out
+
+
+def _warnings(meter: Meter, idle: Dict[str, Any]) -> List[str]:
+    """What makes the figures weaker than they look, in words."""
+    active = getattr(meter, "active_w", None)
+    if active is not None and idle["mean_watts"] >= 0.98 * active:
+        return ["the idle baseline ({:.2f} W) is at the power model's active power ({:g} W): other work kept the "
+                "CPUs busy while this process slept, so energy above idle cannot be told apart from zero".format(
+                    idle["mean_watts"], active)]
+    return []
 
 
 def _ratio(full: float, early: float) -> Optional[float]:

@@ -104,6 +104,7 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
         if over:
             out.append("  {} energy block(s) overran (process stalled) and were run again: {}".format(
                 len(over), ", ".join("{} {:.1f} s".format(b["mode"], b["seconds"]) for b in over)))
+        out += ["  warning: " + w for w in e.get("warnings", [])]
         for f in e.get("failed_during_run", []):
             out.append("  meter {} failed during the run and was dropped: {}".format(f["meter"], f["error"]))
     return out

@@ -119,6 +119,7 @@ def test_rapl_at_constant_power_gives_hand_computed_joules_and_nothing_above_idl
         writer.join()
     assert (e["meter"], e["measured"], e["kind"], e["failed_during_run"]) == ("rapl", True, "measured", [])
     assert all(b["seconds"] > 1.5 for b in e["overrun_blocks"])   # normally empty; a stalled block is re-run
+    assert e["warnings"] == []                                     # RAPL has no "active power" to be stuck at
     assert e["reason"].startswith("the profile's energy_meter")
     assert e["idle"]["mean_watts"] == pytest.approx(20.0, rel=0.05)
     for mode in ("early_exit", "full_depth"):
@@ -177,5 +178,7 @@ def test_this_machine_uses_rapl_when_readable_else_the_power_model(runner, x):
         assert (e["meter"], e["kind"]) == ("power-model", "estimated")
         assert {"meter": "rapl", "why": why} in e["not_used"]
         assert e["source"].startswith("estimated: 10 W idle + (35 - 10) W")
+        busy = e["idle"]["mean_watts"] >= 0.98 * 35.0       # other jobs on this shared machine
+        assert bool(e["warnings"]) == busy and all("idle baseline" in w for w in e["warnings"])
     for mode in ("early_exit", "full_depth"):
         assert np.isfinite(e[mode]["joules_total"]) and e[mode]["joules_total"] > 0
