@@ -4,7 +4,7 @@ Converts the demo model once whole and once split into stages, at float32 and in
 batch 1 (and batch 16), interleaved call by call so that machine noise hits both alike. Prints the ratio
 chained / monolithic of mean latency. Goal (issue 2): at most 1.05.
 
-    python benchmarks/bench_chaining.py [--calls 2000] [--json OUT]
+    python benchmarks/bench_chaining.py [--calls 1000] [--json OUT]
 """
 import argparse
 import json
@@ -66,7 +66,7 @@ def run(precision, calls, threads=1):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--calls", type=int, default=1000)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     rows = []
