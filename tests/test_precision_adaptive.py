@@ -149,7 +149,7 @@ def test_latency_budget_allocation_and_no_fp16_for_speed_without_fp16_cores(tiny
     _, plan = tiny_plan
     layers, costs = _profile_layers(plan)
     cost_of = lambda ly, r: al.op_latency(ly, r, costs[ly.stage], False)  # noqa: E731
-    low = sum(cost_of(ly, ly.rungs[0]) for ly in layers)
+    low = sum(min(cost_of(ly, r) for r in ly.rungs) for ly in layers)     # the fastest rung is not always the lowest
     high = sum(cost_of(ly, "float32") for ly in layers)
     budget = max(low, high) * 1.01
     choice, est, smallest = al.by_budget(layers, budget, cost_of, 1e-6, "latency")
@@ -164,6 +164,80 @@ def test_latency_budget_allocation_and_no_fp16_for_speed_without_fp16_cores(tiny
             assert al.op_latency(ly, "float16", c, False) >= al.op_latency(ly, "float32", c, False)
             assert al.op_latency(ly, "float16", c, True) == pytest.approx(
                 c.latency_ms["float16"] * ly.macs / c.macs)
+
+
+def test_fp16_measured_faster_here_is_not_faster_on_a_target_without_fp16_compute():
+    """The converting machine may run fp16 faster than float32; a target without FP16 arithmetic does not, so
+    neither the latency cost nor the stage choice may count fp16 as a speed-up there."""
+    from edgekit.convert.precision import allocate as al
+    from edgekit.convert.precision.sensitivity import Loss
+
+    cost = al.StageCost(latency_ms={"float32": 2.0, "float16": 0.5, "int8": 1.0},
+                        size_bytes={"float32": 4000, "float16": 2000, "int8": 1000},
+                        losses={"float16": Loss(kl=1e-9, sqnr_db=80.0, layer_sqnr_db=None)}, macs=100, fixed_bytes=0)
+    ly = al.Layer(stage=0, scope="s", op="CONV_2D", name="conv", params=1000, macs=100, rungs=("int8", "float32"),
+                  losses={"int8": Loss(kl=0.5, sqnr_db=10.0, layer_sqnr_db=10.0)})
+    assert al.op_latency(ly, "float16", cost, fp16_compute=False) == pytest.approx(2.0)
+    assert al.op_latency(ly, "float16", cost, fp16_compute=True) == pytest.approx(0.5)
+    keep_float = {ly.key: ("float32", "int8 loses too much")}
+    without, with_fp16 = (al.stage_float16([ly], keep_float, [cost], True, 1e-3, fp16)[0] for fp16 in (False, True))
+    assert without.startswith("float16") and "size only" in without and "computes in fp16" not in without
+    assert "computes in fp16" in with_fp16
+    # a 1.5 ms budget: fp16 would fit if it counted as 0.5 ms; without FP16 compute only int8 (1.0 ms) fits
+    cost_of = lambda layer, r: al.op_latency(layer, r, cost, False)  # noqa: E731
+    choice, est, _ = al.by_budget([ly], 1.5, cost_of, 1e-6, "latency")
+    assert choice[ly.key][0] == "int8" and est == pytest.approx(1.0)
+
+
+def test_latency_budget_starts_from_the_fastest_rung_not_the_lowest():
+    """4-bit weights run slower than int8 here: a budget that int8 meets must not be called impossible."""
+    from edgekit.convert.precision import allocate as al
+    from edgekit.convert.precision.sensitivity import Loss
+
+    cost = al.StageCost(latency_ms={"int4w": 1.5, "int8": 1.0, "int16x8": 9.0, "float32": 2.0}, size_bytes={},
+                        losses={}, macs=100, fixed_bytes=0)
+    loss = {"int4w": 0.02, "int8": 0.004, "int16x8": 0.0005}
+    ly = al.Layer(stage=0, scope="s", op="CONV_2D", name="conv", params=1000, macs=100,
+                  rungs=("int4w", "int8", "int16x8", "float32"),
+                  losses={r: Loss(kl=v, sqnr_db=20.0, layer_sqnr_db=None) for r, v in loss.items()})
+    cost_of = lambda layer, r: al.op_latency(layer, r, cost, False)  # noqa: E731
+    picks = {b: al.by_budget([ly], b, cost_of, 1e-6, "latency") for b in (1.0, 1.9, 2.5, 10.0)}
+    assert picks[1.0][2] == pytest.approx(1.0)                     # smallest possible: every op at its fastest
+    assert [picks[b][0][ly.key][0] for b in (1.0, 1.9, 2.5, 10.0)] == ["int8", "int8", "float32", "float32"]
+
+
+def test_one_activation_width_per_tensor(cache_dir):
+    """ai-edge-quantizer refuses a tensor read by an 8-bit and a 16-bit activation op; harmonize raises the
+    8-bit reader, and the stage then builds, runs and matches float."""
+    import keras
+
+    from edgekit.convert.precision.graph import read_ops
+    from edgekit.convert.precision.measure import harmonize
+    from edgekit.convert.precision.recipes import quantize_ops
+    from edgekit.convert.quantize import quantize_stage
+    from edgekit.errors import ModelError
+    from edgekit.runtime.interpreter import load_backend
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), name="x")
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inp)
+    b = keras.layers.Conv2D(4, 3, padding="same", name="b")(a)
+    c = keras.layers.Conv2D(4, 1, padding="same", name="c")(a)
+    model = keras.Model(inp, {"y": keras.layers.Add(name="s")([b, c])})
+    x = np.random.default_rng(0).random((32, 8, 8, 3)).astype(np.float32)
+    fblob = quantize_stage(model, "float32", {"x": x})
+    ops = read_ops(fblob, ["a", "b", "c", "s"])
+    by = {o.layer: o.scope for o in ops if o.weighted}
+    rungs = {o.scope: "int8" for o in ops}
+    rungs[by["b"]] = "int16x8"
+    with pytest.raises(ModelError, match="same quantization parameters"):
+        quantize_ops(fblob, rungs, {"x": x})
+    fixed = harmonize(ops, rungs, lambda o: True)
+    assert (fixed[by["a"]], fixed[by["b"]], fixed[by["c"]]) == ("int8", "int16x8", "int16x8")
+    assert harmonize(ops, rungs, lambda o: False)[by["c"]] == "float32"
+    got = load_backend().interpreter(model_content=quantize_ops(fblob, fixed, {"x": x})).get_signature_runner()(x=x)
+    want = np.asarray(model(x)["y"])
+    assert np.abs(got["y"] - want).max() < 0.05 * np.abs(want).max()
 
 
 def test_op_without_quantized_kernel_falls_back_to_float(cache_dir):

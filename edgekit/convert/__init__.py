@@ -174,6 +174,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         report["prune"] = pruned.report
     if plan is not None:
         report["precision_plan"] = plan.report
+        report["notes"] = report.get("notes", []) + plan.report.get("notes", [])   # printed by the CLI
         if plan.plot_png:
             files["precision.png"] = plan.plot_png
     bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))

@@ -22,6 +22,7 @@ RANGE_SAMPLES = 200
 DEFAULT_TOLERANCE = 1e-3    # nats of KL at the exit outputs
 NEGLIGIBLE = 1e-4           # budget modes: a loss at or below this counts as none
 MAX_BACKOFF = 12
+MEASURE = ("all", "needed")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class PrecisionOptions:
     rungs: Optional[Tuple[str, ...]] = None    # restrict the ladder
     max_accuracy_drop: float = 0.003           # held-out accuracy (or agreement) per exit vs float
     sensitivity_samples: int = 128
+    measure: str = "all"                       # "all": every op at every rung; "needed": tolerance mode measures
+                                               # each op's rungs lowest first up to the first within tolerance
 
     @property
     def mode(self) -> str:
@@ -64,6 +67,10 @@ def check_options(options: PrecisionOptions, target) -> Tuple[Tuple[str, ...], D
         raise ConfigError("size budget {} must be above 0 bytes".format(options.size_budget))
     if options.latency_budget_ms is not None and not options.latency_budget_ms > 0:
         raise ConfigError("latency budget {} ms must be above 0".format(options.latency_budget_ms))
+    if options.measure not in MEASURE:
+        raise ConfigError("sensitivity measure {!r} is unknown; allowed: {}".format(options.measure, ", ".join(MEASURE)))
+    if options.sensitivity_samples < 1:
+        raise ConfigError("sensitivity samples {} must be at least 1".format(options.sensitivity_samples))
     if not 0.0 <= options.max_accuracy_drop < 1.0:
         raise ConfigError("max accuracy drop {} is outside [0, 1)".format(options.max_accuracy_drop))
     if not has_ai_edge_quantizer():
@@ -91,7 +98,8 @@ def choose_precision(stages: Sequence, target, x: np.ndarray, y: Optional[np.nda
     rest = len(x) - held
     data = {"ranges": x[:min(RANGE_SAMPLES, rest)], "sens": x[:min(options.sensitivity_samples, rest)],
             "held_x": x[rest:], "held_y": None if y is None else y[rest:]}
-    prof = profile(stages, data, rungs, input_name, say)
+    lazy = options.measure == "needed" and options.mode == "tolerance"
+    prof = profile(stages, data, rungs, input_name, say, (options.tolerance or DEFAULT_TOLERANCE) if lazy else None)
     choice, f16, budget = allocate_all(prof, options, target, rungs)
     return build_and_verify(prof, data, options, target, rungs, notes, choice, f16, budget, input_name, say)
 

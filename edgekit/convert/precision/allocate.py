@@ -67,11 +67,13 @@ def by_tolerance(layers: Sequence[Layer], tolerance: float) -> Dict[str, Choice]
 
 def by_budget(layers: Sequence[Layer], budget: float, cost_of, floor: float, kind: str,
               fixed: float = 0.0) -> Tuple[Dict[str, Choice], float, float]:
-    """Greedy: start at every op's cheapest rung, then take the upgrade with the most loss removed per unit
-    of cost that still fits. Losses at or below `floor` count as none. Returns choices, estimated total and
-    the smallest possible total (all cheapest)."""
-    cur = {ly.key: ("float32" if ly.pinned else ly.rungs[0]) for ly in layers}
+    """Greedy: start every op at its cheapest rung (the lowest rung is not always the cheapest: 4-bit weights
+    run slower than int8 here), then take the move to another rung with the most loss removed per unit of cost
+    that still fits (a move that is cheaper and loses less goes first). Losses at or below `floor` count as
+    none. Returns choices, estimated total and the smallest possible total (every op at its cheapest)."""
     eff = lambda ly, r: 0.0 if ly.loss(r).kl <= floor else ly.loss(r).kl  # noqa: E731
+    cur = {ly.key: "float32" if ly.pinned else min(ly.rungs, key=lambda r: (cost_of(ly, r), rank(r)))
+           for ly in layers}
     total = fixed + sum(cost_of(ly, cur[ly.key]) for ly in layers)
     minimum = total
     while True:
@@ -81,13 +83,11 @@ def by_budget(layers: Sequence[Layer], budget: float, cost_of, floor: float, kin
                 continue
             r0 = cur[ly.key]
             for r in ly.rungs:
-                if rank(r) <= rank(r0):
-                    continue
                 gain = eff(ly, r0) - eff(ly, r)
                 extra = cost_of(ly, r) - cost_of(ly, r0)
-                if gain <= 0 or total + extra > budget:
+                if r == r0 or gain <= 0 or total + extra > budget:
                     continue
-                ratio = gain / max(extra, 1e-9)
+                ratio = gain / max(extra, 1e-12) if extra > 0 else float("inf")
                 if best is None or ratio > best[0]:
                     best = (ratio, ly, r, extra)
         if best is None:

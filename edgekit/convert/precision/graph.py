@@ -23,6 +23,7 @@ class OpInfo:
     macs: int                   # multiply-adds per sample (approximate for non-weighted ops)
     inputs: Tuple[int, ...]     # tensor indices
     outputs: Tuple[int, ...]
+    constants: Tuple[int, ...] = ()   # the inputs that are constant tensors (weights, biases)
 
     @property
     def weighted(self) -> bool:
@@ -75,7 +76,8 @@ def read_ops(blob: bytes, known_layers: Sequence[str] = ()) -> List[OpInfo]:
         tnames = [_name(sg.tensors[i]) for i in outs] + [_name(sg.tensors[i]) for i in ins]
         signature = [sig_out[i] for i in outs if i in sig_out and sig_out[i] in known_layers]
         ops.append(OpInfo(index=k, op=kind, scope=_name(sg.tensors[outs[0]]) if outs else str(k),
-                          layer=signature[0] if signature else _layer_of(tnames, known_layers), params=params, macs=macs, inputs=ins, outputs=outs))
+                          layer=signature[0] if signature else _layer_of(tnames, known_layers), params=params,
+                          macs=macs, inputs=ins, outputs=outs, constants=tuple(i for i in ins if i in consts)))
     return ops
 
 

@@ -1,6 +1,6 @@
 """Profile every stage: float builds, whole-stage builds at each rung, per-op sensitivity, kernel fallbacks."""
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,6 +25,20 @@ class Profile:
     chain: Chain
     cache_hits: int
     fallbacks: List[Dict[str, str]]     # ops without a quantized kernel
+    skipped: List[Dict[str, str]]       # (stage or op, rung) builds that did not convert or run: rung left out
+    qsvs: List[Dict]                    # per stage: activation ranges for the per-op recipes
+    caches: List[Cache]                 # per stage: the on-disk sensitivity cache
+
+    def ensure(self, ly: Layer, rung: str) -> bool:
+        """Measure `ly` at `rung` if that was not done yet (measure="needed"); False if the rung cannot be
+        built or run for this op (it is then dropped from ly.rungs)."""
+        if rung == "float32" or rung in ly.losses:
+            return True
+        op = next(o for o in self.ops[ly.stage] if o.scope == ly.scope)
+        _measure(ly, self.chain, self.float_blobs[ly.stage], op, self.qsvs[ly.stage], self.caches[ly.stage],
+                 self.skipped, only=rung)
+        self.caches[ly.stage].save()
+        return rung in ly.losses
 
 
 def _float_ops_in(blob: bytes) -> List[OpInfo]:
@@ -42,27 +56,45 @@ def _float_ops_in(blob: bytes) -> List[OpInfo]:
 
 
 def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpInfo], rungs: Sequence[str],
-                    qsvs) -> Dict[str, bytes]:
+                    qsvs, skipped: List[Dict[str, str]]) -> Dict[str, bytes]:
+    """Whole-stage builds by rung; a rung that does not convert or does not run is left out (and noted)."""
     from edgekit.convert.precision.recipes import quantize_ops
     from edgekit.convert.quantize import quantize_stage
 
     builds = {"float32": fblob}
     for r in rungs:
-        if r in ("float16", "int16x8"):
-            try:
+        try:
+            if r in ("float16", "int16x8"):
                 builds[r] = quantize_stage(st.model, r, feed)
-            except ModelError:          # e.g. an op with no 16x8 kernel: no whole-stage build at this rung
-                continue
-        elif r == "int8":
-            builds[r] = quantize_stage(st.model, "mixed", feed, {})     # int8 with float fallback
-        elif r == "int4w":
-            builds[r] = quantize_ops(fblob, {o.scope: ("int4w" if o.op in INT4_OPS else "int8") for o in ops},
-                                     qsvs=qsvs)
+            elif r == "int8":
+                builds[r] = quantize_stage(st.model, "mixed", feed, {})     # int8 with float fallback
+            elif r == "int4w":
+                builds[r] = quantize_ops(fblob, {o.scope: ("int4w" if o.op in INT4_OPS else "int8")
+                                                 for o in ops}, qsvs=qsvs)
+            if r in builds:
+                runs(builds[r], feed)
+        except (ModelError, RuntimeError, ValueError) as exc:   # e.g. an op with no 16x8 kernel
+            builds.pop(r, None)
+            skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": _first_line(exc)})
     return builds
 
 
+def runs(blob: bytes, feed: Dict[str, np.ndarray]) -> None:
+    """Raise RuntimeError when the interpreter cannot prepare or run `blob` on one sample of `feed`."""
+    from edgekit.runtime.interpreter import load_backend
+
+    sig = load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner()
+    sig(**{k: np.asarray(v[:1], np.float32) for k, v in feed.items()})
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
-            say: Callable[[str], None]) -> Profile:
+            say: Callable[[str], None], stop_at: Optional[float] = None) -> Profile:
+    """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all."""
     from edgekit.convert.precision.recipes import calibrate, supported
     from edgekit.convert.quantize import quantize_stage
     from edgekit.convert.split import stage_inputs
@@ -71,12 +103,15 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
     fblobs = [quantize_stage(st.model, "float32", f) for st, f in zip(stages, feeds)]
     chain = Chain(stages, fblobs, data["sens"], input_name)
     all_ops, layers, costs, uniform, fallbacks, hits = [], [], [], [], [], 0
+    skipped: List[Dict[str, str]] = []
+    all_qsvs, caches = [], []
     for k, st in enumerate(stages):
         known = [ly.name for ly in st.model.layers] + [st.exit_name]
         ops = read_ops(fblobs[k], known)
         all_ops.append(ops)
         qsvs = calibrate(fblobs[k], feeds[k])
-        builds = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs)
+        all_qsvs.append(qsvs)
+        builds = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs, skipped)
         uniform.append(builds)
         no_kernel = {o.scope for o in _float_ops_in(builds["int8"])} if "int8" in builds else set()
         for o in ops:
@@ -90,6 +125,7 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
             macs=sum(o.macs for o in ops),
             fixed_bytes=max(0, len(fblobs[k]) - 4 * sum(o.params for o in ops if o.weighted))))
         cache = Cache(fblobs[k], [feeds[k], chain.inputs[k]])
+        caches.append(cache)
         for o in ops:
             if not o.weighted:
                 continue
@@ -98,15 +134,36 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
             ly = Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
                        rungs=allowed if "float32" in allowed else allowed + ("float32",),
                        pinned="no int8 kernel: float fallback" if o.scope in no_kernel else "")
-            for r in ly.rungs:
-                if r != "float32" and not ly.pinned:
-                    ly.losses[r] = layer_loss(chain, k, fblobs[k], o, r, qsvs, cache)
+            _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
             layers.append(ly)
         cache.save()
         hits += cache.hits
         say("stage {}: {} ops measured at {}".format(k, sum(o.weighted for o in ops), ",".join(rungs)))
     return Profile(stages=stages, feeds=feeds, float_blobs=fblobs, ops=all_ops, layers=layers, costs=costs,
-                   uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks)
+                   uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks,
+                   skipped=skipped, qsvs=all_qsvs, caches=caches)
+
+
+def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: List[Dict[str, str]],
+             stop_at: Optional[float] = None, only: str = "") -> None:
+    """Loss of op `o` alone at its rungs, lowest first (all of them; up to the first within `stop_at`; or
+    `only` one); a rung whose build fails to convert or run is dropped for this op."""
+    if ly.pinned:
+        return
+    failed = set()
+    for r in ly.rungs:
+        if r == "float32" or r in ly.losses or (only and r != only):
+            continue
+        try:
+            ly.losses[r] = layer_loss(chain, ly.stage, fblob, o, r, qsvs, cache)
+        except (ModelError, RuntimeError, ValueError) as exc:
+            failed.add(r)
+            skipped.append({"stage": str(ly.stage), "rung": r, "scope": o.scope, "layer": o.layer,
+                            "why": _first_line(exc)})
+            continue
+        if stop_at is not None and ly.losses[r].kl <= stop_at:
+            break
+    ly.rungs = tuple(r for r in ly.rungs if r not in failed)
 
 
 def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequence[str]) -> Dict[str, str]:
@@ -130,6 +187,31 @@ def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequ
             src = [out.get(prod[t].scope) for t in o.inputs if t in prod and prod[t].scope in out]
             src = ["int8" if r == "int4w" else r for r in src if r]
             out[o.scope] = max(src, key=order.index) if src else ("int8" if default == "int4w" else default)
+    return out
+
+
+_WIDTH = {"int4w": 8, "int8": 8, "int16x8": 16, "float32": 0}
+
+
+def harmonize(ops: Sequence[OpInfo], rungs: Dict[str, str], can16: Callable[[OpInfo], bool]) -> Dict[str, str]:
+    """One activation width per tensor: ai-edge-quantizer (0.1.0) refuses a tensor read by both an 8-bit and a
+    16-bit activation op. Raise the 8-bit readers of such a tensor to int16x8 (float32 where `can16` says the
+    op has no 16-bit recipe), until no tensor is read at two widths. float32 readers mix with either."""
+    out = dict(rungs)
+    readers: Dict[int, List[OpInfo]] = {}
+    for o in ops:
+        for t in set(o.inputs) - set(o.constants):     # constants get one copy per op before quantizing
+            readers.setdefault(t, []).append(o)
+    changed = True
+    while changed:
+        changed = False
+        for group in readers.values():
+            widths = {_WIDTH[out[o.scope]] for o in group}
+            if 8 in widths and 16 in widths:
+                for o in group:
+                    if _WIDTH[out[o.scope]] == 8:
+                        out[o.scope] = "int16x8" if can16(o) else "float32"
+                        changed = True
     return out
 
 

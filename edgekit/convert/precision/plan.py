@@ -5,7 +5,7 @@ import numpy as np
 
 from edgekit.convert.precision import allocate as al
 from edgekit.convert.precision.ladder import RUNGS, weight_bytes
-from edgekit.convert.precision.measure import Profile, op_rungs, stage_label, weighted_choices
+from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
 from edgekit.errors import ConfigError
 
 
@@ -30,7 +30,7 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             budget.update(limit=options.latency_budget_ms, estimated=est, smallest=low, unit="ms")
         if low > budget["limit"]:
             raise ConfigError("{} budget {:g} {} is below the least this model can take ({:.4g} {} with every "
-                              "op at its lowest rung)".format(mode, budget["limit"], budget["unit"], low,
+                              "op at its cheapest rung)".format(mode, budget["limit"], budget["unit"], low,
                                                               budget["unit"]))
     f16 = al.stage_float16(layers, choice, prof.costs, "float16" in rungs, tol, target.fp16_compute)
     budget["tolerance"] = tol
@@ -38,18 +38,41 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
 
 
 def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
+    """Stage k's .tflite for the current choice (which it may raise: see _harmonized)."""
+    from edgekit.convert.precision.recipes import quantize_ops
     from edgekit.convert.quantize import quantize_stage
 
     if f16[k]:
         return prof.uniform[k]["float16"], "float16"
-    weighted = weighted_choices(prof.layers, choice, k)
     pinned = [f["layer"] for f in prof.fallbacks if f["stage"] == str(k)]
     pinned_scopes = [o.scope for o in prof.ops[k] if o.layer in pinned and not o.weighted]
+    rungs = _harmonized(prof, k, choice, pinned_scopes)
+    weighted = weighted_choices(prof.layers, choice, k)
     label = stage_label(list(weighted.values()) or ["float32"])
     if label != "mixed" and (label != "int8" or not pinned_scopes) and label in prof.uniform[k]:
         return prof.uniform[k][label], label
-    rungs = op_rungs(prof.ops[k], weighted, pinned_scopes)
-    return quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rungs), "mixed"
+    if set(rungs.values()) <= {"int8", "float32"}:          # the converter, with float fallback for single ops
+        return quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rungs), "mixed"
+    # what quantize_stage(..., "mixed") does for other mixes, reusing this stage's float build and ranges
+    return quantize_ops(prof.float_blobs[k], rungs, qsvs=prof.qsvs[k]), "mixed"
+
+
+def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
+    """A rung per op of stage k; weighted ops that must read their input at 16 bits (measure.harmonize) are
+    raised in `choice`, with the reason."""
+    from edgekit.convert.precision.recipes import supported
+
+    mine = {ly.scope: ly for ly in prof.layers if ly.stage == k}
+    rungs = op_rungs(prof.ops[k], weighted_choices(prof.layers, choice, k), pinned_scopes)
+    can16 = lambda o: "int16x8" in mine[o.scope].rungs if o.scope in mine else supported(o.op, "int16x8")  # noqa
+    fixed = harmonize(prof.ops[k], rungs, can16)
+    for scope, ly in mine.items():
+        if fixed[scope] != choice[ly.key][0] and not prof.ensure(ly, fixed[scope]):
+            fixed[scope] = "float32"            # int16x8 does not build or run for this op: float reads any width
+        if fixed[scope] != choice[ly.key][0]:
+            choice[ly.key] = (fixed[scope], "raised from {}: reads a tensor that a 16-bit activation op also reads "
+                                            "(one activation width per tensor)".format(choice[ly.key][0]))
+    return fixed
 
 
 def _exits(prof: Profile, blobs: Sequence[bytes], x: np.ndarray, input_name: str) -> List[np.ndarray]:
@@ -66,45 +89,122 @@ def _scores(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray], y: Optional[n
 
 
 def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice, f16, budget, input_name, say):
-    from edgekit.convert.precision import MAX_BACKOFF, PrecisionPlan
+    from edgekit.convert.precision import PrecisionPlan
+    from edgekit.convert.precision.report import plot_png
 
     built = [_build(prof, k, choice, f16) for k in range(len(prof.stages))]
+    if budget["mode"] == "size":
+        built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
+    verification = _verify(prof, data, options, choice, f16, budget, built, input_name, say)
+    blobs = tuple(b for b, _ in built)
+    _measured(prof, budget, blobs)
+    table = layer_table(prof, choice, f16, target)
+    report = _report(prof, options, target, rungs, notes, budget, verification, table, [lb for _, lb in built],
+                     blobs)
+    report["notes"] = _notes(report)
+    return PrecisionPlan(blobs=blobs, precisions=tuple(lb for _, lb in built), layers=tuple(table), report=report,
+                         plot_png=plot_png(table, report))
+
+
+def _size(built) -> int:
+    return sum(len(b) for b, _ in built)
+
+
+def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built):
+    """The size budget holds for the built files, not just the estimate: while they are larger, allocate again
+    under a limit lowered by the excess, and rebuild."""
+    import dataclasses
+
+    for _ in range(3):
+        excess = _size(built) - budget["limit"]
+        if excess <= 0:
+            break
+        lower = int(budget["estimated"] - excess)
+        if lower < budget["smallest"]:
+            raise ConfigError("size budget {} bytes cannot be met: the stages built to {} bytes and the smallest "
+                              "estimate is {:.0f} bytes (every op at its cheapest rung); allowed: a budget of at "
+                              "least about {:.0f} bytes".format(budget["limit"], _size(built), budget["smallest"],
+                                                                budget["smallest"] + excess))
+        again, f16_again, b = allocate_all(prof, dataclasses.replace(options, size_budget=lower), target, rungs)
+        choice.clear()
+        choice.update(again)
+        f16[:] = f16_again
+        budget.update(estimated=b["estimated"], allocated_to=lower)
+        built = [_build(prof, k, choice, f16) for k in range(len(prof.stages))]
+    return built
+
+
+def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name, say) -> Dict[str, Any]:
+    """Held-out check; back off the most sensitive op a rung at a time until it holds (in size mode only while
+    the built files stay within the budget). Updates `built` and `choice` in place."""
+    from edgekit.convert.precision import MAX_BACKOFF
+
     ref = _exits(prof, prof.float_blobs, data["held_x"], input_name)
     float_scores = _scores(ref, ref, data["held_y"])
     backoff: List[Dict[str, Any]] = []
-    raised: List[str] = []
+    done: List[str] = []
     while True:
         scores = _scores(_exits(prof, [b for b, _ in built], data["held_x"], input_name), ref, data["held_y"])
         ok = all(f - s <= options.max_accuracy_drop + 1e-9 for f, s in zip(float_scores, scores))
-        if ok or len(backoff) >= MAX_BACKOFF:
-            break
-        ly = al.backoff_pick(prof.layers, choice, raised)
+        tries = len(done) + len(backoff)        # raises kept plus raises undone (over the size budget)
+        ly = None if ok or len(backoff) >= MAX_BACKOFF or tries >= 2 * MAX_BACKOFF else \
+            al.backoff_pick(prof.layers, choice, done)
         if ly is None:
             break
         old = choice[ly.key][0]
         new = al.next_rung(ly, old)
-        if budget["mode"] == "size" and budget["estimated"] + al.size_cost(ly, new) - al.size_cost(ly, old) > \
-                budget["limit"]:
-            raised.append(ly.key)
-            continue
+        while not prof.ensure(ly, new):         # measure="needed": measured now; a rung that fails is dropped
+            new = al.next_rung(ly, new)
+        before = (dict(choice), built[ly.stage])
         choice[ly.key] = (new, "raised from {} after held-out verification".format(old))
-        raised.append(ly.key) if new == "float32" else None
-        if budget["mode"] == "size":
-            budget["estimated"] += al.size_cost(ly, new) - al.size_cost(ly, old)
-        backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
         built[ly.stage] = _build(prof, ly.stage, choice, f16)
+        if budget["mode"] == "size" and _size(built) > budget["limit"]:
+            choice.clear()
+            choice.update(before[0])
+            built[ly.stage] = before[1]
+            done.append(ly.key)
+            continue
+        done.append(ly.key) if new == "float32" else None
+        backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
         say("back-off: {} {} -> {}".format(ly.name, old, new))
-    blobs = tuple(b for b, _ in built)
-    table = layer_table(prof, choice, f16, target)
-    verification = {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
-                    else "top-1 agreement with float", "float": float_scores, "chosen": scores,
-                    "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff}
-    report = _report(prof, options, target, rungs, notes, budget, verification, table, [lb for _, lb in built],
-                     blobs)
-    from edgekit.convert.precision.report import plot_png
+    return {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
+            else "top-1 agreement with float", "float": float_scores, "chosen": scores,
+            "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff}
 
-    return PrecisionPlan(blobs=blobs, precisions=tuple(lb for _, lb in built), layers=tuple(table), report=report,
-                         plot_png=plot_png(table, report))
+
+def _measured(prof: Profile, budget: Dict[str, Any], blobs: Sequence[bytes]) -> None:
+    """What the built stages take: bytes, and batch-1 latency measured like the whole-stage builds."""
+    from edgekit.convert.precision.sensitivity import latency_ms
+
+    budget["built_bytes"] = int(sum(len(b) for b in blobs))
+    budget["measured_ms"] = float(sum(latency_ms(prof.chain.backend, b, prof.chain.inputs[k])
+                                      for k, b in enumerate(blobs)))
+    if budget["mode"] != "tolerance":
+        got = budget["built_bytes"] if budget["mode"] == "size" else budget["measured_ms"]
+        budget["holds"] = bool(got <= budget["limit"])
+
+
+def _notes(report: Dict[str, Any]) -> List[str]:
+    """One line each for what the user should know (the CLI prints them)."""
+    out = ["adaptive precision: op {} ({}, stage {}) has no int8 kernel: kept float32".format(
+        f["layer"], f["op"], f["stage"]) for f in report["kernel_fallbacks"]]
+    v, b = report["verification"], report["budget"] or {}
+    if not v["holds"]:
+        out.append("adaptive precision: held-out {} dropped by more than {:g} on some exit after {} back-off(s): "
+                   "float {} vs chosen {}".format(v["metric"], v["max_drop"], len(v["backoff"]),
+                                                  _pcts(v["float"]), _pcts(v["chosen"])))
+    if b.get("holds") is False:
+        got = b["built_bytes"] if report["mode"] == "size" else b["measured_ms"]
+        out.append("adaptive precision: the {} budget {:g} {} does not hold: {:.4g} {} measured on the built stages "
+                   "(estimated {:.4g})".format(report["mode"], b["limit"], b["unit"], got, b["unit"], b["estimated"]))
+    if report["rungs_skipped"]:
+        out.append("adaptive precision: {} (op or stage, rung) builds did not convert or run and were left out "
+                   "(report.json precision_plan.rungs_skipped)".format(len(report["rungs_skipped"])))
+    return out
+
+
+def _pcts(values: Sequence[float]) -> str:
+    return "/".join("{:.1%}".format(v) for v in values)
 
 
 def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str, Any]]:
@@ -118,7 +218,7 @@ def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str,
                      "params": ly.params, "size_bytes": int(weight_bytes(rung, ly.params)),
                      "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
                      "layer_sqnr_db": loss.layer_sqnr_db if loss else None, "latency_ms_est": lat,
-                     "sensitivity": {r: ly.loss(r).to_dict() for r in ly.rungs if r != "float32"}})
+                     "sensitivity": {r: ly.losses[r].to_dict() for r in ly.rungs if r in ly.losses}})
     total = sum(est) or 1.0
     for row, lat in zip(rows, est):
         row["latency_share"] = lat / total
@@ -134,11 +234,13 @@ def _report(prof: Profile, options, target, rungs, notes, budget, verification, 
         "loss": "KL divergence (nats) between softmax of float and quantized exit outputs, the largest over "
                 "the exits an op feeds; SQNR (dB) the smallest over them; layer_sqnr_db at the op's output",
         "sensitivity_samples": int(len(prof.chain.exits[0])), "cache_hits": prof.cache_hits,
+        "sensitivity_measured": "every op at every rung" if options.measure == "all" or options.mode != "tolerance"
+        else "each op's rungs lowest first up to the first within the tolerance (higher ones when backing off)",
         "latency_note": "measured on the converting machine (batch 1, 1 thread) per whole-stage build; an op's "
                         "share is its share of the stage's multiply-adds",
         "boundaries": "float32 tensors between stages (each stage quantizes its inputs and dequantizes its outputs "
                       "inside the .tflite)",
-        "kernel_fallbacks": prof.fallbacks,
+        "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
         "stages": [{"index": k, "precision": lb, "size_bytes": len(b),
                     "whole_stage": {r: {"size_bytes": c, "latency_ms": prof.costs[k].latency_ms[r],
                                         "kl": prof.costs[k].losses[r].kl if r in prof.costs[k].losses else 0.0,

@@ -7,8 +7,10 @@ kernel for; both are repaired here (a DEQUANTIZE + QUANTIZE pair through float r
 Activation ranges are the global min/max over the calibration samples (the quantizer's default moving average
 of per-sample ranges clips: 15 dB instead of 40 dB SQNR on the demo's last stage at int8).
 """
+import hashlib
 import logging
 import re
+from collections import OrderedDict
 import warnings
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -75,7 +77,8 @@ def quantize_ops(float_blob: bytes, rungs: Mapping[str, str], feeds: Optional[Ma
     """rungs: op scope -> rung; ops not named, at float32, or without a recipe for their rung stay float."""
     from ai_edge_quantizer import quantizer
 
-    ops = {o.scope: o for o in read_ops(float_blob)}
+    unshared, op_list = _prepared(float_blob)
+    ops = {o.scope: o for o in op_list}
     recipe = [_entry(s, ops[s].op, r) for s, r in rungs.items()
               if r != "float32" and s in ops and supported(ops[s].op, r)]
     if not recipe:
@@ -86,12 +89,27 @@ def quantize_ops(float_blob: bytes, rungs: Mapping[str, str], feeds: Optional[Ma
         qsvs = calibrate(float_blob, feeds)
     try:
         with _quiet():
-            q = quantizer.Quantizer(bytearray(_unshare_buffers(float_blob)), recipe)
+            q = quantizer.Quantizer(bytearray(unshared), recipe)
             blob = bytes(q.quantize(qsvs).quantized_model)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelError("ai-edge-quantizer could not apply the per-op recipe: {}".format(
             str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__))
     return repair(blob)
+
+
+_PREPARED: "OrderedDict[str, Tuple[bytes, List]]" = OrderedDict()
+
+
+def _prepared(float_blob: bytes) -> Tuple[bytes, List]:
+    """(float_blob with unshared constants, its ops), kept for the last few blobs: sensitivity quantizes one
+    op at a time, dozens of times per stage, and parsing a large flatbuffer in Python is slow."""
+    key = hashlib.sha1(float_blob).hexdigest()
+    if key not in _PREPARED:
+        _PREPARED[key] = (_unshare_buffers(float_blob), read_ops(float_blob))
+        while len(_PREPARED) > 4:
+            _PREPARED.popitem(last=False)
+    _PREPARED.move_to_end(key)
+    return _PREPARED[key]
 
 
 def _unshare_buffers(blob: bytes) -> bytes:

@@ -2,7 +2,8 @@
 compare with float at the op's own output and at every exit downstream (the later stages run in float).
 
 Loss = mean KL divergence (nats) between the softmax of the float and the quantized exit outputs, the largest
-over the exits the op feeds; SQNR (dB) at the same exits (the smallest) and at the op's output. Results are
+over the exits the op feeds; SQNR (dB) at the same exits (the smallest) and at the op's output (on the
+first PROBE_SAMPLES samples: reading an intermediate tensor needs a slow debug interpreter). Results are
 cached on disk, keyed by the float stage, the samples and the rung (EDGEKIT_CACHE_DIR, default
 ~/.cache/edgekit/precision).
 """
@@ -11,12 +12,14 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+PROBE_SAMPLES = 16         # samples for the SQNR at an op's own output (a debug interpreter, slow)
 SQNR_CAP = 150.0
 
 
@@ -74,9 +77,8 @@ class Chain:
     def float_tensor(self, k: int, name: str) -> Optional[np.ndarray]:
         """A tensor of float stage k on the samples (one preserve-all-tensors run per stage)."""
         if k not in self._float_interp:
-            interp = self.backend.interpreter(model_content=self.float_blobs[k], num_threads=2,
-                                              experimental_preserve_all_tensors=True)
-            interp.get_signature_runner()(**self.inputs[k])
+            interp = _probing_interpreter(self.backend, self.float_blobs[k])
+            interp.get_signature_runner()(**_head(self.inputs[k]))
             self._float_interp[k] = interp
         interp = self._float_interp[k]
         detail = _tensor_by_name(interp, name)
@@ -100,6 +102,18 @@ class Chain:
                     sqnr_db=min(sqnr_db(r, e) for r, e in zip(refs, exits)), layer_sqnr_db=layer)
 
 
+def _head(feed: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    return {n: v[:PROBE_SAMPLES] for n, v in feed.items()}
+
+
+def _probing_interpreter(backend, blob: bytes):
+    """An interpreter that keeps every intermediate tensor (read back by name); its debug-only warning is
+    expected here and not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+        return backend.interpreter(model_content=blob, num_threads=2, experimental_preserve_all_tensors=True)
+
+
 def _tensor_by_name(interp, name: str):
     for d in interp.get_tensor_details():
         if d["name"] == name:
@@ -115,8 +129,7 @@ def _read(interp, detail) -> np.ndarray:
 
 def run_stage(backend, blob: bytes, feed: Mapping[str, np.ndarray], probe: Optional[str] = None):
     """Stage outputs (by name) and, when `probe` names a tensor, its dequantized value."""
-    interp = backend.interpreter(model_content=blob, num_threads=2, experimental_preserve_all_tensors=bool(probe)) \
-        if probe else backend.interpreter(model_content=blob, num_threads=2)
+    interp = _probing_interpreter(backend, blob) if probe else backend.interpreter(model_content=blob, num_threads=2)
     sig = interp.get_signature_runner()
     out = {k: np.asarray(v) for k, v in sig(**feed).items()}
     detail = _tensor_by_name(interp, probe) if probe else None
@@ -187,7 +200,8 @@ def layer_loss(chain: Chain, k: int, float_blob: bytes, op, rung: str, qsvs: Dic
     from edgekit.convert.precision.recipes import quantize_ops
 
     blob = quantize_ops(float_blob, {op.scope: rung}, qsvs=qsvs)
-    out, probe = run_stage(chain.backend, blob, chain.inputs[k], op.scope)
+    out, _ = run_stage(chain.backend, blob, chain.inputs[k])
+    _, probe = run_stage(chain.backend, blob, _head(chain.inputs[k]), op.scope)
     ref = chain.float_tensor(k, op.scope)
     layer = None if probe is None or ref is None or probe.shape != ref.shape else sqnr_db(ref, probe)
     loss = chain.loss(k, out, layer)
