@@ -389,3 +389,15 @@ def test_resnet50_auto3_parity(tmp_path):
 
     res = _app_parity(keras.applications.ResNet50(weights=None), tmp_path)
     assert [e["cut"].endswith("_out") for e in res.report["exits"]["exits"][:3]] == [True] * 3
+
+
+def test_a_nested_backbone_is_named_in_the_error():
+    import keras
+
+    base = _residual()
+    inp = keras.Input((16, 16, 1), name="pic")
+    wrapped = keras.Model(inp, keras.layers.Dense(3, name="new_head")(base(inp)), name="wrapped")
+    with pytest.raises(ModelError, match="layer 'tiny_resnet' is a whole model used as one layer"):
+        choose_auto(wrapped, 2)
+    with pytest.raises(ModelError, match="no layer named 'b1_out'.*'tiny_resnet' is a whole model"):
+        named_cut_points(wrapped, ["b1_out"])

@@ -191,6 +191,17 @@ def _check_model(model) -> None:
         raise ModelError("model {!r} has {} inputs; allowed: exactly one".format(model.name, len(model.inputs)))
 
 
+def _nested_hint(model) -> str:
+    """Cut points are looked for in the model's own graph: a model used as a layer is one step of it."""
+    import keras
+
+    nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
+    if not nested:
+        return ""
+    return " (layer {} is a whole model used as one layer; cuts inside it need the model built flat, e.g. " \
+           "keras.Model(base.input, head(base.output)))".format(", ".join(repr(n) for n in nested))
+
+
 def find_cut_points(model, max_crossing: int = 1) -> List[CutPoint]:
     """Every valid cut point in depth order (FLOPs before it, then graph order)."""
     _check_model(model)
@@ -222,9 +233,9 @@ def choose_auto(model, n: int, max_crossing: int = 1) -> List[CutPoint]:
     cands.sort(key=lambda c: (c.flops_before, len(c.nodes)))
     if len(cands) < n:
         raise ModelError("model {!r} has {} valid cut point(s) with at most {} crossing tensor(s) and at least "
-                         "{:.0%} of the FLOPs after them ({}); asked for {} exits".format(
+                         "{:.0%} of the FLOPs after them ({}); asked for {} exits{}".format(
                              model.name, len(cands), max_crossing, MIN_REMAINING,
-                             ", ".join(c.layer for c in cands) or "none", n))
+                             ", ".join(c.layer for c in cands) or "none", n, _nested_hint(model)))
     chosen: List[CutPoint] = []
     start = 0
     for i in range(n):
@@ -253,8 +264,9 @@ def named_cut_points(model, layers: Sequence[str], max_crossing: int = 1) -> Lis
         if not nodes:
             valid = [c.layer for c in _representatives(g, [c for c in g.all_cuts()
                                                            if g.problem(c, max_crossing) is None])]
-            raise ModelError("model {!r} has no layer named {!r}; valid cut points include: {}".format(
-                model.name, name, ", ".join(valid[:12]) + (" ..." if len(valid) > 12 else "")))
+            raise ModelError("model {!r} has no layer named {!r}; valid cut points include: {}{}".format(
+                model.name, name, ", ".join(valid[:12]) + (" ..." if len(valid) > 12 else ""),
+                _nested_hint(model)))
         if len(nodes) > 1 or len(nodes[0].outputs) > 1:
             raise ModelError("layer {!r} is used {} times or has several outputs; cut after a layer with one "
                              "output used once".format(name, len(nodes)))
