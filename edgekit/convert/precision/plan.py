@@ -143,11 +143,11 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     float_scores = _scores(ref, ref, data["held_y"])
     backoff: List[Dict[str, Any]] = []
     done: List[str] = []
+    undone: List[str] = []                      # raises taken back: the built files would exceed the size budget
     while True:
         scores = _scores(_exits(prof, [b for b, _ in built], data["held_x"], input_name), ref, data["held_y"])
         ok = all(f - s <= options.max_accuracy_drop + 1e-9 for f, s in zip(float_scores, scores))
-        tries = len(done) + len(backoff)        # raises kept plus raises undone (over the size budget)
-        ly = None if ok or len(backoff) >= MAX_BACKOFF or tries >= 2 * MAX_BACKOFF else \
+        ly = None if ok or len(backoff) >= MAX_BACKOFF or len(backoff) + len(undone) >= 2 * MAX_BACKOFF else \
             al.backoff_pick(prof.layers, choice, done)
         if ly is None:
             break
@@ -163,13 +163,15 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             choice.update(before[0])
             built[ly.stage] = before[1]
             done.append(ly.key)
+            undone.append("{} {} -> {}".format(ly.name, old, new))
             continue
         done.append(ly.key) if new == "float32" else None
         backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
         say("back-off: {} {} -> {}".format(ly.name, old, new))
     return {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
             else "top-1 agreement with float", "float": float_scores, "chosen": scores,
-            "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff}
+            "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff,
+            "undone_over_size_budget": undone}
 
 
 def _measured(prof: Profile, budget: Dict[str, Any], blobs: Sequence[bytes]) -> None:
