@@ -12,7 +12,7 @@ import numpy as np
 from edgekit.errors import BundleError, DataError
 from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.costs import StageCosts
-from edgekit.runtime.guard import check_batch, load_checked, resolve_max_batch
+from edgekit.runtime.guard import FileId, check_batch, load_checked, resolve_max_batch, same_file
 from edgekit.runtime.interpreter import Backend, load_backend
 from edgekit.runtime.policy import exit_rule
 
@@ -65,15 +65,15 @@ class EarlyExitRunner:
         max_batch: the most samples one run() accepts (default: the manifest's runtime.max_batch, else 1024).
         Every check on the bundle (runtime/guard.py) happens before the first interpreter is created."""
         self.bundle_dir = bundle_dir
-        self.manifest, blobs, self.signed_by = load_checked(bundle_dir, verify, trusted_keys, require_signature)
+        self.manifest, files, self.signed_by = load_checked(bundle_dir, verify, trusted_keys, require_signature)
         self.backend = load_backend(backend)                          # type: Backend
         rt = self.manifest.extra.get("runtime", {})
         self.max_batch = resolve_max_batch(max_batch, rt)
         self.num_threads = int(num_threads or rt.get("num_threads") or 1)
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
-        self._runners = [self._make_runner(st, blob, delegates)
-                         for st, blob in zip(self.manifest.stages, blobs)]   # type: List[Any]
+        self._runners = [self._make_runner(st, ident, delegates)
+                         for st, ident in zip(self.manifest.stages, files)]   # type: List[Any]
         # per stage: (signature runner, names carried to the next stage, exit output, score output, exit rule)
         self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, st.exit.score or st.exit.name,
                        exit_rule(st.exit.rule)) for r, st in zip(self._runners, self.manifest.stages)]
@@ -101,14 +101,17 @@ class EarlyExitRunner:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
 
-    def _make_runner(self, st: StageSpec, blob: bytes, delegates: List[Any]) -> Any:
+    def _make_runner(self, st: StageSpec, verified: FileId, delegates: List[Any]) -> Any:
         path = os.path.join(self.bundle_dir, st.file)
-        try:        # built from the bytes guard.load_checked verified, so the file cannot change in between
-            interp = self.backend.interpreter(model_content=blob, num_threads=self.num_threads,
+        try:
+            interp = self.backend.interpreter(model_path=path, num_threads=self.num_threads,
                                               experimental_delegates=delegates or None)
             runner = interp.get_signature_runner()
         except (ValueError, RuntimeError) as exc:
             raise BundleError("stage file {} cannot be loaded by {}: {}".format(path, self.backend.name, exc))
+        if not same_file(path, verified):
+            raise BundleError("stage file {} was replaced or changed while it was loaded; load the bundle "
+                              "again".format(path))
         have_in = set(runner.get_input_details())
         have_out = set(runner.get_output_details())
         want_in = set(t.name for t in st.inputs)
