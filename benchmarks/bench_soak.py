@@ -1,15 +1,16 @@
 """Soak and concurrency: 100,000 inferences on the demo bundle (resident memory growth) and one runner used from
 4 threads against serial use (identical results).
 
-Converts the demo model once (int8, host-x86_64; or --bundle DIR), warms up (500 calls at batch 1 and 20 at
-batch 64, not counted), then runs the counted inferences, cycling through the 360 digits test samples:
+Converts the demo model once in a child process (int8, host-x86_64; or --bundle DIR), so that this process holds
+only the runtime (no TensorFlow), as on a board. Warms up (500 calls at batch 1, 20 calls at each larger batch
+size of the plan; not counted), then runs the counted inferences, cycling through the 360 digits test samples:
     default: 10,000 calls at batch 1 (10,000 inferences) + 1,125 calls at batch 80 (90,000 inferences)
     --full:  100,000 calls at batch 1
-Resident memory (VmRSS from /proc/self/status, after gc.collect()) is read after the warm-up, every ~5% of the
-run, and at the end; growth = end - after warm-up. Goal (issue 11): < 5 MB.
-Concurrency: the test samples in 47 batches of random sizes 1..16 (seeded), run by one thread, then by 4 threads at once, each
-thread running every batch in its own order (early exit, full depth and given thresholds alternate): outputs,
-exits and scores must be bit-identical to the serial run.
+Resident memory (VmRSS from /proc/self/status, after gc.collect()) is read after the warm-up, every 5% of the
+inferences and at the end; growth = end - after warm-up. Goal (issue 11): < 5 MB.
+Concurrency: the test samples in 47 batches of random sizes 1..16 (seeded), run by one thread, then by 4 threads
+at once, each thread running every batch in its own order (early exit, full depth and given thresholds
+alternate): outputs, exits and scores must be bit-identical to the serial run.
 
     python benchmarks/bench_soak.py [--full] [--bundle DIR] [--json OUT]
 """
@@ -46,9 +47,8 @@ def rss_mb():
 def soak(runner, x, plan):
     """Run the plan [(calls, batch)], sampling RSS; returns (inferences, seconds, samples [(done, MB)], exits)."""
     n = len(x)
-    total_calls = sum(c for c, _ in plan)
-    every = max(1, total_calls // 20)
-    samples, done, calls, pos = [(0, rss_mb())], 0, 0, 0
+    every = max(1, sum(c * b for c, b in plan) // 20)        # a sample every 5% of the inferences
+    samples, done, pos, next_sample = [(0, rss_mb())], 0, 0, every
     hist = np.zeros(runner.num_stages, dtype=np.int64)
     t0 = time.perf_counter()
     for count, batch in plan:
@@ -58,9 +58,9 @@ def soak(runner, x, plan):
             r = runner.run(x[idx])
             hist += np.bincount(r.exits, minlength=runner.num_stages)
             done += batch
-            calls += 1
-            if calls % every == 0:
+            if done >= next_sample:
                 samples.append((done, rss_mb()))
+                next_sample += every
     seconds = time.perf_counter() - t0
     samples.append((done, rss_mb()))
     return done, seconds, samples, hist
@@ -126,11 +126,17 @@ def concurrency(runner, x):
 
 
 def make_bundle(tmp):
-    from edgekit.convert import ConvertOptions, convert
-    from edgekit.models.demo import ASSET, CALIB_DIR
+    """Convert the demo in a child process (TensorFlow never enters this one); returns the bundle directory."""
+    import subprocess
 
-    calib = os.path.join(CALIB_DIR, "digits_calib.npz")
-    return convert(ConvertOptions(ASSET, "host-x86_64", calib, tmp, precision="int8")).bundle_dir
+    code = ("import sys; sys.path.insert(0, {!r})\n"
+            "from edgekit.convert import ConvertOptions, convert\n"
+            "from edgekit.models.demo import ASSET, CALIB_DIR\n"
+            "import os\n"
+            "print(convert(ConvertOptions(ASSET, 'host-x86_64', os.path.join(CALIB_DIR, 'digits_calib.npz'), {!r}, "
+            "precision='int8')).bundle_dir)\n").format(ROOT, tmp)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def slope_mb_per_10k(samples):
@@ -153,13 +159,16 @@ def main():
         t0 = time.perf_counter()
         bundle = args.bundle or make_bundle(tmp)
         convert_s = time.perf_counter() - t0
+        before = rss_mb()
         runner = EarlyExitRunner(bundle, num_threads=1)
-        soak(runner, test, [(500, 1), (20, 64)])                     # warm-up, not counted
+        soak(runner, test, [(500, 1)] + [(20, b) for _, b in plan if b > 1])   # warm-up with the plan's batch sizes
+        tf_loaded = "tensorflow" in sys.modules
         inferences, seconds, samples, hist = soak(runner, test, plan)
         conc = concurrency(runner, test)
     base, end, peak = samples[0][1], samples[-1][1], max(s[1] for s in samples)
     out = {"plan": [{"calls": c, "batch": b} for c, b in plan], "inferences": inferences, "seconds": seconds,
-           "convert_s": convert_s, "rss_after_warmup_mb": base, "rss_end_mb": end, "rss_peak_mb": peak,
+           "convert_s": convert_s, "tensorflow_in_process": tf_loaded, "rss_before_runner_mb": before,
+           "rss_after_warmup_mb": base, "rss_end_mb": end, "rss_peak_mb": peak,
            "growth_mb": end - base, "peak_growth_mb": peak - base, "slope_mb_per_10k": slope_mb_per_10k(samples),
            "exit_histogram": hist.tolist(), "rss_samples": samples, "concurrency": conc}
     report(out)
@@ -173,10 +182,12 @@ def report(o):
     plan = " + ".join("{:,} calls at batch {}".format(p["calls"], p["batch"]) for p in o["plan"])
     c = o["concurrency"]
     print("soak: {:,} inferences on the demo bundle (int8, 3 stages, early exit): {}".format(o["inferences"], plan))
+    print("(one process with the runtime only; TensorFlow imported: {})".format(o["tensorflow_in_process"]))
     print("{:<40} {:>12}".format("measure", "value"))
     rows = [("wall time of the counted run (s)", "{:.1f}".format(o["seconds"])),
             ("inferences per second", "{:.0f}".format(o["inferences"] / o["seconds"])),
             ("exit histogram", str(o["exit_histogram"])),
+            ("RSS before the runner was built (MB)", "{:.1f}".format(o["rss_before_runner_mb"])),
             ("RSS after warm-up (MB)", "{:.1f}".format(o["rss_after_warmup_mb"])),
             ("RSS at the end (MB)", "{:.1f}".format(o["rss_end_mb"])),
             ("RSS growth, end - warm-up (MB)", "{:+.2f}".format(o["growth_mb"])),
