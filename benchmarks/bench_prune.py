@@ -1,17 +1,18 @@
 """Structured channel pruning (issue 5): accuracy, int8 latency, the sparsity baseline, DP vs uniform.
 
-In one run:
-  1. the digits CNN (the shipped demo, a trained 3-exit residual CNN for 32x32 digits) pruned to 50% of its
-     FLOPs with layer-adaptive (DP) ratios and recovered by distillation: test accuracy against the unpruned model;
-  2. int8 TFLite latency of the pruned model and of 50% unstructured magnitude sparsity against the unpruned
-     model, all three timed interleaved call by call (batch 1, 1 thread): ratios of medians;
-  3. DP against uniform ratios at the same FLOPs on the demo, Keras's MobileNetV2 (alpha 1.0, 96x96) and
-     ResNet50 (random weights): output distortion on held-out inputs.
+In one run, for each digits CNN (the shipped demo, a trained 3-exit residual CNN, and issue 4's plain
+single-exit digits CNN when its asset is present):
+  - pruned to 50% of its FLOPs with layer-adaptive (DP) ratios and recovered by distillation: test accuracy
+    against the unpruned model;
+  - int8 TFLite latency of the pruned model and of 50% unstructured magnitude sparsity against the unpruned
+    model, all three timed interleaved call by call (batch 1, 1 thread): ratios of medians;
+and DP against uniform ratios at the same FLOPs on the demo, Keras's MobileNetV2 (alpha 1.0, 96x96) and
+ResNet50 (random weights): output distortion on held-out inputs.
 
     python benchmarks/bench_prune.py [--full] [--calls N] [--json OUT]
 
 By default MobileNetV2 and ResNet50 use 16 calibration samples, a coarse ratio grid and ResNet50 at 48x48 to
-stay within about two minutes; --full uses more samples, the default grid and ResNet50 at 96x96.
+keep the run short; --full uses more samples, the default grid and ResNet50 at 96x96.
 """
 import argparse
 import json
@@ -29,6 +30,8 @@ from edgekit.convert.quantize import quantize_stage  # noqa: E402
 from edgekit.convert.tf import tensorflow  # noqa: E402
 from edgekit.data import Dataset, load_data  # noqa: E402
 from edgekit.models.demo import ASSET, CALIB_DIR  # noqa: E402
+
+DIGITS_CNN = os.path.join(os.path.dirname(ASSET), "digits_cnn.keras")     # issue 4's plain digits CNN
 from edgekit.runtime.interpreter import load_backend  # noqa: E402
 from edgekit.targets import get_target  # noqa: E402
 
@@ -80,13 +83,13 @@ def int8_accuracy(run, data, exit_name):
     return float(np.mean(np.asarray(preds) == data.y))
 
 
-def digits(args):
+def digits(args, path, label):
     import keras
 
     calib = load_data(os.path.join(CALIB_DIR, "digits_calib.npz"))
     test = load_data(os.path.join(CALIB_DIR, "digits_test.npz"))
-    model = keras.models.load_model(ASSET, compile=False)
-    opts = PruneOptions(fraction=FLOPS, samples=256 if args.full else 128, recover_epochs=40 if args.full else 25,
+    model = keras.models.load_model(path, compile=False)
+    opts = PruneOptions(fraction=FLOPS, samples=256 if args.full else 128, recover_epochs=30 if args.full else 12,
                         channel_multiple=get_target(TARGET).channel_multiple)
     t0 = time.time()
     res = prune(model, opts, calib, eval_data=test)
@@ -103,7 +106,7 @@ def digits(args):
     lat = time_interleaved(runners, test.x[:1], args.calls)
     acc = res.report["accuracy"]
     return {
-        "prune_seconds": prune_s, "report": res.report, "zeroed_fraction": zero_frac, "latency": lat,
+        "label": label, "prune_seconds": prune_s, "report": res.report, "zeroed_fraction": zero_frac, "latency": lat,
         "tflite_bytes": sizes,
         "int8_accuracy": {n: int8_accuracy(r, test, last) for n, r in runners.items()},
         "accuracy_final_exit": {"unpruned": acc["unpruned"][-1], "pruned": acc["pruned"][-1],
@@ -152,22 +155,20 @@ def dp_row(label, report):
             "groups": len(report["groups"]), "dp_wins": eq["distortion_eval"] < a["uniform"]["distortion_eval"]}
 
 
-def print_digits(d, calls):
+def print_digits(d, calls, n):
     acc = d["accuracy_final_exit"]
     drop = acc["unpruned"] - acc["recovered"]
     lat = d["latency"]
     f = d["report"]["flops"]
-    print("structured pruning to {:.0%} FLOPs (host-x86_64, channel multiple {}, 1 thread, batch 1)".format(
-        FLOPS, d["report"]["channel_multiple"]))
-    print("\n1. demo digits CNN: FLOPs {:.2f}M -> {:.2f}M ({:.1%}), params {} -> {}; prune+recovery {:.0f} s, "
-          "recovery {} epochs".format(f["before"] / 1e6, f["after"] / 1e6, f["fraction"],
-                                      d["report"]["params"]["before"], d["report"]["params"]["after"],
-                                      d["prune_seconds"], d["report"]["recovery"]["epochs_run"]))
+    print("\n{}. {}: FLOPs {:.2f}M -> {:.2f}M ({:.1%}), params {} -> {}; prune+recovery {:.0f} s, recovery {} "
+          "epochs".format(n, d["label"], f["before"] / 1e6, f["after"] / 1e6, f["fraction"],
+                          d["report"]["params"]["before"], d["report"]["params"]["after"], d["prune_seconds"],
+                          d["report"]["recovery"]["epochs_run"]))
     print("   test accuracy, last exit (float): unpruned {:.2%}, pruned {:.2%}, pruned+recovered {:.2%} "
           "(drop {:+.2f} points)".format(acc["unpruned"], acc["pruned"], acc["recovered"], 100 * drop))
     print("   test accuracy, last exit (int8 TFLite): " + ", ".join(
         "{} {:.2%}".format(k, v) for k, v in d["int8_accuracy"].items()))
-    print("\n2. int8 TFLite latency, {} interleaved rounds".format(calls))
+    print("   int8 TFLite latency, {} interleaved rounds".format(calls))
     print("   {:<10} {:>10} {:>9} {:>10} {:>12}".format("model", "median ms", "mean ms", "size KiB", "speed-up"))
     for n in ("unpruned", "pruned", "sparse50"):
         print("   {:<10} {:>10.4f} {:>9.4f} {:>10.1f} {:>11.2f}x".format(
@@ -177,8 +178,8 @@ def print_digits(d, calls):
     return drop
 
 
-def print_rows(rows):
-    print("\n3. output distortion on held-out inputs (sum over outputs of MSE / mean square), DP vs uniform ratios")
+def print_rows(rows, n):
+    print("\n{}. output distortion on held-out inputs (sum over outputs of MSE / mean square), DP vs uniform ratios".format(n))
     print("   {:<24} {:>6} {:>15} {:>22} {:>17} {:>8}".format(
         "model", "groups", "DP@50%", "DP@<=uniform FLOPs", "uniform", "DP wins"))
     for r in rows:
@@ -187,27 +188,41 @@ def print_rows(rows):
             r["uni_dist"], "yes" if r["dp_wins"] else "no"))
 
 
+def digits_goals(d, drop):
+    name = d["label"].split(" (")[0]
+    return [
+        ("{}: test accuracy drop after 50% FLOPs + recovery <= 1 point ({:+.2f})".format(name, 100 * drop),
+         drop <= MAX_DROP),
+        ("{}: int8 pruned >= {}x faster than int8 unpruned ({:.2f}x)".format(name, MIN_SPEEDUP, d["speedup_pruned"]),
+         d["speedup_pruned"] >= MIN_SPEEDUP),
+        ("{}: 50% unstructured sparsity no comparable speed-up (<= {}x: {:.2f}x)".format(
+            name, SPARSE_MAX, d["speedup_sparse"]), d["speedup_sparse"] <= SPARSE_MAX),
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="more samples and ratios, ResNet50 at 96x96")
-    ap.add_argument("--calls", type=int, default=1500, help="interleaved timing rounds")
+    ap.add_argument("--calls", type=int, default=1000, help="interleaved timing rounds")
     ap.add_argument("--json", default=None, help="write every number here")
     args = ap.parse_args()
     t0 = time.time()
-    d = digits(args)
+    subjects = [digits(args, ASSET, "demo (3-exit residual digits CNN)")]
+    if os.path.isfile(DIGITS_CNN):
+        subjects.append(digits(args, DIGITS_CNN, "plain digits CNN (edgekit/assets/digits_cnn.keras)"))
     archs = [architecture(n, args) for n in ("MobileNetV2", "ResNet50")]
-    rows = [dp_row("demo digits CNN 32x32", d["report"])] + [dp_row(a["model"], a["report"]) for a in archs]
-    drop = print_digits(d, args.calls)
-    print_rows(rows)
-    wins = sum(r["dp_wins"] for r in rows)
-    goals = [
-        ("test accuracy drop after 50% FLOPs + recovery <= 1 point ({:+.2f})".format(100 * drop), drop <= MAX_DROP),
-        ("int8 pruned >= {}x faster than int8 unpruned ({:.2f}x)".format(MIN_SPEEDUP, d["speedup_pruned"]),
-         d["speedup_pruned"] >= MIN_SPEEDUP),
-        ("50% unstructured sparsity no comparable speed-up (<= {}x: {:.2f}x)".format(SPARSE_MAX, d["speedup_sparse"]),
-         d["speedup_sparse"] <= SPARSE_MAX),
-        ("DP beats uniform at equal FLOPs on >= 2 of 3 models ({} of 3)".format(wins), wins >= 2),
-    ]
+    rows = [dp_row("demo digits CNN 32x32", subjects[0]["report"])]
+    rows += [dp_row(a["model"], a["report"]) for a in archs]
+    rows += [dp_row("plain digits CNN 32x32", d["report"]) for d in subjects[1:]]
+    print("structured pruning to {:.0%} FLOPs (host-x86_64, channel multiple {}, 1 thread, batch 1)".format(
+        FLOPS, subjects[0]["report"]["channel_multiple"]))
+    goals = []
+    for i, d in enumerate(subjects):
+        goals += digits_goals(d, print_digits(d, args.calls, i + 1))
+    print_rows(rows, len(subjects) + 1)
+    wins = sum(r["dp_wins"] for r in rows[:3])
+    goals.append(("DP beats uniform at equal FLOPs on >= 2 of 3 models (demo, MobileNetV2, ResNet50: {} of 3)".format(
+        wins), wins >= 2))
     print("")
     for text, ok in goals:
         print("goal {}: {}".format(text, "met" if ok else "NOT met"))
@@ -215,7 +230,7 @@ def main():
         time.time() - t0, sum(os.times()[:2]), archs[0]["seconds"], archs[1]["seconds"]))
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"digits": d, "architectures": archs, "rows": rows,
+            json.dump({"digits": subjects, "architectures": archs, "rows": rows,
                        "goals": [{"goal": t, "met": bool(ok)} for t, ok in goals]}, fh, indent=2, default=float)
     return 0
 

@@ -106,6 +106,7 @@ def test_unsupported_layer_is_named_and_pruned_around(built):
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_surgery_equals_masking_and_costs_are_exact(built, kind):
     from edgekit.convert.flops import model_flops
+    from edgekit.convert.pruning.compensate import Compensator
     from edgekit.convert.pruning.cost import flops_model, params_model
     from edgekit.convert.pruning.distortion import DistortionProbe, run_eager
     from edgekit.convert.pruning.surgery import rebuild
@@ -114,9 +115,10 @@ def test_surgery_equals_masking_and_costs_are_exact(built, kind):
     x = inputs_for(model)
     keep = random_keep(graph, seed=len(kind))
     assert keep, "no prunable group in " + kind
-    pruned = rebuild(model, graph, keep)
     removed = {g: np.setdiff1d(np.arange(graph.groups[g].channels), k) for g, k in keep.items()}
-    masked = DistortionProbe(model, graph, x).masked_outputs(removed)
+    comp = Compensator(model, graph, x)                   # mean compensation on, in both paths
+    pruned = rebuild(model, graph, keep, comp.adjustments(removed))
+    masked = DistortionProbe(model, graph, x, comp).masked_outputs(removed)
     got = run_eager(pruned, x)
     for m, o in zip(masked, got):
         np.testing.assert_allclose(o, m, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(m).max())))
@@ -140,3 +142,43 @@ def test_keeping_every_channel_reproduces_the_outputs_exactly(built, kind):
         assert np.array_equal(a, b)
     assert list(copy.output_names) == list(model.output_names)
     assert copy.inputs[0].name == model.inputs[0].name
+
+
+def _constant_channels():
+    """c1 -> bn -> relu -> c2 (no bias) -> bn2 -> relu -> dense: channels 2 and 5 of c1 are constant after
+    bn+relu (gamma 0, beta 1.5); 'valid' padding, so folding their mean in is exact."""
+    import keras
+
+    inp = keras.Input((10, 10, 3), name="img")
+    x = keras.layers.Conv2D(8, 3, name="c1")(inp)
+    x = keras.layers.ReLU(name="r1")(keras.layers.BatchNormalization(name="bn")(x))
+    x = keras.layers.Conv2D(6, 3, use_bias=False, name="c2")(x)
+    x = keras.layers.ReLU(name="r2")(keras.layers.BatchNormalization(name="bn2")(x))
+    out = keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D(name="gap")(x))
+    model = keras.Model(inp, out, name="constant_channels")
+    gamma = np.ones(8, np.float32)
+    beta = np.full(8, 0.2, np.float32)
+    gamma[[2, 5]], beta[[2, 5]] = 0.0, 1.5
+    model.get_layer("bn").set_weights([gamma, beta, np.zeros(8, np.float32), np.ones(8, np.float32)])
+    return model
+
+
+def test_mean_compensation_removes_constant_channels_exactly():
+    from edgekit.convert.pruning.compensate import Compensator
+    from edgekit.convert.pruning.distortion import distortion, run_eager
+    from edgekit.convert.pruning.groups import find_groups
+    from edgekit.convert.pruning.surgery import rebuild
+
+    model = _constant_channels()
+    graph = find_groups(model)
+    g = _group(graph, "c1")
+    x = inputs_for(model, 16)
+    comp = Compensator(model, graph, x)
+    assert comp.targets["c2"] == ("bn2", "moving_mean", -1.0)        # no bias: folded into the BatchNorm
+    removed = {g.index: np.array([2, 5])}
+    keep = {g.index: np.array([0, 1, 3, 4, 6, 7])}
+    ref = run_eager(model, x)
+    plain = run_eager(rebuild(model, graph, keep), x)
+    folded = run_eager(rebuild(model, graph, keep, comp.adjustments(removed)), x)
+    assert distortion(plain, ref) > 1e-3
+    np.testing.assert_allclose(folded[0], ref[0], rtol=1e-4, atol=1e-5)

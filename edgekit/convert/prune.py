@@ -35,6 +35,7 @@ class PruneOptions:
     channel_multiple: Optional[int] = None       # None: 1, or the target's when converting
     samples: int = 256                 # calibration samples used for ranking and distortion
     recover_epochs: int = 0            # 0: no recovery fine-tune
+    compensate: bool = True            # fold removed channels' mean contribution into the next bias / BN mean
     latency_precision: Optional[str] = None      # layers timed at this precision (None: int8, or the convert's)
     resolution: int = 1000             # budget discretisation of the DP
     seed: int = 0
@@ -59,6 +60,8 @@ class PruneOptions:
             raise ConfigError("channel multiple {} is outside 1..64".format(self.channel_multiple))
         if self.samples < MIN_SAMPLES:
             raise ConfigError("prune samples {} is below {}, too few to rank channels".format(self.samples, MIN_SAMPLES))
+        if not isinstance(self.compensate, bool):
+            raise ConfigError("compensate {!r}: allowed true or false".format(self.compensate))
         if self.recover_epochs < 0:
             raise ConfigError("recover epochs {} is negative; allowed: 0 (no recovery) or more".format(
                 self.recover_epochs))
@@ -125,6 +128,7 @@ def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progr
           eval_data: Optional[Dataset] = None) -> PruneResult:
     """Prune `model` to options.fraction of its budget quantity; the input model is left unchanged."""
     from edgekit.convert.pruning.allocate import check_reachable, keep_options
+    from edgekit.convert.pruning.compensate import Compensator
     from edgekit.convert.pruning.cost import BUDGETS
     from edgekit.convert.pruning.distortion import DistortionProbe
     from edgekit.convert.pruning.groups import find_groups
@@ -148,7 +152,7 @@ def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progr
     check_reachable(cost.evaluate({g.index: keep_options(g.channels, opts.ratios, multiple)[-1] / g.channels
                                    for g in cands}), cost.full(), opts.fraction * cost.full())
     step(2, total, "{} cost model".format(opts.budget))
-    probe = DistortionProbe(model, graph, x)
+    probe = DistortionProbe(model, graph, x, Compensator(model, graph, x) if opts.compensate else None)
     tables = []
     for i, g in enumerate(cands):
         tables.append(_table(g, scores[g.index], cost, probe, opts.ratios, multiple))
@@ -204,7 +208,7 @@ def _allocate(tables, cost, opts: PruneOptions, multiple: int, scores, probe, mo
         if exact(uniform) >= exact([int(t.keeps[-1]) for t in tables]) else None
     eval_probe = None
     if eval_data is not None and len(eval_data) > 0:
-        eval_probe = DistortionProbe(model, graph, eval_data.x[:opts.samples].astype(np.float32))
+        eval_probe = DistortionProbe(model, graph, eval_data.x[:opts.samples].astype(np.float32), probe.compensator)
     plans = {}
     for name, keeps in (("dp", dp), ("uniform", uniform), ("dp_at_uniform_cost", dp_eq)):
         if keeps is None:
@@ -228,8 +232,8 @@ def _surgery(model, graph, keep_sets: Dict[int, np.ndarray], probe):
     from edgekit.convert.pruning.distortion import run_eager
     from edgekit.convert.pruning.surgery import rebuild
 
-    pruned = rebuild(model, graph, keep_sets)
     removed = {g: np.setdiff1d(np.arange(graph.groups[g].channels), k) for g, k in keep_sets.items()}
+    pruned = rebuild(model, graph, keep_sets, probe.compensator.adjustments(removed) if probe.compensator else ())
     masked = probe.masked_outputs(removed, batches=1)
     got = run_eager(pruned, np.asarray(probe.batches[0]))
     for m, o in zip(masked, got):

@@ -142,6 +142,8 @@ def _groups_table(report: Dict[str, Any]) -> None:
 @click.option("--channel-multiple", type=int, default=None, help="Round channel counts to this multiple (default: the target's, else 1).")
 @click.option("--ratios", default=None, help="Pruning ratios at which distortion is measured (default 0.1,...,0.9).")
 @click.option("--samples", type=int, default=256, show_default=True, help="Calibration samples used to rank channels.")
+@click.option("--compensate/--no-compensate", default=True, show_default=True,
+              help="Fold removed channels' mean contribution into the next layer's bias (or BatchNorm mean).")
 @click.option("--recover", is_flag=True, help="Fine-tune the pruned model by distillation from the original.")
 @click.option("--recover-epochs", type=int, default=None, help="Most recovery epochs (early stopping; default 30 with --recover).")
 @click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None, help="Labelled data for accuracy before/after.")
@@ -149,7 +151,7 @@ def _groups_table(report: Dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def prune_cmd(model: str, calib: str, out: str, flops: Optional[float], params: Optional[float],
               latency: Optional[float], importance: str, allocation: str, target: Optional[str],
-              channel_multiple: Optional[int], ratios: Optional[str], samples: int, recover: bool,
+              channel_multiple: Optional[int], ratios: Optional[str], samples: int, compensate: bool, recover: bool,
               recover_epochs: Optional[int], eval_path: Optional[str], force: bool, as_json: bool) -> None:
     """Remove whole channels (layer-adaptive ratios under a FLOPs/params/latency budget)."""
     from edgekit.cli import _StepBar, echo_json
@@ -163,7 +165,7 @@ def prune_cmd(model: str, calib: str, out: str, flops: Optional[float], params: 
     epochs = (DEFAULT_RECOVER_EPOCHS if recover_epochs is None else recover_epochs) if recover else (recover_epochs or 0)
     opts = PruneOptions(fraction=fraction, budget=kind, importance=importance, allocation=allocation,
                         ratios=_ratios(ratios), channel_multiple=channel_multiple, samples=samples,
-                        recover_epochs=epochs).check()
+                        recover_epochs=epochs, compensate=compensate).check()
     opts = opts.resolved(get_target(target) if target else None)
     _check_out(out, force)
     data = load_data(calib)

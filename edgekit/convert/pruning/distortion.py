@@ -48,12 +48,14 @@ def distortion(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -
 class DistortionProbe:
     """probe.measure({group: removed channel indices, ...}) -> distortion against the unpruned model."""
 
-    def __init__(self, model, graph: ChannelGraph, x: np.ndarray) -> None:
+    def __init__(self, model, graph: ChannelGraph, x: np.ndarray, compensator=None) -> None:
         from edgekit.convert.tf import tensorflow
 
         tf = tensorflow()
         self.model = model
         self.graph = graph
+        self.compensator = compensator          # compensate.Compensator: removed channels' means folded in
+        self.variables = {(layer.name, w.name): w for layer in model.layers for w in layer.weights}
         self.batches = [tf.constant(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
         self._forward = tf.function(lambda xb: call(model, xb), reduce_retracing=True)
         self.targets: Dict[int, List[Tuple[object, int, object]]] = {}   # group -> (variable, axis, layout)
@@ -92,6 +94,11 @@ class DistortionProbe:
                     index[axis] = pos
                     value[tuple(index)] = 0.0
                     var.assign(value)
+            for layer, weight, delta in (self.compensator.adjustments(removed) if self.compensator else ()):
+                var = self.variables[(layer, weight)]
+                if id(var) not in saved:
+                    saved[id(var)] = (var, np.asarray(var.numpy()))
+                var.assign(np.asarray(var.numpy()) + delta)
             return self.outputs(batches)
         finally:
             for var, value in saved.values():

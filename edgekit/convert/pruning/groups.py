@@ -7,7 +7,7 @@ channel set, channel-wise layers pass theirs through, element-wise layers (resid
 their inputs' sets together, and concatenations join sets at offsets. Sets touching the model input, a
 model output, or a layer the registry does not know are frozen, with the reason kept for the report.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
@@ -65,6 +65,8 @@ class ChannelGraph:
     layer_io: Dict[str, Tuple[Layout, Layout]]    # supported layers -> (input layout, output layout)
     nodes: Tuple[NodeInfo, ...]
     unsupported: Tuple[Tuple[str, str], ...]       # (layer, reason)
+    followers: Dict[str, Tuple[str, ...]] = field(default_factory=dict)   # layer -> layers reading its output
+    shared: Tuple[str, ...] = ()                   # layers called at more than one node
 
     @property
     def prunable(self) -> List[Group]:
@@ -134,6 +136,9 @@ class _Walker:
         self.layer_io: Dict[str, Tuple[Layout, Layout]] = {}
         self.layer_set: Dict[str, int] = {}
         self.unsupported: List[Tuple[str, str]] = []
+        self.producer_of: Dict[int, str] = {}
+        self.followers: Dict[str, List[str]] = {}
+        self.calls: Dict[str, int] = {}
         self.infos: List[Tuple[object, str, Tuple, Optional[Layout]]] = []
 
     def fresh(self, t, frozen: str = "") -> Layout:
@@ -164,6 +169,12 @@ class _Walker:
             if layer.weights or rule.kind == "producer":
                 self.layer_io[layer.name] = (ins[0], out)
         self.infos.append((node, type(layer).__name__, ins, self.layout.get(id(node.outputs[0]))))
+        self.calls[layer.name] = self.calls.get(layer.name, 0) + 1
+        for t in node.input_tensors:
+            if id(t) in self.producer_of:
+                self.followers.setdefault(self.producer_of[id(t)], []).append(layer.name)
+        for t in node.outputs:
+            self.producer_of[id(t)] = layer.name
 
     def apply(self, rule: LayerRule, layer, node, ins: Tuple[Layout, ...]) -> Tuple[Optional[Layout], str]:
         kind, cls = rule.kind, type(layer).__name__.lower()
@@ -259,7 +270,9 @@ def _collect(w: _Walker, exit_layers) -> ChannelGraph:
                            out_shape=_shape(node.outputs[0]) if node.outputs else ())
                   for node, kind, ins, out in w.infos)
     io = {name: (tr(a), tr(b)) for name, (a, b) in w.layer_io.items()}
-    return ChannelGraph(groups=tuple(groups), layer_io=io, nodes=nodes, unsupported=tuple(w.unsupported))
+    return ChannelGraph(groups=tuple(groups), layer_io=io, nodes=nodes, unsupported=tuple(w.unsupported),
+                        followers={k: tuple(v) for k, v in w.followers.items()},
+                        shared=tuple(n for n, c in w.calls.items() if c > 1))
 
 
 def kept_indices(layout: Layout, keep: Mapping[int, np.ndarray]) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Recovery: fine-tune the pruned model on calibration data by distillation from the unpruned one.
 
-Per output (exit), the loss is the temperature-scaled KL divergence to the teacher's output (on logits,
+Adam with a cosine-decaying learning rate. Per output (exit), the loss is the temperature-scaled KL divergence to the teacher's output (on logits,
 or directly on probabilities when the output layer ends in a softmax), plus cross-entropy on labels when
 the calibration data has them. A tenth of the data (at least 8 samples) is held out for early stopping;
 the best weights on it are restored. A progress callback gets one call per epoch.
@@ -12,7 +12,7 @@ import numpy as np
 
 TEMPERATURE = 2.0
 PATIENCE = 5
-LEARNING_RATE = 5e-4
+LEARNING_RATE = 2e-3            # start of a cosine decay to zero over the epochs
 BATCH = 32
 
 Progress = Callable[[int, int, str], None]
@@ -88,7 +88,9 @@ def recover(student, teacher, x: np.ndarray, y: Optional[np.ndarray], epochs: in
             parts.append(np.eye(classes, dtype=np.float32)[np.clip(y, 0, classes - 1)])
         targets.append(np.concatenate(parts, axis=-1))
         losses.append(_loss(classes, p, y is not None))
-    student.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss=losses)
+    steps = epochs * int(np.ceil(len(train) / BATCH))
+    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, decay_steps=max(1, steps))
+    student.compile(optimizer=keras.optimizers.Adam(schedule), loss=losses)
     history: List[float] = []
 
     class _Tick(keras.callbacks.Callback):

@@ -5,10 +5,11 @@ execution order, and each weight is sliced along the axes its registry roles nam
 input name and the output structure are kept, so exits keep their names. The new model shares no
 variables with the original (the original stays the teacher during recovery).
 """
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.convert.pruning.compensate import Adjustment
 from edgekit.convert.pruning.groups import ChannelGraph, kept_indices
 from edgekit.convert.pruning.layers import LAYER_RULES, Roles
 from edgekit.errors import ModelError
@@ -45,8 +46,9 @@ def _clone_layer(layer, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
             layer.name, type(layer).__name__, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
 
 
-def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
-    """A new keras.Model where group g keeps the channels keep[g] (groups not in keep keep all)."""
+def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray], adjust: Sequence[Adjustment] = ()):
+    """A new keras.Model where group g keeps the channels keep[g] (groups not in keep keep all); `adjust`
+    adds (layer, weight, delta) to weights before slicing (mean compensation)."""
     import keras
     from keras import tree
 
@@ -71,12 +73,16 @@ def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
     struct = getattr(model, "_outputs_struct", None)
     packed = tree.pack_sequence_as(struct, outputs) if struct is not None else outputs
     new_model = keras.Model(inputs[0] if len(inputs) == 1 else inputs, packed, name=model.name)
+    deltas: Dict[Tuple[str, str], np.ndarray] = {}
+    for layer, weight, delta in adjust:
+        deltas[(layer, weight)] = deltas.get((layer, weight), 0.0) + delta
     for old, new in made.values():
-        _copy_weights(old, new, graph, keep)
+        _copy_weights(old, new, graph, keep, deltas)
     return new_model
 
 
-def _copy_weights(old, new, graph: ChannelGraph, keep: Mapping[int, np.ndarray]) -> None:
+def _copy_weights(old, new, graph: ChannelGraph, keep: Mapping[int, np.ndarray],
+                  deltas: Mapping[Tuple[str, str], np.ndarray]) -> None:
     if not old.weights:
         return
     rule = LAYER_RULES.get(type(old).__name__)
@@ -86,6 +92,8 @@ def _copy_weights(old, new, graph: ChannelGraph, keep: Mapping[int, np.ndarray])
             old.name, len(new.weights), len(old.weights)))
     for ow, nw in zip(old.weights, new.weights):
         value = np.asarray(ow.numpy())
+        if (old.name, ow.name) in deltas:
+            value = (value + deltas[(old.name, ow.name)]).astype(value.dtype)
         if idx is not None and rule is not None:
             value = slice_weight(value, rule.roles(ow.name), idx[0], idx[1])
         if tuple(value.shape) != tuple(nw.shape):
