@@ -227,3 +227,14 @@ def test_cli_prune_writes_model_and_report(tmp_path):
     assert list(model.output_names) == ["exit0", "exit1", "exit2"]
     again = _cli("prune", DEMO, "--flops", "0.5", "--calib", CALIB, "-o", out)
     _one_line(again, "already exists", "--force")
+
+
+def test_options_round_trip_and_reject_unknown_keys():
+    from edgekit.convert.prune import PruneOptions
+
+    opts = PruneOptions(fraction=0.4, budget="params", ratios=(0.5,), channel_multiple=4, compensate=False)
+    assert PruneOptions.from_dict(json.loads(json.dumps(opts.to_dict()))) == opts
+    with pytest.raises(ConfigError, match="unknown prune option.*fractoin.*allowed:"):
+        PruneOptions.from_dict({"fractoin": 0.5})
+    with pytest.raises(ConfigError, match="compensate 'yes': allowed true or false"):
+        PruneOptions(compensate="yes").check()
