@@ -46,6 +46,16 @@ def _symlink_stage(target):
     return make
 
 
+def _fifo_stage(b):
+    os.remove(stage_path(b, 0))
+    os.mkfifo(stage_path(b, 0))             # opening it for reading would block without O_NONBLOCK
+
+
+def _dir_stage(b):
+    os.remove(stage_path(b, 1))
+    os.mkdir(stage_path(b, 1))
+
+
 def _write_manifest_bytes(blob):
     def make(b):
         with open(os.path.join(b, "manifest.json"), "wb") as f:
@@ -76,8 +86,10 @@ BUNDLE_CASES = [
     ("path-traversal-file", _manifest_edit(_set(["stages", 0, "file"], "../../etc/passwd")), r"invalid name .*no path"),
     ("absolute-path-file", _manifest_edit(_set(["stages", 1, "file"], "/etc/passwd")), r"invalid name"),
     ("traversal-tensor-name", _manifest_edit(_set(["input", "name"], "../x")), r"invalid name"),
-    ("stage-symlink-outside", _symlink_stage("/etc/hostname"), r"not a regular file inside the bundle"),
-    ("stage-is-a-device", _symlink_stage("/dev/zero"), r"not a regular file inside the bundle"),
+    ("stage-symlink-outside", _symlink_stage("/etc/hostname"), r"is a link out of the bundle"),
+    ("stage-link-to-a-device", _symlink_stage("/dev/zero"), r"is a link out of the bundle"),
+    ("stage-is-a-fifo", _fifo_stage, r"stage_0.tflite is not a regular file \(a device, FIFO"),
+    ("stage-is-a-directory", _dir_stage, r"stage_1.tflite is not a regular file"),
     ("unknown-schema-version", _manifest_edit(_set(["schema_version"], 2)), r"unknown schema_version 2"),
     ("schema-version-bool", _manifest_edit(_set(["schema_version"], True)), r"unknown schema_version True"),
     ("absurd-dimension", _manifest_edit(_set(["input", "shape"], [None, 1 << 30, 32, 1])), r"positive integer up to"),

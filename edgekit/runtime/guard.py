@@ -47,23 +47,27 @@ def same_file(path: str, expected: FileId) -> bool:
 
 def read_bundle_file(bundle_dir: str, name: str, limit: int, what: str) -> Tuple[bytes, FileId]:
     """The bytes of bundle_dir/name (a regular file that stays inside the bundle, at most `limit` bytes) and the
-    identity of the file they were read from."""
+    identity of the file they were read from. Opened without blocking and checked on the open file, so a FIFO or
+    device swapped in cannot hang or flood the reader."""
     path = os.path.join(bundle_dir, name)
+    if os.path.dirname(os.path.realpath(path)) != os.path.realpath(bundle_dir):
+        raise BundleError("{} {} is a link out of the bundle; allowed: plain files in {}".format(what, path, bundle_dir))
     try:
-        st = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise BundleError("{} missing: {}".format(what, path))
     except OSError as exc:
         raise BundleError("{} {} cannot be read: {}".format(what, path, exc))
-    real_dir = os.path.realpath(bundle_dir)
-    if not stat.S_ISREG(st.st_mode) or os.path.dirname(os.path.realpath(path)) != real_dir:
-        raise BundleError("{} {} is not a regular file inside the bundle (a link or device?); allowed: plain "
-                          "files in {}".format(what, path, bundle_dir))
-    if st.st_size > limit:
-        raise BundleError("{} {} has {} bytes; allowed: at most {}".format(what, path, st.st_size, limit))
-    with open(path, "rb") as f:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_size > limit:
+        os.close(fd)
+        if st.st_size > limit:
+            raise BundleError("{} {} has {} bytes; allowed: at most {}".format(what, path, st.st_size, limit))
+        raise BundleError("{} {} is not a regular file (a device, FIFO or directory); allowed: plain files in "
+                          "{}".format(what, path, bundle_dir))
+    with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
-        ident = file_id(os.fstat(f.fileno()))
+        ident = file_id(os.fstat(fd))
     if len(data) != ident[2] or len(data) > limit:
         raise BundleError("{} {} changed while it was read".format(what, path))
     return data, ident
