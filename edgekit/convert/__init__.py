@@ -90,7 +90,6 @@ def _check_options(opts: ConvertOptions):
 
 def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> ConvertResult:
     from edgekit.convert import measure
-    from edgekit.convert.bundle import write_bundle
     from edgekit.convert.flops import model_flops
     from edgekit.convert.load import load_model
     from edgekit.convert.quantize import quantize_stage
@@ -177,13 +176,9 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         report["notes"] = report.get("notes", []) + plan.report.get("notes", [])   # printed by the CLI
         if plan.plot_png:
             files["precision.png"] = plan.plot_png
-    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))
-    if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
-        manifest = load_bundle(bundle_dir)
-        with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
-            report = json.load(f)
+    result = _write(opts, manifest, files, report)
     step(total, total, "bundle written")
-    return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
+    return result
 
 
 def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str):
@@ -209,6 +204,18 @@ def _exit_outputs(model, stages, x: np.ndarray) -> List[np.ndarray]:
     outs = model([x], training=False)
     by_name = {_sanitize(n): np.asarray(o) for n, o in zip(model.output_names, outs)}
     return [by_name[st.exit_name] for st in stages]
+
+
+def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any]) -> ConvertResult:
+    """Write the bundle (fitting thresholds into it first when asked) and return what was written."""
+    from edgekit.convert.bundle import write_bundle
+
+    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))
+    if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
+        manifest = load_bundle(bundle_dir)
+        with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
+            report = json.load(f)
+    return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
 
 
 def _calibrate_options(opts: ConvertOptions, bundle_dir: str):
@@ -270,7 +277,6 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     import tempfile
 
     from edgekit.convert import measure
-    from edgekit.convert.bundle import write_bundle
     from edgekit.convert.onnx import onnx_report, onnx_to_saved_models
     from edgekit.convert.onnx_split import split_onnx
     from edgekit.convert.quantize import CALIBRATION_SAMPLES, quantize_saved_model
@@ -314,11 +320,6 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
                      measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
     report.update(onnx=onnx_report(split, saved), notes=notes)
-    bundle_dir = write_bundle(opts.out_dir, manifest, {s.file: b for s, b in zip(specs, blobs)}, report, opts.force,
-                              finalize=_fit(opts))
-    if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
-        manifest = load_bundle(bundle_dir)
-        with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
-            report = json.load(f)
+    result = _write(opts, manifest, {s.file: b for s, b in zip(specs, blobs)}, report)
     step(total, total, "bundle written")
-    return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
+    return result

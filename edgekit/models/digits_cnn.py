@@ -9,11 +9,10 @@ and overwrite the shipped file with:
     python -m edgekit.models.digits_cnn
 """
 import os
-from typing import Tuple
 
 import numpy as np
 
-from edgekit.models.demo import CALIB_DIR
+from edgekit.models.demo import _load
 
 ASSET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "digits_cnn.keras")
 SEED = 11
@@ -35,11 +34,6 @@ def build_digits_cnn(classes: int = 10):
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     out = keras.layers.Dense(classes, name="logits")(x)
     return keras.Model(inp, out, name="digits_cnn")
-
-
-def _load(split: str) -> Tuple[np.ndarray, np.ndarray]:
-    with np.load(os.path.join(CALIB_DIR, "digits_{}.npz".format(split)), allow_pickle=False) as z:
-        return z["x"], z["y"]
 
 
 def train(out_path: str = ASSET, epochs: int = 60) -> None:
