@@ -166,6 +166,34 @@ def test_latency_budget_allocation_and_no_fp16_for_speed_without_fp16_cores(tiny
                 c.latency_ms["float16"] * ly.macs / c.macs)
 
 
+def test_size_and_latency_budget_plans_end_to_end(tiny_plan):
+    """Whole plans in each budget mode (sensitivities from the cache): the size budget holds for the built files,
+    the spare bytes go to the fragile layer, the latency plan reports what it measured; an impossible budget is
+    refused before anything is built."""
+    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.errors import ConfigError
+    from edgekit.targets import get_target
+
+    stages, plan = tiny_plan
+    pi4 = get_target("raspberry-pi-4")
+    limit = sum(s["whole_stage"]["int8"]["size_bytes"] for s in plan.report["stages"])
+    sized = choose_precision(stages, pi4, _x(), None, PrecisionOptions(size_budget=limit, sensitivity_samples=64),
+                             "image")
+    b = sized.report["budget"]
+    assert sized.report["mode"] == "size" and b["limit"] == limit
+    assert b["built_bytes"] == sum(len(x) for x in sized.blobs) <= limit and b["holds"]
+    assert _row(sized, "b")["rung"] not in ("int4w", "int8")         # 8-bit activations lose b's channels
+    timed = choose_precision(stages, pi4, _x(), None,
+                             PrecisionOptions(latency_budget_ms=10.0, sensitivity_samples=64), "image")
+    b = timed.report["budget"]
+    assert timed.report["mode"] == "latency" and b["estimated"] <= 10.0 and b["measured_ms"] > 0
+    # a generous budget lets whole stages stay float; pi-4 has no FP16 arithmetic, so float16 there is for size
+    for row in timed.layers:
+        assert ("size only" in row["reason"]) if row["rung"] == "float16" else ("latency budget" in row["reason"])
+    with pytest.raises(ConfigError, match="below the least this model can take"):
+        choose_precision(stages, pi4, _x(), None, PrecisionOptions(size_budget=100, sensitivity_samples=64), "image")
+
+
 def test_fp16_measured_faster_here_is_not_faster_on_a_target_without_fp16_compute():
     """The converting machine may run fp16 faster than float32; a target without FP16 arithmetic does not, so
     neither the latency cost nor the stage choice may count fp16 as a speed-up there."""
