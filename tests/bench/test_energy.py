@@ -55,6 +55,7 @@ class ConstantPower(threading.Thread):
         super().__init__(daemon=True)
         self.path = os.path.join(root, "intel-rapl:0", "energy_uj")
         self.watts, self.start_uj, self.stop = watts, start_uj, threading.Event()
+        _write(self.path, str(start_uj % WRAP_UJ))    # the counter holds its start before any meter reads it
 
     def run(self) -> None:
         t0 = time.perf_counter()
