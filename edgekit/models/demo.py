@@ -50,15 +50,20 @@ def _load(split: str) -> Tuple[np.ndarray, np.ndarray]:
         return z["x"], z["y"]
 
 
-def train(out_path: str = ASSET, epochs: int = 60) -> None:
+def seeded_splits(seed: int):
+    """Seed Keras, make TensorFlow deterministic, and load the calib, val and test splits (for training)."""
     import keras
     import tensorflow as tf
 
-    keras.utils.set_random_seed(SEED)
+    keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    x, y = _load("calib")
-    xv, yv = _load("val")
-    xt, yt = _load("test")
+    return _load("calib"), _load("val"), _load("test")
+
+
+def train(out_path: str = ASSET, epochs: int = 60) -> None:
+    import keras
+
+    (x, y), (xv, yv), (xt, yt) = seeded_splits(SEED)
     model = build_demo_model()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=[loss, loss, loss],

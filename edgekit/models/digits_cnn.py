@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from edgekit.models.demo import _load
+from edgekit.models.demo import seeded_splits
 
 ASSET = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "digits_cnn.keras")
 SEED = 11
@@ -38,13 +38,8 @@ def build_digits_cnn(classes: int = 10):
 
 def train(out_path: str = ASSET, epochs: int = 60) -> None:
     import keras
-    import tensorflow as tf
 
-    keras.utils.set_random_seed(SEED)
-    tf.config.experimental.enable_op_determinism()
-    x, y = _load("calib")
-    xv, yv = _load("val")
-    xt, yt = _load("test")
+    (x, y), (xv, yv), (xt, yt) = seeded_splits(SEED)
     model = build_digits_cnn()
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
