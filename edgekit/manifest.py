@@ -24,6 +24,8 @@ MAX_TENSOR_BYTES = 256 << 20      # one tensor per batch entry (fixed dims only)
 MAX_COUNT = 1 << 62               # flops, size_bytes
 MAX_BATCH = 1 << 20               # the largest runtime.max_batch a manifest may set
 _ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8}
+_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}   # quantized tensor types
+QUANT_SCALE_RTOL = 1e-5           # a carried integer tensor: producer and consumer scales agree to this
 _LIBRARY_RE = re.compile(r"^lib[A-Za-z0-9_+\-]+(\.[A-Za-z0-9_+\-]+)*\.so(\.[0-9]+)*$")
 
 
@@ -63,9 +65,22 @@ class TensorSpec:
     name: str
     shape: Tuple[Optional[int], ...]
     dtype: str = "float32"
+    quantization: Optional[Tuple[float, int]] = None   # (scale, zero_point) of an integer carried tensor
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}   # type: Dict[str, Any]
+        if self.quantization is not None:
+            d["quantization"] = {"scale": self.quantization[0], "zero_point": self.quantization[1]}
+        return d
+
+    def same_values(self, other: "TensorSpec") -> bool:
+        """Producer and consumer of a carried tensor agree on its dtype and quantization."""
+        if self.dtype != other.dtype or (self.quantization is None) != (other.quantization is None):
+            return False
+        if self.quantization is None or other.quantization is None:
+            return True
+        (s1, z1), (s2, z2) = self.quantization, other.quantization
+        return z1 == z2 and abs(s1 - s2) <= QUANT_SCALE_RTOL * max(s1, s2)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str) -> "TensorSpec":
@@ -82,13 +97,29 @@ class TensorSpec:
         dtype = d.get("dtype", "float32")
         if not isinstance(dtype, str) or dtype not in DTYPES:
             raise BundleError("{}.dtype: unknown dtype {!r}; allowed: {}".format(where, dtype, ", ".join(DTYPES)))
+        quant = _quantization(d.get("quantization"), dtype, where + ".quantization")
         size = _ITEMSIZE[dtype]
         for dim in shape:
             size *= dim or 1
         if size > MAX_TENSOR_BYTES:
             raise BundleError("{}.shape: {} is {} bytes per sample; allowed: at most {} MiB".format(
                 where, shape, size, MAX_TENSOR_BYTES >> 20))
-        return cls(name=name, shape=tuple(shape), dtype=dtype)
+        return cls(name=name, shape=tuple(shape), dtype=dtype, quantization=quant)
+
+
+def _quantization(q: Any, dtype: str, where: str) -> Optional[Tuple[float, int]]:
+    if q is None:
+        return None
+    if dtype not in _INT_RANGE or not isinstance(q, dict):
+        raise BundleError("{}: {!r}; allowed: an object {{scale, zero_point}} on an {} tensor".format(
+            where, q, "/".join(_INT_RANGE)))
+    scale = _finite(_need(q, "scale", where), where + ".scale", lo=0.0)
+    lo, hi = _INT_RANGE[dtype]
+    zp = _need(q, "zero_point", where)
+    if scale == 0.0 or isinstance(zp, bool) or not isinstance(zp, int) or not lo <= zp <= hi:
+        raise BundleError("{}: scale {!r}, zero_point {!r}; allowed: a scale > 0 and a zero point from {} to {}"
+                          .format(where, q.get("scale"), zp, lo, hi))
+    return scale, zp
 
 
 @dataclass(frozen=True)
@@ -309,7 +340,7 @@ def _check_runtime(rt: Any) -> None:
 
 def _check_chain(inp: InputSpec, stages: Tuple[StageSpec, ...]) -> None:
     """Every stage input must be the bundle input or a tensor carried by an earlier stage."""
-    available = {inp.name: inp.shape}
+    available = {inp.name: TensorSpec(inp.name, inp.shape, inp.dtype)}
     files = set()
     for s in stages:
         if s.file in files:
@@ -319,8 +350,13 @@ def _check_chain(inp: InputSpec, stages: Tuple[StageSpec, ...]) -> None:
             if t.name not in available:
                 raise BundleError("manifest.stages[{}]: input {!r} is not produced by an earlier stage; "
                                   "available: {}".format(s.index, t.name, sorted(available)))
+            made = available[t.name]
+            if not t.same_values(made):
+                raise BundleError("manifest.stages[{}]: input {!r} is {} {}, its producer says {} {}; a carried "
+                                  "tensor needs one dtype and quantization".format(
+                                      s.index, t.name, t.dtype, t.quantization, made.dtype, made.quantization))
         for t in s.outputs:
-            available[t.name] = t.shape
+            available[t.name] = t
 
 
 def sha256_file(path: str) -> str:

@@ -59,8 +59,20 @@ class ConvertResult:
 Progress = Callable[[int, int, str], None]
 
 
-def _spec(t, name: str) -> TensorSpec:
-    return TensorSpec(name=name, shape=(None,) + tuple(int(d) for d in t.shape[1:]), dtype="float32")
+def _spec(t, name: str, quant: Optional[Dict[str, Any]] = None) -> TensorSpec:
+    return _typed(TensorSpec(name=name, shape=(None,) + tuple(int(d) for d in t.shape[1:])), quant)
+
+
+def _typed(spec: TensorSpec, quant: Optional[Dict[str, Any]]) -> TensorSpec:
+    """The spec of a carried tensor that crosses its boundary as an integer (convert/boundaries.py)."""
+    q = (quant or {}).get(spec.name)
+    return spec if q is None else TensorSpec(spec.name, spec.shape, q.dtype, (q.scale, q.zero_point))
+
+
+def _integer_boundaries(blobs: List[bytes], stages) -> Tuple[List[bytes], List[Dict[str, Any]]]:
+    from edgekit.convert.boundaries import integer_boundaries
+
+    return integer_boundaries(blobs, [st.input_names for st in stages], [st.carried_names for st in stages])
 
 
 def _check_options(opts: ConvertOptions):
@@ -137,18 +149,19 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     for st, feed in zip(stages, feeds):
         blobs.append(plan.blobs[st.index] if plan else quantize_stage(st.model, precision, feed))
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
+    blobs, quant = _integer_boundaries(blobs, stages)
 
     threads = target.default_threads if target.arch == "x86_64" else 1
     float_out = _exit_outputs(model, stages, x)
     lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
     latency = measure.stage_latency_ms(blobs, stages, x, input_name, threads)
     specs = []
-    for st, blob, ms, out in zip(stages, blobs, latency, lite_out):
-        outputs = {t.name: t for t in [_spec(v, k) for k, v in st.model.output.items()]}
+    for st, blob, ms, out, q in zip(stages, blobs, latency, lite_out, quant):
+        outputs = {t.name: t for t in [_spec(v, k, q) for k, v in st.model.output.items()]}
         specs.append(StageSpec(
             index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
             precision=plan.precisions[st.index] if plan else precision,
-            inputs=tuple(_spec(t, t.name) for t in st.model.inputs),
+            inputs=tuple(_spec(t, t.name, q) for t in st.model.inputs),
             outputs=tuple(outputs[n] for n in st.carried_names + (st.exit_name,) + ((st.score_name,) if st.score_name
                                                                                       else ())),
             exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(stages) - 1 else 0.0,
@@ -300,17 +313,18 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
         for st in split.stages:
             blobs.append(quantize_saved_model(saved[st.index].path, precision, {n: feeds[n] for n in st.input_names}))
             step(2 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
+    blobs, quant = _integer_boundaries(blobs, split.stages)
     threads = target.default_threads if target.arch == "x86_64" else 1
     lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
     latency = measure.stage_latency_ms(blobs, split.stages, x, split.input_name, threads)
     specs = tuple(StageSpec(
         index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
-        precision=precision, inputs=tuple(TensorSpec(n, sm.inputs[n]) for n in st.input_names),
-        outputs=tuple(TensorSpec(n, sm.outputs[n]) for n in st.carried_names + (st.exit_name,)),
+        precision=precision, inputs=tuple(_typed(TensorSpec(n, sm.inputs[n]), q) for n in st.input_names),
+        outputs=tuple(_typed(TensorSpec(n, sm.outputs[n]), q) for n in st.carried_names + (st.exit_name,)),
         exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(split.stages) - 1 else 0.0,
                       classes=int(out.shape[-1]), rule=_rule(opts, st)),
         flops=st.flops, size_bytes=len(blob), latency_ms=round(ms, 4))
-        for st, sm, blob, ms, out in zip(split.stages, saved, blobs, latency, lite_out))
+        for st, sm, blob, ms, out, q in zip(split.stages, saved, blobs, latency, lite_out, quant))
     manifest = Manifest(
         model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
         input=InputSpec(name=split.input_name, shape=split.bundle_shape, dtype="float32",

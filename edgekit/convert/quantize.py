@@ -104,9 +104,10 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
     names = [t.name for t in model.inputs]
     n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
 
-    def representative() -> Iterator[List[np.ndarray]]:
+    def representative() -> Iterator[Dict[str, np.ndarray]]:
+        # by name: the converted signature orders its inputs by name, not as model.inputs does
         for i in range(n):
-            yield [feeds[name][i:i + 1].astype(np.float32) for name in names]
+            yield {name: feeds[name][i:i + 1].astype(np.float32) for name in names}
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     PRECISION_MODES[precision](conv, tf)

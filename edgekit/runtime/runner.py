@@ -5,15 +5,15 @@ numpy + a TFLite interpreter only; Python 3.8 syntax (this file runs on the boar
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgekit.errors import BundleError, DataError
-from edgekit.manifest import Manifest, StageSpec
+from edgekit.manifest import Manifest, StageSpec, TensorSpec
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.guard import FileId, check_batch, load_checked, resolve_max_batch, same_file
-from edgekit.runtime.interpreter import Backend, load_backend
+from edgekit.runtime.interpreter import Backend, StageCall, load_backend
 from edgekit.runtime.policy import exit_rule
 
 
@@ -74,9 +74,10 @@ class EarlyExitRunner:
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
         self._runners = [self._make_runner(st, ident, delegates)
                          for st, ident in zip(self.manifest.stages, files)]   # type: List[Any]
-        # per stage: (signature runner, names carried to the next stage, exit output, score output, exit rule)
+        # per stage: (stage call, names carried to the next stage, exit output, score output, exit rule)
         self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, st.exit.score or st.exit.name,
                        exit_rule(st.exit.rule)) for r, st in zip(self._runners, self.manifest.stages)]
+        self._steps = self._make_steps()
         self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
         self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
         self._sample_shape = tuple(self.manifest.input.shape[1:])
@@ -101,25 +102,48 @@ class EarlyExitRunner:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
 
-    def _make_runner(self, st: StageSpec, verified: FileId, delegates: List[Any]) -> Any:
+    def _make_runner(self, st: StageSpec, verified: FileId, delegates: List[Any]) -> StageCall:
         path = os.path.join(self.bundle_dir, st.file)
         try:
             interp = self.backend.interpreter(model_path=path, num_threads=self.num_threads,
                                               experimental_delegates=delegates or None)
-            runner = interp.get_signature_runner()
+            call = StageCall(interp.get_signature_runner())
         except (ValueError, RuntimeError) as exc:
             raise BundleError("stage file {} cannot be loaded by {}: {}".format(path, self.backend.name, exc))
         if not same_file(path, verified):
             raise BundleError("stage file {} was replaced or changed while it was loaded; load the bundle "
                               "again".format(path))
-        have_in = set(runner.get_input_details())
-        have_out = set(runner.get_output_details())
+        have_in, have_out = set(call.input_details), set(call.output_details)
         want_in = set(t.name for t in st.inputs)
         want_out = set(t.name for t in st.outputs)
         if have_in != want_in or have_out != want_out:
             raise BundleError("stage file {} has signature inputs {} / outputs {}, the manifest says {} / {}".format(
                 path, sorted(have_in), sorted(have_out), sorted(want_in), sorted(want_out)))
-        return runner
+        for spec, details in [(t, call.input_details[t.name]) for t in st.inputs] + \
+                [(t, call.output_details[t.name]) for t in st.outputs]:
+            _check_tensor(path, spec, details)
+        return call
+
+    def _make_steps(self) -> List[Tuple[Any, ...]]:
+        """run()'s plan, by tensor index. Per stage: (call, fetch: the carried outputs in the next stage's input
+        order, then the exit output, then the score output if it is another; fetch at full depth: the carried
+        outputs only (the exit output on the last stage); number of carried outputs; has a score output; rule)."""
+        stages, calls = self.manifest.stages, self._runners
+        if list(calls[0].input_names) != [self.manifest.input.name]:
+            raise BundleError("stage 0 ({}) takes {}; the first stage takes the bundle input {!r} alone".format(
+                stages[0].file, list(calls[0].input_names), self.manifest.input.name))
+        steps = []
+        for k, (call, st) in enumerate(zip(calls, stages)):
+            nxt = list(calls[k + 1].input_names) if k + 1 < len(stages) else []
+            if sorted(nxt) != sorted(t.name for t in st.carried):
+                raise BundleError("stage {} ({}) takes {}, stage {} hands on {}; a stage takes exactly what the "
+                                  "stage before it carries".format(k + 1, stages[k + 1].file, sorted(nxt), k,
+                                                                   sorted(t.name for t in st.carried)))
+            heads = [st.exit.name] + ([st.exit.score] if st.exit.score else [])
+            fetch = call.indices(nxt + heads)
+            steps.append((call, fetch, fetch[:len(nxt)] if nxt else fetch, len(nxt), bool(st.exit.score),
+                          exit_rule(st.exit.rule)))
+        return steps
 
     def stage_failed(self, k: int, exc: BaseException) -> BundleError:
         """The interpreter refused a validated batch: the stage file is at fault, not the caller's data."""
@@ -174,37 +198,39 @@ class EarlyExitRunner:
         arr = self.prepare(x)
         n = arr.shape[0]
         ths = self._thresholds(thresholds)
-        last = len(self._plan) - 1
-        feed = {self.manifest.input.name: arr}      # the tensors the next stage needs, for active samples
-        active = None   # type: Optional[np.ndarray]  # indices of samples still running; None = all of them
+        steps = self._steps
+        last = len(steps) - 1
+        values = [arr]   # type: List[np.ndarray]  # what the next stage takes, for the samples still running
+        active = None    # type: Optional[np.ndarray]  # indices of samples still running; None = all of them
         outputs = exits = scores = None   # type: Optional[np.ndarray]
-        stage_ms = []   # type: List[float]
+        stage_ms = []    # type: List[float]
         clock = time.perf_counter
         locks = self._locks
-        for k, (sig, carried, exit_name, score_name, rule) in enumerate(self._plan):
+        for k, (call, fetch, fetch_carried, nc, scored, rule) in enumerate(steps):
             with locks[k]:
                 t0 = clock()
                 try:
-                    res = sig(**feed)
+                    res = call.invoke(values, fetch_carried if full_depth else fetch)
                 except (RuntimeError, ValueError) as exc:
                     raise self.stage_failed(k, exc)
                 stage_ms.append((clock() - t0) * 1000.0)
-            out = res[exit_name]
             if k == last:
+                out = res[nc]
                 if active is None:
                     outputs = out
-                    if score_name != exit_name:
-                        scores = rule(res[score_name])
+                    if scored:
+                        scores = rule(res[nc + 1])
                 else:
-                    outputs[active], scores[active] = out, rule(res[score_name])
+                    outputs[active], scores[active] = out, rule(res[nc + 1] if scored else out)
                 break
             if full_depth:
-                feed = {c: res[c] for c in carried}
+                values = res
                 continue
-            score = rule(res[score_name])
+            out = res[nc]
+            score = rule(res[nc + 1] if scored else out)
             done = score >= ths[k]
             if not done.any():
-                feed = {c: res[c] for c in carried}
+                values = res[:nc]
                 continue
             if active is None:
                 active = np.arange(n)
@@ -216,8 +242,18 @@ class EarlyExitRunner:
                 break
             keep = ~done
             active = active[keep]
-            feed = {c: res[c][keep] for c in carried}
-        return Result(outputs, stage_ms, exits, scores, self._plan[-1][4], last)
+            values = [c[keep] for c in res[:nc]]
+        return Result(outputs, stage_ms, exits, scores, steps[-1][-1], last)
+
+
+def _check_tensor(path: str, spec: TensorSpec, details: Dict[str, Any]) -> None:
+    """A stage's signature tensor has the manifest's dtype and, for an integer carried tensor, its quantization."""
+    dtype = np.dtype(details["dtype"]).name
+    scale, zero_point = details.get("quantization", (0.0, 0))
+    have = TensorSpec(spec.name, spec.shape, dtype, (float(scale), int(zero_point)) if scale else None)
+    if not have.same_values(spec):
+        raise BundleError("stage file {}: tensor {!r} is {} {} in the file, the manifest says {} {}".format(
+            path, spec.name, have.dtype, have.quantization, spec.dtype, spec.quantization))
 
 
 def exit_outputs(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -> List[List[np.ndarray]]:

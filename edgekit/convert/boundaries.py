@@ -1,0 +1,149 @@
+"""Integer stage boundaries: a tensor carried from one quantized stage to the next crosses as int8 (or int16).
+
+The converter gives every stage a float interface, so an int8 stage ends its carried outputs with DEQUANTIZE
+and the next stage starts with QUANTIZE: at every cut the carried tensor is converted to float and straight
+back, with the same scale (both sides are calibrated on the same values), and copied at four times the bytes.
+This pass removes that pair. For each carried tensor whose producer ends in DEQUANTIZE of an integer tensor and
+whose consumer starts with QUANTIZE to an integer tensor of the same type, zero point and scale (relative
+difference at most SCALE_RTOL), the signature tensor of both stages becomes the integer tensor. Results are
+unchanged: dequantize then quantize with equal parameters is the identity on integers. The bundle's input and
+the exit outputs stay float; a boundary that does not match (float stages, a float fallback, an op-level mix
+without the pair) stays float.
+"""
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+SCALE_RTOL = 1e-5
+
+_INT_TYPES = {9: "int8", 7: "int16"}     # schema.TensorType.INT8, INT16
+_FLOAT32 = 0
+_QUANTIZE, _DEQUANTIZE = 114, 6          # schema.BuiltinOperator
+
+
+class Quant(NamedTuple):
+    dtype: str
+    scale: float
+    zero_point: int
+
+    def matches(self, other: "Quant") -> bool:
+        return self.dtype == other.dtype and self.zero_point == other.zero_point and \
+            abs(self.scale - other.scale) <= SCALE_RTOL * max(abs(self.scale), abs(other.scale))
+
+
+class _Side(NamedTuple):
+    op: int            # index of the QUANTIZE / DEQUANTIZE op to remove
+    float_tensor: int  # the signature's float tensor now
+    int_tensor: int    # the integer tensor the signature will name
+    quant: Quant
+
+
+def _name(v) -> str:
+    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
+
+
+class _Graph:
+    def __init__(self, blob: bytes) -> None:
+        from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+        self.model = fbu.read_model_from_bytearray(bytearray(blob))
+        self.sg = self.model.subgraphs[0]
+        self.sig = self.model.signatureDefs[0] if self.model.signatureDefs and len(self.model.subgraphs) == 1 \
+            else None
+        self.remove = set()                      # ops to drop
+
+    def _code(self, op) -> int:
+        c = self.model.operatorCodes[op.opcodeIndex]
+        return max(c.builtinCode, c.deprecatedBuiltinCode)
+
+    def _quant(self, t: int) -> Optional[Quant]:
+        tensor = self.sg.tensors[t]
+        q = tensor.quantization
+        if tensor.type not in _INT_TYPES or q is None or q.scale is None or len(q.scale) != 1 or \
+                q.zeroPoint is None or len(q.zeroPoint) != 1:
+            return None
+        return Quant(_INT_TYPES[tensor.type], float(q.scale[0]), int(q.zeroPoint[0]))
+
+    def _uses(self, t: int) -> List[int]:
+        return [i for i, op in enumerate(self.sg.operators) if t in [int(v) for v in op.inputs]]
+
+    def _producers(self, t: int) -> List[int]:
+        return [i for i, op in enumerate(self.sg.operators) if t in [int(v) for v in op.outputs]]
+
+    def _signature_tensor(self, name: str, inputs: bool) -> Optional[int]:
+        if self.sig is None:
+            return None
+        for tm in (self.sig.inputs if inputs else self.sig.outputs):
+            if _name(tm.name) == name:
+                return int(tm.tensorIndex)
+        return None
+
+    def output_side(self, name: str) -> Optional[_Side]:
+        """The signature output `name` is DEQUANTIZE(integer tensor), used by nothing else."""
+        t = self._signature_tensor(name, inputs=False)
+        if t is None or self.sg.tensors[t].type != _FLOAT32 or self._uses(t) or t in list(self.sg.inputs):
+            return None
+        prod = self._producers(t)
+        if len(prod) != 1 or self._code(self.sg.operators[prod[0]]) != _DEQUANTIZE:
+            return None
+        src = int(self.sg.operators[prod[0]].inputs[0])
+        quant = self._quant(src)
+        if quant is None or src in [int(v) for v in self.sg.outputs]:
+            return None
+        return _Side(prod[0], t, src, quant)
+
+    def input_side(self, name: str) -> Optional[_Side]:
+        """The signature input `name` feeds one QUANTIZE to an integer tensor and nothing else."""
+        t = self._signature_tensor(name, inputs=True)
+        if t is None or self.sg.tensors[t].type != _FLOAT32 or t in [int(v) for v in self.sg.outputs]:
+            return None
+        uses = self._uses(t)
+        if len(uses) != 1 or self._code(self.sg.operators[uses[0]]) != _QUANTIZE:
+            return None
+        dst = int(self.sg.operators[uses[0]].outputs[0])
+        quant = self._quant(dst)
+        return None if quant is None else _Side(uses[0], t, dst, quant)
+
+    def rewire(self, side: _Side, inputs: bool) -> None:
+        """The signature (and subgraph) input or output now is the integer tensor; its float twin's op goes."""
+        if inputs:
+            self.sg.inputs = [side.int_tensor if int(i) == side.float_tensor else int(i) for i in self.sg.inputs]
+        else:
+            self.sg.outputs = [side.int_tensor if int(i) == side.float_tensor else int(i) for i in self.sg.outputs]
+        for tm in (self.sig.inputs if inputs else self.sig.outputs):
+            if int(tm.tensorIndex) == side.float_tensor:
+                tm.tensorIndex = side.int_tensor
+        self.remove.add(side.op)
+
+    def to_bytes(self) -> bytes:
+        from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+        self.sg.operators = [op for i, op in enumerate(self.sg.operators) if i not in self.remove]
+        return bytes(fbu.convert_object_to_bytearray(self.model))
+
+
+def integer_boundaries(blobs: Sequence[bytes], inputs: Sequence[Sequence[str]], carried: Sequence[Sequence[str]]
+                       ) -> Tuple[List[bytes], List[Dict[str, Quant]]]:
+    """blobs: the stage .tflite files in order; inputs[k]: stage k's input names; carried[k]: the outputs of
+    stage k that later stages consume. Returns the blobs with every matching boundary made integer, and per
+    stage the quantization of each of its signature tensors that became integer (inputs and outputs by name)."""
+    graphs = [_Graph(b) for b in blobs]
+    quant = [dict() for _ in blobs]           # type: List[Dict[str, Quant]]
+    for p, names in enumerate(carried):
+        for name in names:
+            out = graphs[p].output_side(name)
+            users = [j for j in range(p + 1, len(blobs)) if name in inputs[j]]
+            ins = [(j, graphs[j].input_side(name)) for j in users]
+            if out is None or not users or any(s is None or not s.quant.matches(out.quant) for _, s in ins):
+                continue
+            graphs[p].rewire(out, inputs=False)
+            quant[p][name] = out.quant
+            for j, side in ins:
+                graphs[j].rewire(side, inputs=True)
+                quant[j][name] = side.quant
+    return [g.to_bytes() if g.remove else bytes(b) for g, b in zip(graphs, blobs)], quant
+
+
+def dequantize(v: np.ndarray, q: Quant) -> np.ndarray:
+    """Float value of an integer carried tensor (for tools that compare stages with float references)."""
+    return (v.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
