@@ -183,3 +183,31 @@ def test_stage_call_matches_the_signature_runner_across_batch_sizes(demo_bundles
         call(image=test_split.x[:1].astype(np.float64))   # the interpreter refuses a wrong dtype
     np.testing.assert_array_equal(call(image=test_split.x[:2])[m.stages[0].exit.name],
                                   ref(image=test_split.x[:2])[m.stages[0].exit.name])
+
+
+class _RunnerOnly:
+    """A real signature runner seen through its public methods only (a backend without the shared wrapper)."""
+
+    def __init__(self, runner):
+        self._r = runner
+
+    def get_input_details(self):
+        return self._r.get_input_details()
+
+    def get_output_details(self):
+        return self._r.get_output_details()
+
+    def __call__(self, **feed):
+        return self._r(**feed)
+
+
+def test_stage_call_goes_through_the_signature_runner_without_the_wrapper(demo_bundles, test_split):
+    m = read_manifest(demo_bundles("int8"))
+    path = os.path.join(demo_bundles("int8"), m.stages[0].file)
+    fallback = StageCall(_RunnerOnly(load_backend().interpreter(model_path=path).get_signature_runner()))
+    lean = StageCall(load_backend().interpreter(model_path=path).get_signature_runner())
+    assert fallback._wrapper is None and lean._wrapper is not None
+    for n in (3, 1):
+        x = test_split.x[:n]
+        fetch = lean.indices([m.stages[0].exit.name])
+        np.testing.assert_array_equal(fallback.invoke([x], fetch)[0], lean.invoke([x], fetch)[0])

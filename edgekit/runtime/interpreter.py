@@ -66,7 +66,6 @@ def load_backend(name: Optional[str] = None) -> Backend:
     raise EdgekitError("no TFLite interpreter found; install ai-edge-litert (or tflite-runtime on armv7l/Python<=3.11)")
 
 
-
 class StageCall:
     """Call one stage's signature: set the inputs, invoke, copy the outputs out.
 
