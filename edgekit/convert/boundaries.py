@@ -12,8 +12,6 @@ without the pair) stays float.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-import numpy as np
-
 SCALE_RTOL = 1e-5
 
 _INT_TYPES = {9: "int8", 7: "int16"}     # schema.TensorType.INT8, INT16
@@ -143,7 +141,3 @@ def integer_boundaries(blobs: Sequence[bytes], inputs: Sequence[Sequence[str]], 
                 quant[j][name] = side.quant
     return [g.to_bytes() if g.remove else bytes(b) for g, b in zip(graphs, blobs)], quant
 
-
-def dequantize(v: np.ndarray, q: Quant) -> np.ndarray:
-    """Float value of an integer carried tensor (for tools that compare stages with float references)."""
-    return (v.astype(np.float32) - np.float32(q.zero_point)) * np.float32(q.scale)
