@@ -24,7 +24,8 @@ MAX_TENSOR_BYTES = 256 << 20      # one tensor per batch entry (fixed dims only)
 MAX_COUNT = 1 << 62               # flops, size_bytes
 MAX_BATCH = 1 << 20               # the largest runtime.max_batch a manifest may set
 _ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8}
-_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}   # quantized tensor types
+_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}
+QUANTIZED_DTYPES = tuple(_INT_RANGE)   # the dtypes a carried tensor may be quantized in
 QUANT_SCALE_RTOL = 1e-5           # a carried integer tensor: producer and consumer scales agree to this
 _LIBRARY_RE = re.compile(r"^lib[A-Za-z0-9_+\-]+(\.[A-Za-z0-9_+\-]+)*\.so(\.[0-9]+)*$")
 

@@ -143,11 +143,24 @@ def test_manifest_refuses_bad_quantization(demo_bundles, bad):
 
 
 def test_runtime_refuses_a_stage_file_whose_tensor_type_differs_from_the_manifest(demo_bundles, tmp_path):
-    """The int8 stage file behind a manifest that says float32 (a float bundle's stage 1 put in its place)."""
+    """A float bundle's stage 1 behind the int8 manifest; then int8 stages behind a manifest whose carried
+    scale (on both sides, so the manifest itself is consistent) is not the files'."""
     bundle = copy_bundle(demo_bundles("int8"), str(tmp_path / "b"))
     with open(os.path.join(demo_bundles("float32"), read_manifest(bundle).stages[1].file), "rb") as f:
         write_stage(bundle, 1, f.read())
     with pytest.raises(BundleError, match="in the file, the manifest says"):
+        EarlyExitRunner(bundle)
+
+    bundle = copy_bundle(demo_bundles("int8"), str(tmp_path / "c"))
+
+    def rescale(d):
+        name = d["stages"][1]["inputs"][0]["name"]
+        for t in d["stages"][0]["outputs"] + d["stages"][1]["inputs"]:
+            if t["name"] == name:
+                t["quantization"]["scale"] *= 2
+
+    edit_manifest(bundle, rescale)
+    with pytest.raises(BundleError, match="has quantization scale .* in the file, the manifest says scale"):
         EarlyExitRunner(bundle)
 
 
@@ -211,3 +224,16 @@ def test_stage_call_goes_through_the_signature_runner_without_the_wrapper(demo_b
         x = test_split.x[:n]
         fetch = lean.indices([m.stages[0].exit.name])
         np.testing.assert_array_equal(fallback.invoke([x], fetch)[0], lean.invoke([x], fetch)[0])
+
+
+def test_runtime_refuses_a_stage_file_whose_tensor_shape_differs_from_the_manifest(demo_bundles, tmp_path):
+    bundle = copy_bundle(demo_bundles("float32"), str(tmp_path / "b"))
+
+    def widen(d):
+        for t in d["stages"][0]["outputs"] + d["stages"][1]["inputs"]:
+            if t["name"] == d["stages"][1]["inputs"][0]["name"]:
+                t["shape"][-1] += 1
+
+    edit_manifest(bundle, widen)
+    with pytest.raises(BundleError, match="in the file, the manifest says"):
+        EarlyExitRunner(bundle)

@@ -9,7 +9,7 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
@@ -25,15 +25,6 @@ def check_budget(runner: Any, budget_ms: Optional[float]) -> float:
         raise ConfigError("budget {:.3f} ms is smaller than the first stage ({:.3f} ms); allowed: a budget of at "
                           "least the first stage's latency".format(budget_ms, first))
     return float(budget_ms)
-
-
-def _invoke(runner: Any, k: int, feed: Dict[str, np.ndarray]) -> Any:
-    sig = runner._plan[k][0]
-    with runner._locks[k]:
-        t0 = time.perf_counter()
-        res = sig(**feed)
-        ms = (time.perf_counter() - t0) * 1000.0
-    return res, ms
 
 
 def _worker(runner: Any) -> ThreadPoolExecutor:
@@ -58,21 +49,21 @@ def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_m
     exits = np.full(n, -1, dtype=np.int64)
     scores = np.zeros(n, dtype=np.float64)
     stage_ms = []   # type: List[float]
-    feed = {runner.manifest.input.name: arr}
-    for k, (_, carried, exit_name, score_name, rule) in enumerate(runner._plan):
+    values = [arr]
+    for k, step in enumerate(runner._steps):
         if k > 0 and not anytime and clock() + runner.costs.predict(k, len(active)) / 1000.0 > deadline:
             break
         if anytime:
-            future = _worker(runner).submit(_invoke, runner, k, feed)
+            future = _worker(runner).submit(runner.invoke_stage, k, values, step.fetch)
             try:
                 res, ms = future.result(timeout=max(deadline - clock(), 0.0) if k > 0 else None)
             except FutureTimeout:
                 break
         else:
-            res, ms = _invoke(runner, k, feed)
+            res, ms = runner.invoke_stage(k, values, step.fetch)
         runner.costs.observe(k, ms, len(active))
         stage_ms.append(ms)
-        out, score = res[exit_name], rule(res[score_name])
+        out, score = res[step.carried], step.rule(res[step.carried + 1 if step.scored else step.carried])
         if outputs is None:
             outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
         outputs[active], exits[active], scores[active] = out, k, score
@@ -82,5 +73,5 @@ def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_m
         if not keep.any():
             break
         active = active[keep]
-        feed = {c: res[c][keep] for c in carried}
-    return Result(outputs, stage_ms, exits, scores, runner._plan[-1][4], last)
+        values = [c[keep] for c in res[:step.carried]]
+    return Result(outputs, stage_ms, exits, scores, runner._steps[-1].rule, last)

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgekit.data import check_input_shape
 from edgekit.errors import BundleError, ConfigError, DataError
-from edgekit.manifest import MANIFEST_NAME, MAX_BATCH, InputSpec, Manifest, StageSpec
+from edgekit.manifest import MANIFEST_NAME, MAX_BATCH, QUANTIZED_DTYPES, InputSpec, Manifest, StageSpec, TensorSpec
 from edgekit.runtime.policy import EXIT_RULES
 from edgekit.runtime.tflite_check import Signature, inspect_tflite
 
@@ -147,6 +147,14 @@ def check_interface(st: StageSpec, signatures: Sequence[Signature], path: str) -
                 shown = ["N" if d == -1 else d for d in got.shape]
                 raise BundleError("stage file {}: {} {!r} is {} {} in the file, the manifest says {} {}".format(
                     path, side, t.name, got.dtype, shown, t.dtype, ["N" if d is None else d for d in t.shape]))
+            quant = got.quantization if got.dtype in QUANTIZED_DTYPES else None
+            if not t.same_values(TensorSpec(t.name, t.shape, t.dtype, quant)):
+                raise BundleError("stage file {}: {} {!r} has quantization {} in the file, the manifest says {}".format(
+                    path, side, t.name, _quant_text(quant), _quant_text(t.quantization)))
+
+
+def _quant_text(q: Optional[Tuple[float, int]]) -> str:
+    return "none" if q is None else "scale {:.6g}, zero point {}".format(q[0], q[1])
 
 
 def resolve_max_batch(given: Optional[int], runtime_section: Any) -> int:

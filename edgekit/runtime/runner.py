@@ -5,12 +5,12 @@ numpy + a TFLite interpreter only; Python 3.8 syntax (this file runs on the boar
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgekit.errors import BundleError, DataError
-from edgekit.manifest import Manifest, StageSpec, TensorSpec
+from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.guard import FileId, check_batch, load_checked, resolve_max_batch, same_file
 from edgekit.runtime.interpreter import Backend, StageCall, load_backend
@@ -56,6 +56,16 @@ class Result:
         return self._predictions
 
 
+class Step(NamedTuple):
+    """How run() calls one stage, by output index."""
+    call: StageCall
+    fetch: Tuple[int, ...]           # the carried outputs (in the next stage's input order), exit, score if separate
+    fetch_carried: Tuple[int, ...]   # at full depth: the carried outputs only (on the last stage: fetch)
+    carried: int                     # how many carried outputs lead fetch
+    scored: bool                     # a separate score output follows the exit output (rule "learned")
+    rule: Callable[[np.ndarray], np.ndarray]
+
+
 class EarlyExitRunner:
     def __init__(self, bundle_dir: str, backend: Optional[str] = None, num_threads: Optional[int] = None,
                  verify: bool = True, use_delegates: bool = True, trusted_keys: Optional[Sequence[str]] = None,
@@ -74,9 +84,6 @@ class EarlyExitRunner:
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
         self._runners = [self._make_runner(st, ident, delegates)
                          for st, ident in zip(self.manifest.stages, files)]   # type: List[Any]
-        # per stage: (stage call, names carried to the next stage, exit output, score output, exit rule)
-        self._plan = [(r, tuple(t.name for t in st.carried), st.exit.name, st.exit.score or st.exit.name,
-                       exit_rule(st.exit.rule)) for r, st in zip(self._runners, self.manifest.stages)]
         self._steps = self._make_steps()
         self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
         self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
@@ -119,15 +126,9 @@ class EarlyExitRunner:
         if have_in != want_in or have_out != want_out:
             raise BundleError("stage file {} has signature inputs {} / outputs {}, the manifest says {} / {}".format(
                 path, sorted(have_in), sorted(have_out), sorted(want_in), sorted(want_out)))
-        for spec, details in [(t, call.input_details[t.name]) for t in st.inputs] + \
-                [(t, call.output_details[t.name]) for t in st.outputs]:
-            _check_tensor(path, spec, details)
         return call
 
-    def _make_steps(self) -> List[Tuple[Any, ...]]:
-        """run()'s plan, by tensor index. Per stage: (call, fetch: the carried outputs in the next stage's input
-        order, then the exit output, then the score output if it is another; fetch at full depth: the carried
-        outputs only (the exit output on the last stage); number of carried outputs; has a score output; rule)."""
+    def _make_steps(self) -> List[Step]:
         stages, calls = self.manifest.stages, self._runners
         if list(calls[0].input_names) != [self.manifest.input.name]:
             raise BundleError("stage 0 ({}) takes {}; the first stage takes the bundle input {!r} alone".format(
@@ -139,11 +140,21 @@ class EarlyExitRunner:
                 raise BundleError("stage {} ({}) takes {}, stage {} hands on {}; a stage takes exactly what the "
                                   "stage before it carries".format(k + 1, stages[k + 1].file, sorted(nxt), k,
                                                                    sorted(t.name for t in st.carried)))
-            heads = [st.exit.name] + ([st.exit.score] if st.exit.score else [])
-            fetch = call.indices(nxt + heads)
-            steps.append((call, fetch, fetch[:len(nxt)] if nxt else fetch, len(nxt), bool(st.exit.score),
-                          exit_rule(st.exit.rule)))
+            fetch = call.indices(nxt + [st.exit.name] + ([st.exit.score] if st.exit.score else []))
+            steps.append(Step(call, fetch, fetch[:len(nxt)] if nxt else fetch, len(nxt), bool(st.exit.score),
+                              exit_rule(st.exit.rule)))
         return steps
+
+    def invoke_stage(self, k: int, values: List[np.ndarray], fetch: Sequence[int]) -> Tuple[List[np.ndarray], float]:
+        """Run stage k on its inputs (in its input order) under its lock: (the fetched outputs, milliseconds).
+        run() does the same inline."""
+        with self._locks[k]:
+            t0 = time.perf_counter()
+            try:
+                res = self._steps[k].call.invoke(values, fetch)
+            except (RuntimeError, ValueError) as exc:
+                raise self.stage_failed(k, exc)
+            return res, (time.perf_counter() - t0) * 1000.0
 
     def stage_failed(self, k: int, exc: BaseException) -> BundleError:
         """The interpreter refused a validated batch: the stage file is at fault, not the caller's data."""
@@ -207,7 +218,7 @@ class EarlyExitRunner:
         clock = time.perf_counter
         locks = self._locks
         for k, (call, fetch, fetch_carried, nc, scored, rule) in enumerate(steps):
-            with locks[k]:
+            with locks[k]:                  # invoke_stage(), inline: this loop is the runtime's hot path
                 t0 = clock()
                 try:
                     res = call.invoke(values, fetch_carried if full_depth else fetch)
@@ -243,31 +254,20 @@ class EarlyExitRunner:
             keep = ~done
             active = active[keep]
             values = [c[keep] for c in res[:nc]]
-        return Result(outputs, stage_ms, exits, scores, steps[-1][-1], last)
-
-
-def _check_tensor(path: str, spec: TensorSpec, details: Dict[str, Any]) -> None:
-    """A stage's signature tensor has the manifest's dtype and, for an integer carried tensor, its quantization."""
-    dtype = np.dtype(details["dtype"]).name
-    scale, zero_point = details.get("quantization", (0.0, 0))
-    have = TensorSpec(spec.name, spec.shape, dtype, (float(scale), int(zero_point)) if scale else None)
-    if not have.same_values(spec):
-        raise BundleError("stage file {}: tensor {!r} is {} {} in the file, the manifest says {} {}".format(
-            path, spec.name, have.dtype, have.quantization, spec.dtype, spec.quantization))
+        return Result(outputs, stage_ms, exits, scores, steps[-1].rule, last)
 
 
 def exit_outputs(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -> List[List[np.ndarray]]:
     """Run every stage on every sample: per exit, [exit output, the output its rule scores] (the two are the
     same tensor except for a learned score). Used to fit thresholds."""
-    per_exit = [[[], []] for _ in runner._plan]   # type: List[List[List[np.ndarray]]]
+    per_exit = [[[], []] for _ in runner._steps]   # type: List[List[List[np.ndarray]]]
     for i in range(0, len(x), batch_size):
-        feed = {runner.manifest.input.name: runner.prepare(x[i:i + batch_size])}
-        for k, (sig, carried, exit_name, score_name, _) in enumerate(runner._plan):
-            with runner._locks[k]:
-                res = sig(**feed)
-            per_exit[k][0].append(np.asarray(res[exit_name]))
-            per_exit[k][1].append(np.asarray(res[score_name]))
-            feed = {c: res[c] for c in carried}
+        values = [runner.prepare(x[i:i + batch_size])]
+        for k, step in enumerate(runner._steps):
+            res, _ = runner.invoke_stage(k, values, step.fetch)
+            per_exit[k][0].append(res[step.carried])
+            per_exit[k][1].append(res[step.carried + 1 if step.scored else step.carried])
+            values = res[:step.carried]
     return [[np.concatenate(o), np.concatenate(s)] for o, s in per_exit]
 
 

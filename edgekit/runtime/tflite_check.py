@@ -38,6 +38,7 @@ class TensorInfo(NamedTuple):
     name: str
     dtype: Optional[str]
     shape: Tuple[int, ...]          # shape_signature when present (-1 = any size), else shape
+    quantization: Optional[Tuple[float, int]] = None   # (scale, zero_point) when quantized per tensor
 
 
 class Signature(NamedTuple):
@@ -179,8 +180,7 @@ def _tensor(r: _Reader, t: _Table, what: str, n_buffers: int) -> TensorInfo:
         if size > MAX_TENSOR_BYTES:
             r.fail("{} {!r} has shape {}: more than {} MiB".format(what, name, shape, MAX_TENSOR_BYTES >> 20))
     quant = r.sub(t, 4, what + ".quantization")
-    if quant is not None:
-        _quantization(r, quant, what + ".quantization", len(shape))
+    per_tensor = None if quant is None else _quantization(r, quant, what + ".quantization", len(shape))
     sparsity = r.sub(t, 6, what + ".sparsity")
     if sparsity is not None:
         _sparsity(r, sparsity, what + ".sparsity")
@@ -189,11 +189,15 @@ def _tensor(r: _Reader, t: _Table, what: str, n_buffers: int) -> TensorInfo:
         r.fail("{} {!r} has shape_signature {} for shape {}".format(what, name, sig, shape))
     for v in r.tables_at(t, 9, what + ".variant_tensors"):
         r.ints(v, 0, what + ".variant_tensors.shape")
-    return TensorInfo(name, TENSOR_TYPES[ttype][0], tuple(sig or shape))
+    return TensorInfo(name, TENSOR_TYPES[ttype][0], tuple(sig or shape), per_tensor)
 
 
-def _quantization(r: _Reader, q: _Table, what: str, rank: int) -> None:
-    counts = [r.vector(q, slot, 4, what)[1] for slot in (0, 1, 2)] + [r.vector(q, 3, 8, what + ".zero_point")[1]]
+def _quantization(r: _Reader, q: _Table, what: str, rank: int) -> Optional[Tuple[float, int]]:
+    """Checks the quantization table; returns (scale, zero_point) when it holds one of each."""
+    counts = [r.vector(q, slot, 4, what)[1] for slot in (0, 1)]
+    scale_at, n_scales = r.vector(q, 2, 4, what + ".scale")
+    zp_at, n_zps = r.vector(q, 3, 8, what + ".zero_point")
+    counts += [n_scales, n_zps]
     dim = r.num(q, 6, 4, what + ".quantized_dimension", signed=True)
     if counts[2] > 1 and not 0 <= dim < max(rank, 1):
         r.fail("{}: quantized_dimension {} for a tensor of rank {}".format(what, dim, rank))
@@ -203,6 +207,9 @@ def _quantization(r: _Reader, q: _Table, what: str, rank: int) -> None:
         details = r.sub(q, 5, what + ".details")
         if details is not None and r.num(q, 4, 1, what) == 1:
             r.vector(details, 0, 1, what + ".details.custom")
+    if n_scales == 1 and n_zps == 1:
+        return float(struct.unpack_from("<f", r.buf, scale_at)[0]), int(struct.unpack_from("<q", r.buf, zp_at)[0])
+    return None
 
 
 def _sparsity(r: _Reader, s: _Table, what: str) -> None:
@@ -271,7 +278,7 @@ def _signature(r: _Reader, s: _Table, what: str, graphs: List[List[TensorInfo]])
                 r.fail("{} {!r}: {} {!r} names tensor {} (subgraph {} has {}; names must be unique)".format(
                     what, key, side[:-1], name, tix, index, len(graphs[index])))
             t = graphs[index][tix]
-            found[name] = TensorInfo(name, t.dtype, t.shape)
+            found[name] = t._replace(name=name)
         sides.append(found)
     return Signature(key, sides[0], sides[1])
 
