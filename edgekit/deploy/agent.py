@@ -4,7 +4,7 @@ Standard library only, Python 3.5 syntax (so an old board can still say which Py
   probe DIR ID        board facts + the state of DIR/releases/ID against the expected files on stdin
   install DIR ID SRC KEEP  verify SRC (a staging dir name, or '-' for the release itself) against the
                       marker on stdin, fsync, write the marker, move into place, switch DIR/current, prune
-  rollback DIR        verify DIR/previous, then swap current and previous
+  rollback DIR [ID]   verify DIR/previous (and that it is release ID), then swap current and previous
   list DIR            releases with their markers and which are current / previous
   discard DIR NAME    remove an unfinished staging directory
   df DIR              free bytes where DIR is (or would be)
@@ -270,10 +270,13 @@ def prune(remote_dir, keep):
     return removed
 
 
-def cmd_rollback(remote_dir):
+def cmd_rollback(remote_dir, expect=None):
     cur, prev = link_id(remote_dir, "current"), link_id(remote_dir, "previous")
     if prev is None or prev == cur:
         raise Refused("no previous release to roll back to in {} (current: {})".format(remote_dir, cur))
+    if expect is not None and prev != expect:
+        raise Refused("previous release changed to {} while {} was being checked; nothing was switched".format(
+            prev, expect))
     release = os.path.join(remote_dir, "releases", prev)
     marker = read_marker(release)
     if marker is None:
@@ -306,7 +309,7 @@ def cmd_list(remote_dir):
                     "target": marker.get("target", ""), "flashed_at": marker.get("flashed_at", ""),
                     "flashed_from": marker.get("flashed_from", ""), "size_bytes": size})
     return {"releases": out, "current": link_id(remote_dir, "current"),
-            "previous": link_id(remote_dir, "previous")}
+            "previous": link_id(remote_dir, "previous"), "trusted_keys": trusted_keys(remote_dir)}
 
 
 def resolve_dir(path):
@@ -325,7 +328,7 @@ def main(argv):
         elif cmd == "install":
             result = cmd_install(args[0], args[1], args[2], int(args[3]), stdin)
         elif cmd == "rollback":
-            result = cmd_rollback(args[0])
+            result = cmd_rollback(args[0], args[1] if len(args) > 1 else None)
         elif cmd == "list":
             result = cmd_list(args[0])
         elif cmd == "discard":

@@ -84,8 +84,9 @@ def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], 
     if action == "list":
         _show_list(single.list_releases(base), as_json)
     elif action == "rollback":
-        res = single.rollback(base)
-        _out(res.to_dict(), as_json, "{}: current -> {} (previous -> {})".format(res.host, res.current, res.previous))
+        res = single.rollback(base, signature=policy)
+        _out(res.to_dict(), as_json, "{}: current -> {} (previous -> {}){}".format(
+            res.host, res.current, res.previous, "; signed by key {}".format(res.signed_by) if res.signed_by else ""))
     else:
         hook = (lambda event, detail: click.echo("  {}: {}".format(event, detail), err=True)) if verbose else None
         res = single.flash(bundle, base, force=force, keep=keep, on_event=hook, signature=policy)
@@ -154,7 +155,7 @@ def _fleet(action: str, bundle: Optional[str], boards: Any, jobs: int, force: bo
     if action == "flash":
         report = fleet.flash_fleet(bundle, boards, jobs=jobs, force=force, keep=keep, signature=policy)
     elif action == "rollback":
-        report = fleet.rollback_fleet(boards, jobs=jobs)
+        report = fleet.rollback_fleet(boards, jobs=jobs, signature=policy)
     else:
         report = fleet.list_fleet(boards, jobs=jobs)
     if as_json:

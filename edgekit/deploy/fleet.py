@@ -85,8 +85,9 @@ def flash_fleet(bundle_dir: str, boards: Sequence[Board], jobs: int = DEFAULT_JO
                                                       signature=signature), jobs)
 
 
-def rollback_fleet(boards: Sequence[Board], jobs: int = DEFAULT_JOBS) -> FleetReport:
-    return run_fleet("rollback", boards, rollback, jobs)
+def rollback_fleet(boards: Sequence[Board], jobs: int = DEFAULT_JOBS,
+                   signature: Optional[SignaturePolicy] = None) -> FleetReport:
+    return run_fleet("rollback", boards, lambda b: rollback(b, signature=signature), jobs)
 
 
 def list_fleet(boards: Sequence[Board], jobs: int = DEFAULT_JOBS) -> FleetReport:

@@ -49,7 +49,7 @@ class BoardInfo:
                        numpy=d["numpy"], interpreters=tuple(sorted(d["interpreters"].items())),
                        free_bytes=int(d["free_bytes"]), current=d["current"], previous=d["previous"],
                        release_state=str(rel["state"]), release_bad=tuple(str(b[0]) for b in rel["bad"]),
-                       remote_dir=str(d["remote_dir"]), trusted_keys=_keys(d.get("trusted_keys")))
+                       remote_dir=str(d["remote_dir"]), trusted_keys=board_keys(d.get("trusted_keys")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeployError("{}: the board's probe answer is malformed ({}: {})".format(label, type(exc).__name__, exc))
 
@@ -68,7 +68,8 @@ class BoardInfo:
                 "interpreters": dict(self.interpreters), "free_bytes": self.free_bytes}
 
 
-def _keys(value: Any) -> Optional[Dict[str, Optional[str]]]:
+def board_keys(value: Any) -> Optional[Dict[str, Optional[str]]]:
+    """The agent's trusted_keys answer: {file name: text or None}, or None (the board has no trusted_keys/)."""
     if value is None:
         return None
     if not isinstance(value, dict):

@@ -1,6 +1,9 @@
 """flash / rollback / list on one board: probe, upload, verify on the board, switch DIR/current atomically."""
 import datetime
+import os
+import posixpath
 import socket
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -9,13 +12,17 @@ import edgekit
 from edgekit.deploy.errors import BoardMismatchError, DeployError, VerifyError
 from edgekit.deploy.hosts import Board
 from edgekit.deploy.package import Payload, build_payload
-from edgekit.deploy.probe import BoardInfo, check_board
+from edgekit.deploy.probe import BoardInfo, board_keys, check_board
 from edgekit.deploy.signature import SignaturePolicy
 from edgekit.deploy.ssh import Session
 from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent
+from edgekit.errors import BundleError
+from edgekit.manifest import MANIFEST_NAME
+from edgekit.signing import SIGNATURE_NAME
 from edgekit.targets import Target, get_target
 
 DEFAULT_KEEP = 3
+MAX_MANIFEST_BYTES = 4 << 20      # a release's manifest.json / manifest.sig read back for a signature check
 
 
 @dataclass(frozen=True)
@@ -77,9 +84,11 @@ class SwitchResult:
     remote_dir: str
     current: str
     previous: Optional[str]
+    signed_by: Optional[str] = None       # the key id that signed the release switched to, when one was checked
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"host": self.host, "remote_dir": self.remote_dir, "current": self.current, "previous": self.previous}
+        return {"host": self.host, "remote_dir": self.remote_dir, "current": self.current, "previous": self.previous,
+                "signed_by": self.signed_by}
 
 
 def resolve_target(board: Board, bundle_target: str) -> Target:
@@ -175,17 +184,53 @@ def _install(session: Session, up: Uploader, info: BoardInfo, keep: int) -> Dict
     return answer
 
 
-def rollback(board: Board) -> SwitchResult:
-    """Switch DIR/current back to DIR/previous (verified first); previous becomes the release just left."""
+def rollback(board: Board, signature: Optional[SignaturePolicy] = None) -> SwitchResult:
+    """Switch DIR/current back to DIR/previous; previous becomes the release just left. The board verifies the
+    previous release's files first. Its signature is checked here first when the board has DIR/trusted_keys/
+    or `signature` asks (--require-signature / --trusted-key), as flash does: a board that requires signatures
+    would refuse to run an unsigned release, so rolling back to one is refused before anything is switched."""
+    label = board.label
     with Session(board) as session:
-        answer = call_agent(session, ["rollback", board.remote_dir], "rolling back", timeout_s=300)
+        listing = call_agent(session, ["list", board.remote_dir], "listing releases", timeout_s=120)
+        prev = listing.get("previous")
+        signer = _check_release_signature(session, listing, prev, signature or SignaturePolicy(), label) \
+            if prev else None
+        answer = call_agent(session, ["rollback", board.remote_dir] + ([str(prev)] if prev else []), "rolling back",
+                            timeout_s=300)
         if not answer.get("ok"):
             bad = answer.get("bad") or []
             raise VerifyError("{}: previous release {} is damaged on the board ({}); nothing was switched".format(
-                board.label, answer.get("release"), "; ".join("{}: {}".format(r, p) for r, p in bad[:3])))
+                label, answer.get("release"), "; ".join("{}: {}".format(r, p) for r, p in bad[:3])))
         listing = call_agent(session, ["list", board.remote_dir], "listing releases", timeout_s=120)
-    return SwitchResult(host=board.label, remote_dir=_remote_dir(board, listing), current=str(answer["current"]),
-                        previous=answer.get("previous"))
+    return SwitchResult(host=label, remote_dir=_remote_dir(board, listing), current=str(answer["current"]),
+                        previous=answer.get("previous"), signed_by=signer)
+
+
+def _check_release_signature(session: Session, listing: Dict[str, Any], release: str, policy: SignaturePolicy,
+                             label: str) -> Optional[str]:
+    """Fetch a release's manifest.json and manifest.sig from the board and apply the signature policy to them."""
+    keys = board_keys(listing.get("trusted_keys"))
+    if keys is None and not policy.require and not policy.trusted_keys:
+        return None
+    remote = posixpath.join(str(listing.get("remote_dir") or ""), "releases", release)
+    with tempfile.TemporaryDirectory(prefix="edgekit-rollback-") as tmp:
+        for name in (MANIFEST_NAME, SIGNATURE_NAME):
+            try:
+                size = session.sftp.stat(posixpath.join(remote, name)).st_size
+                if size is None or size > MAX_MANIFEST_BYTES:
+                    raise DeployError("{}: {}/{} is {} bytes; allowed: at most {}".format(
+                        label, remote, name, size, MAX_MANIFEST_BYTES))
+                session.sftp.get(posixpath.join(remote, name), os.path.join(tmp, name))
+            except FileNotFoundError:
+                if name == MANIFEST_NAME:
+                    raise DeployError("{}: previous release {} has no {}; nothing was switched".format(
+                        label, release, MANIFEST_NAME))
+            except (IOError, OSError, EOFError) as exc:
+                raise session.lost("reading {}/{}".format(remote, name), exc)
+        try:
+            return policy.check_board(tmp, keys, label)
+        except BundleError as exc:           # name the release on the board, not the local copy
+            raise BundleError(str(exc).replace(tmp, "{}:{}".format(label, remote))) from None
 
 
 def list_releases(board: Board) -> ReleaseList:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from edgekit.deploy import DeployError, flash, run_remote
-from edgekit.errors import BundleError
+from edgekit.deploy import DeployError, flash, rollback, run_remote
+from edgekit.deploy.signature import SignaturePolicy
+from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import read_manifest
 from edgekit.signing import generate_key, sign_bundle
 
@@ -22,10 +23,10 @@ EDGEKIT = os.path.join(os.path.dirname(sys.executable), "edgekit")
 def signing(tmp_path_factory, bundles):
     d = tmp_path_factory.mktemp("signing")
     owner_key, owner_pub, owner_id = generate_key(str(d / "owner"))
-    other_key, _, other_id = generate_key(str(d / "other"))
-    out = {"owner_pub": owner_pub, "owner_id": owner_id, "other_id": other_id}
-    for name, key in (("signed", owner_key), ("foreign", other_key)):
-        shutil.copytree(str(bundles["A"]), str(d / name))
+    other_key, other_pub, other_id = generate_key(str(d / "other"))
+    out = {"owner_pub": owner_pub, "owner_id": owner_id, "other_pub": other_pub, "other_id": other_id}
+    for name, key, src in (("signed", owner_key, "A"), ("foreign", other_key, "A"), ("signed_b", owner_key, "B")):
+        shutil.copytree(str(bundles[src]), str(d / name))
         sign_bundle(str(d / name), key)
         out[name] = str(d / name)
     return out
@@ -85,3 +86,47 @@ def test_the_board_refuses_to_run_a_release_that_predates_its_keys(board, bundle
     shutil.copy(signing["owner_pub"], str(keys / "owner.pub"))
     with pytest.raises(DeployError, match=r"on the board: bundle .* is not signed .*trusted_keys requires"):
         run_remote(board, "current", str(data_file))
+
+
+def _trust(board, pub) -> None:
+    keys = Path(board.remote_dir, "trusted_keys")
+    keys.mkdir(parents=True, exist_ok=True)
+    shutil.copy(pub, str(keys / "owner.pub"))
+
+
+def test_rollback_to_a_release_that_predates_the_boards_keys_is_refused(board, bundles, signing):
+    flash(str(bundles["B"]), board)                              # unsigned, while the board trusted anyone
+    flash(signing["signed"], board)
+    current, previous = link(board.remote_dir), link(board.remote_dir, "previous")
+    assert previous == read_manifest(str(bundles["B"])).bundle_id
+    _trust(board, signing["owner_pub"])
+    with pytest.raises(BundleError, match=r"bundle .*:.*/releases/{} is not signed .* the board .* requires".format(
+            previous)):
+        rollback(board)
+    got = _cli(board, "--rollback")
+    assert got.returncode == 2 and "is not signed" in got.stderr and "Traceback" not in got.stderr, got.stderr
+    assert len(got.stderr.strip().splitlines()) == 1
+    assert (link(board.remote_dir), link(board.remote_dir, "previous")) == (current, previous)   # nothing switched
+
+
+def test_rollback_to_a_signed_release_checks_the_signer(board, signing):
+    _trust(board, signing["owner_pub"])
+    flash(signing["signed_b"], board)
+    flash(signing["signed"], board)
+    before = (link(board.remote_dir), link(board.remote_dir, "previous"))
+    with pytest.raises(BundleError, match="signed by key {}".format(signing["owner_id"])):
+        rollback(board, signature=SignaturePolicy(trusted_keys=(signing["other_pub"],)))   # the laptop's keys too
+    assert (link(board.remote_dir), link(board.remote_dir, "previous")) == before
+    res = rollback(board)
+    assert res.signed_by == signing["owner_id"] and res.to_dict()["signed_by"] == signing["owner_id"]
+    assert (res.current, res.previous) == (before[1], before[0]) == (link(board.remote_dir),
+                                                                    link(board.remote_dir, "previous"))
+
+
+def test_rollback_on_a_board_without_keys_checks_nothing_unless_asked(board, bundles, signing):
+    flash(str(bundles["B"]), board)
+    flash(str(bundles["A"]), board)
+    with pytest.raises(ConfigError, match="has no trusted_keys/ directory and no --trusted-key"):
+        rollback(board, signature=SignaturePolicy(require=True))
+    res = rollback(board)
+    assert res.signed_by is None and res.current == read_manifest(str(bundles["B"])).bundle_id
