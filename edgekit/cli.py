@@ -219,7 +219,8 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
     click.echo("{}  target {}  bundle id {}  input {} {}".format(
         m.model_name, m.target, m.bundle_id, m.input.name, list(m.input.shape)))
     rows = [(str(s.index), s.file, s.precision, ",".join(t.name for t in s.inputs),
-             ",".join(t.name for t in s.carried) or "-", s.exit.name, "{:.3f}".format(s.exit.threshold),
+             ",".join(t.name if t.dtype == "float32" else "{} ({})".format(t.name, t.dtype) for t in s.carried) or "-",
+             s.exit.name, "{:.3f}".format(s.exit.threshold),
              "{:.2f}M".format(s.flops / 1e6), "{:.1f}K".format(s.size_bytes / 1024.0),
              "-" if s.latency_ms is None else "{:.3f}".format(s.latency_ms)) for s in m.stages]
     _table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
