@@ -12,7 +12,7 @@ without the pair) stays float.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-SCALE_RTOL = 1e-5
+from edgekit.manifest import QUANT_SCALE_RTOL as SCALE_RTOL     # the manifest holds carried tensors to the same
 
 _INT_TYPES = {9: "int8", 7: "int16"}     # schema.TensorType.INT8, INT16
 _FLOAT32 = 0
