@@ -3,6 +3,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
+from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError
 from edgekit.manifest import PRECISIONS
 
@@ -28,13 +29,6 @@ class Delegate:
     name: str
     library: str
     options: Tuple[Tuple[str, str], ...] = ()
-
-
-@dataclass(frozen=True)
-class PowerModel:
-    idle_w: float
-    active_w: float
-    source: str
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import numpy as np
 
 from edgekit.bench.meters import (AUTO, METERS, EnergyReading, Meter, MeterChoice, MeterError, energy_per_inference,
                                   measure_idle, meter_names, pick_meter, sum_readings)
+from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError
 from edgekit.runtime.runner import EarlyExitRunner
 
@@ -34,19 +35,12 @@ MAX_RETRIES = 2          # an overrun block (the process was stalled) is run aga
 
 
 @dataclass(frozen=True)
-class PowerModelSpec:
-    idle_w: float
-    active_w: float
-    source: str
-
-
-@dataclass(frozen=True)
 class EnergyProfile:
     """What the meters need from a board profile (duck-types edgekit.targets.Target for pick_meter).
     Plain data, so that the laptop can hand it to the board as JSON (the board has no YAML parser)."""
     name: str
     energy_meter: str
-    power_model: PowerModelSpec
+    power_model: PowerModel
 
     def to_dict(self) -> Dict[str, Any]:
         return {"name": self.name, "energy_meter": self.energy_meter, "power_model": asdict(self.power_model)}
@@ -55,7 +49,7 @@ class EnergyProfile:
     def from_dict(cls, d: Any, where: str) -> "EnergyProfile":
         try:
             pm = d["power_model"]
-            spec = PowerModelSpec(float(pm["idle_w"]), float(pm["active_w"]), str(pm["source"]))
+            spec = PowerModel(float(pm["idle_w"]), float(pm["active_w"]), str(pm["source"]))
             name, meter = str(d["name"]), str(d["energy_meter"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError("{}: expected {{name, energy_meter, power_model: {{idle_w, active_w, source}}}}, got "
@@ -67,8 +61,7 @@ class EnergyProfile:
 
 def profile_from_target(target: Any) -> EnergyProfile:
     """From an edgekit.targets.Target."""
-    pm = target.power_model
-    return EnergyProfile(target.name, target.energy_meter, PowerModelSpec(pm.idle_w, pm.active_w, pm.source))
+    return EnergyProfile(target.name, target.energy_meter, target.power_model)
 
 
 def pick_profile(profiles: Mapping[str, Any], target: str) -> EnergyProfile:

@@ -11,10 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from edgekit.bench.energy import (EnergyOptions, EnergyProfile, PowerModelSpec, block_order, measure_energy, overran,
+from edgekit.bench.energy import (EnergyOptions, EnergyProfile, block_order, measure_energy, overran,
                                   pick_profile, profile_from_target)
 from edgekit.bench.meters import EnergyReading
 from edgekit.bench.meters import JetsonIna3221Meter, MeterError, RaplMeter, RaspberryPi5PmicMeter
+from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError, EdgekitError
 from edgekit.runtime import EarlyExitRunner
 from edgekit.targets import get_target
@@ -101,7 +102,7 @@ def test_profiles_from_targets_and_json():
     p = host_profile()
     assert (p.name, p.energy_meter, p.power_model.idle_w, p.power_model.active_w) == ("host-x86_64", "rapl", 10.0, 35.0)
     table = {"b": {"energy_meter": "power-model", "power_model": {"idle_w": 1, "active_w": 2, "source": "s"}}}
-    assert pick_profile(table, "b") == EnergyProfile("b", "power-model", PowerModelSpec(1.0, 2.0, "s"))
+    assert pick_profile(table, "b") == EnergyProfile("b", "power-model", PowerModel(1.0, 2.0, "s"))
     with pytest.raises(ConfigError, match="no board profile for the bundle's target 'c'; profiles given: b"):
         pick_profile(table, "c")
     with pytest.raises(ConfigError, match="energy_meter: got 'x'"):

@@ -22,7 +22,7 @@ from edgekit.bench.meters.rpi5_pmic import RaspberryPi5PmicMeter
 from edgekit.bench.meters.usb_serial import UsbSerialMeter
 
 # `target` below: an edgekit.targets.Target, or anything with the same name, energy_meter and power_model
-# (idle_w, active_w, source) - on the board, edgekit.bench.energy.EnergyProfile (targets/ is not shipped).
+# (a power_model.PowerModel) - on the board, edgekit.bench.energy.EnergyProfile (targets/ is not shipped).
 Target = Any
 
 # Every meter, by the name used in targets/*.yaml `energy_meter` and in `--meter`. Order = preference

@@ -8,11 +8,21 @@ utilization being busy / total CPU time from the aggregate `cpu` line of /proc/s
 but idle and iowait). When /proc/stat cannot be read the model assumes active_w throughout (an upper
 bound: energy above idle then comes out as zero) and says so in its description.
 """
+from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
 from edgekit.bench.meters.base import Meter, MeterError
 
 DEFAULT_PROC_STAT = "/proc/stat"
+
+
+@dataclass(frozen=True)
+class PowerModel:
+    """A board's power model: idle and fully active watts, and where the figures come from (targets/*.yaml
+    `power_model`; on the board, the profile the laptop hands over)."""
+    idle_w: float
+    active_w: float
+    source: str
 
 
 def read_cpu_times(path: str) -> Optional[Tuple[int, int]]:
