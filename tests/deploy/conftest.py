@@ -1,5 +1,6 @@
 """Fixtures for the deploy tests: real sshd servers on 127.0.0.1, client keys, real bundles."""
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -12,6 +13,7 @@ from .bundles import CACHE_VERSION, tflite_stages, write_bundle, write_data
 from .sshd import APT_HINT, SSHD, SshServer, keygen
 
 REMOTE_PYTHON = sys.executable      # the venv's python stands in for the board's python3 (numpy + ai-edge-litert)
+EDGEKIT = os.path.join(os.path.dirname(sys.executable), "edgekit")   # the installed console script
 
 
 def _user() -> str:
@@ -101,3 +103,22 @@ def board(tmp_path, sshd, client_keys, known_hosts) -> Board:
 def link(remote_dir: str, name: str = "current") -> Optional[str]:
     path = os.path.join(remote_dir, name)
     return os.path.basename(os.readlink(path)) if os.path.islink(path) else None
+
+
+def board_args(board: Board) -> List[str]:
+    """The command-line options that reach `board` (host, key, known hosts, remote dir and python)."""
+    return ["--host", str(board.host), "--identity", board.ssh.identity, "--known-hosts", board.ssh.known_hosts,
+            "--remote-dir", board.remote_dir, "--remote-python", REMOTE_PYTHON]
+
+
+@pytest.fixture
+def common(board) -> List[str]:
+    return board_args(board)
+
+
+def one_line_error(got: subprocess.CompletedProcess) -> str:
+    """A refused command: exit code 2 and one `edgekit: error: ...` line on stderr, which is returned."""
+    assert got.returncode == 2, (got.stdout, got.stderr)
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), got.stderr
+    return lines[0]

@@ -2,35 +2,20 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 from edgekit.deploy import flash
 from edgekit.manifest import read_manifest
 
-from .conftest import REMOTE_PYTHON
+from .conftest import EDGEKIT, one_line_error
 
 pytestmark = pytest.mark.ssh
-EDGEKIT = os.path.join(os.path.dirname(sys.executable), "edgekit")
 FAST = ["--runs", "10", "--warmup", "2", "--blocks", "1", "--idle-seconds", "0.2"]
 
 
 def edgekit(*args) -> subprocess.CompletedProcess:
     return subprocess.run([EDGEKIT] + [str(a) for a in args], capture_output=True, text=True, timeout=300)
-
-
-@pytest.fixture
-def common(board):
-    return ["--host", str(board.host), "--identity", board.ssh.identity, "--known-hosts", board.ssh.known_hosts,
-            "--remote-dir", board.remote_dir, "--remote-python", REMOTE_PYTHON]
-
-
-def one_line_error(got: subprocess.CompletedProcess) -> str:
-    assert got.returncode == 2, (got.stdout, got.stderr)
-    lines = got.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), got.stderr
-    return lines[0]
 
 
 def test_run_host_gives_the_local_answers(board, bundles, data_file, common):

@@ -1,28 +1,19 @@
 """`edgekit flash` as users run it (the installed console script), against a real sshd."""
 import json
-import os
 import subprocess
-import sys
 
 import pytest
 
 from edgekit.deploy.package import runtime_files
 from edgekit.manifest import read_manifest
 
-from .conftest import REMOTE_PYTHON, link
+from .conftest import EDGEKIT, link, one_line_error
 
 pytestmark = pytest.mark.ssh
-EDGEKIT = os.path.join(os.path.dirname(sys.executable), "edgekit")
 
 
 def edgekit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([EDGEKIT] + [str(a) for a in args], capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture
-def common(board):
-    return ["--host", str(board.host), "--identity", board.ssh.identity, "--known-hosts", board.ssh.known_hosts,
-            "--remote-dir", board.remote_dir, "--remote-python", REMOTE_PYTHON]
 
 
 def test_flash_list_rollback_from_the_command_line(board, bundles, common):
@@ -50,13 +41,6 @@ def test_flash_list_rollback_from_the_command_line(board, bundles, common):
     back = edgekit("flash", "--rollback", *common)
     assert back.returncode == 0 and back.stdout.strip().endswith("current -> {} (previous -> {})".format(a, b))
     assert link(board.remote_dir) == a
-
-
-def one_line_error(got: subprocess.CompletedProcess) -> str:
-    assert got.returncode == 2, (got.stdout, got.stderr)
-    lines = got.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), got.stderr
-    return lines[0]
 
 
 def test_failures_are_one_line_and_exit_2(tmp_path, board, bundles, common):
