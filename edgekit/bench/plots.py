@@ -26,6 +26,13 @@ def _figure(width: float = 7.0, height: float = 4.5) -> Any:
     return fig
 
 
+def _nothing(fig: Any, ax: Any, path: str, message: str) -> None:
+    """Save the figure as a message that there is nothing to plot."""
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    _save(fig, path)
+
+
 def _save(fig: Any, path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png")
@@ -66,9 +73,7 @@ def accuracy_latency(result: Dict[str, Any], path: str) -> None:
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     if not pts:
-        ax.text(0.5, 0.5, "no labels in the data: no accuracy to plot", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, path)
+        _nothing(fig, ax, path, "no labels in the data: no accuracy to plot")
         return
     xs, ys = [p["estimated_ms"] for p in pts], [p["accuracy"] for p in pts]
     ax.plot(xs, ys, "-o", markersize=3, color="#555555", label="shared threshold sweep (estimated ms)")
@@ -115,9 +120,7 @@ def energy(result: Dict[str, Any], path: str) -> None:
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     if not e:
-        ax.text(0.5, 0.5, "no energy figures in this result", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, path)
+        _nothing(fig, ax, path, "no energy figures in this result")
         return
     idx = np.arange(len(MODES))
     total = [e[m]["joules_total"] * 1e3 for m in MODES]
