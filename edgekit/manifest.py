@@ -61,6 +61,12 @@ def _check_name(value: Any, where: str) -> str:
     return value
 
 
+def same_quantization(a: Tuple[float, int], b: Tuple[float, int]) -> bool:
+    """(scale, zero_point) pairs that describe one integer tensor: equal zero points, scales within
+    QUANT_SCALE_RTOL (two calibrations of the same values differ in the last float32 digits)."""
+    return a[1] == b[1] and abs(a[0] - b[0]) <= QUANT_SCALE_RTOL * max(abs(a[0]), abs(b[0]))
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -80,8 +86,7 @@ class TensorSpec:
             return False
         if self.quantization is None or other.quantization is None:
             return True
-        (s1, z1), (s2, z2) = self.quantization, other.quantization
-        return z1 == z2 and abs(s1 - s2) <= QUANT_SCALE_RTOL * max(s1, s2)
+        return same_quantization(self.quantization, other.quantization)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str) -> "TensorSpec":

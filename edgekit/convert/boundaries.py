@@ -4,15 +4,14 @@ The converter gives every stage a float interface, so an int8 stage ends its car
 and the next stage starts with QUANTIZE: at every cut the carried tensor is converted to float and straight
 back, with the same scale (both sides are calibrated on the same values), and copied at four times the bytes.
 This pass removes that pair. For each carried tensor whose producer ends in DEQUANTIZE of an integer tensor and
-whose consumer starts with QUANTIZE to an integer tensor of the same type, zero point and scale (relative
-difference at most SCALE_RTOL), the signature tensor of both stages becomes the integer tensor. Results are
-unchanged: dequantize then quantize with equal parameters is the identity on integers. The bundle's input and
+whose consumer starts with QUANTIZE to an integer tensor of the same type and quantization (manifest's
+same_quantization), the signature tensor of both stages becomes the integer tensor. Results are unchanged: dequantize then quantize with equal parameters is the identity on integers. The bundle's input and
 the exit outputs stay float; a boundary that does not match (float stages, a float fallback, an op-level mix
 without the pair) stays float.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
-from edgekit.manifest import QUANT_SCALE_RTOL as SCALE_RTOL     # the manifest holds carried tensors to the same
+from edgekit.manifest import same_quantization     # the rule the manifest holds carried tensors to
 
 _INT_TYPES = {9: "int8", 7: "int16"}     # schema.TensorType.INT8, INT16
 _FLOAT32 = 0
@@ -25,8 +24,8 @@ class Quant(NamedTuple):
     zero_point: int
 
     def matches(self, other: "Quant") -> bool:
-        return self.dtype == other.dtype and self.zero_point == other.zero_point and \
-            abs(self.scale - other.scale) <= SCALE_RTOL * max(abs(self.scale), abs(other.scale))
+        return self.dtype == other.dtype and same_quantization((self.scale, self.zero_point),
+                                                               (other.scale, other.zero_point))
 
 
 class _Side(NamedTuple):
