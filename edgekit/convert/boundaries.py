@@ -5,8 +5,9 @@ and the next stage starts with QUANTIZE: at every cut the carried tensor is conv
 back, with the same scale (both sides are calibrated on the same values), and copied at four times the bytes.
 This pass removes that pair. For each carried tensor whose producer ends in DEQUANTIZE of an integer tensor and
 whose consumer starts with QUANTIZE to an integer tensor of the same type and quantization (manifest's
-same_quantization), the signature tensor of both stages becomes the integer tensor. Results are unchanged: dequantize then quantize with equal parameters is the identity on integers. The bundle's input and
-the exit outputs stay float; a boundary that does not match (float stages, a float fallback, an op-level mix
+same_quantization), the signature tensor of both stages becomes the integer tensor. Results are unchanged:
+dequantize then quantize with equal parameters is the identity on integers. The bundle's input and the exit
+outputs stay float; a boundary that does not match (float stages, a float fallback, an op-level mix
 without the pair) stays float.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
