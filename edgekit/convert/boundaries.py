@@ -12,11 +12,10 @@ without the pair) stays float.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from edgekit.convert.tflite_model import DEQUANTIZE, FLOAT32, INT8, INT16, QUANTIZE, opcode, text
 from edgekit.manifest import same_quantization     # the rule the manifest holds carried tensors to
 
-_INT_TYPES = {9: "int8", 7: "int16"}     # schema.TensorType.INT8, INT16
-_FLOAT32 = 0
-_QUANTIZE, _DEQUANTIZE = 114, 6          # schema.BuiltinOperator
+_INT_TYPES = {INT8: "int8", INT16: "int16"}
 
 
 class Quant(NamedTuple):
@@ -36,10 +35,6 @@ class _Side(NamedTuple):
     quant: Quant
 
 
-def _name(v) -> str:
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
-
-
 class _Graph:
     def __init__(self, blob: bytes) -> None:
         from tensorflow.lite.tools import flatbuffer_utils as fbu
@@ -49,10 +44,6 @@ class _Graph:
         self.sig = self.model.signatureDefs[0] if self.model.signatureDefs and len(self.model.subgraphs) == 1 \
             else None
         self.remove = set()                      # ops to drop
-
-    def _code(self, op) -> int:
-        c = self.model.operatorCodes[op.opcodeIndex]
-        return max(c.builtinCode, c.deprecatedBuiltinCode)
 
     def _quant(self, t: int) -> Optional[Quant]:
         tensor = self.sg.tensors[t]
@@ -72,17 +63,17 @@ class _Graph:
         if self.sig is None:
             return None
         for tm in (self.sig.inputs if inputs else self.sig.outputs):
-            if _name(tm.name) == name:
+            if text(tm.name) == name:
                 return int(tm.tensorIndex)
         return None
 
     def output_side(self, name: str) -> Optional[_Side]:
         """The signature output `name` is DEQUANTIZE(integer tensor), used by nothing else."""
         t = self._signature_tensor(name, inputs=False)
-        if t is None or self.sg.tensors[t].type != _FLOAT32 or self._uses(t) or t in list(self.sg.inputs):
+        if t is None or self.sg.tensors[t].type != FLOAT32 or self._uses(t) or t in list(self.sg.inputs):
             return None
         prod = self._producers(t)
-        if len(prod) != 1 or self._code(self.sg.operators[prod[0]]) != _DEQUANTIZE:
+        if len(prod) != 1 or opcode(self.model, self.sg.operators[prod[0]]) != DEQUANTIZE:
             return None
         src = int(self.sg.operators[prod[0]].inputs[0])
         quant = self._quant(src)
@@ -93,10 +84,10 @@ class _Graph:
     def input_side(self, name: str) -> Optional[_Side]:
         """The signature input `name` feeds one QUANTIZE to an integer tensor and nothing else."""
         t = self._signature_tensor(name, inputs=True)
-        if t is None or self.sg.tensors[t].type != _FLOAT32 or t in [int(v) for v in self.sg.outputs]:
+        if t is None or self.sg.tensors[t].type != FLOAT32 or t in [int(v) for v in self.sg.outputs]:
             return None
         uses = self._uses(t)
-        if len(uses) != 1 or self._code(self.sg.operators[uses[0]]) != _QUANTIZE:
+        if len(uses) != 1 or opcode(self.model, self.sg.operators[uses[0]]) != QUANTIZE:
             return None
         dst = int(self.sg.operators[uses[0]].outputs[0])
         quant = self._quant(dst)

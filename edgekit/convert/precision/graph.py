@@ -9,6 +9,8 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.convert.tflite_model import text
+
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 _SUFFIX = re.compile(r"_\d+$")
 
@@ -37,8 +39,7 @@ def _builtin_names() -> Dict[int, str]:
 
 
 def _name(t) -> str:
-    n = t.name
-    return n.decode("utf-8") if isinstance(n, bytes) else str(n)
+    return text(t.name)
 
 
 def _layer_of(names: Sequence[str], known: Sequence[str]) -> str:

@@ -12,19 +12,18 @@ import logging
 import re
 from collections import OrderedDict
 import warnings
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from edgekit.convert.precision.graph import read_ops
+from edgekit.convert.tflite_model import DEQUANTIZE, FLOAT32, INT8, INT16, QUANTIZE, opcode, text
 from edgekit.convert.precision.ladder import INT4_OPS
 from edgekit.errors import ModelError
 
 SIGNATURE = "serving_default"
 CALIBRATION_SAMPLES = 200
 _BITS = {"int4w": (8, 4), "int8": (8, 8), "int16x8": (16, 8)}
-_FLOAT32, _INT8, _INT16 = 0, 9, 7
-_QUANTIZE, _DEQUANTIZE = 114, 6
 
 
 def op_config(rung: str) -> Dict:
@@ -134,7 +133,7 @@ def _unshare_buffers(blob: bytes) -> bytes:
                     model.buffers.append(copy.deepcopy(buf))
                     dup = copy.deepcopy(t)
                     dup.buffer = len(model.buffers) - 1
-                    dup.name = (_s(t.name) + "/edgekit_copy{}".format(len(sg.tensors))).encode("utf-8")
+                    dup.name = (text(t.name) + "/edgekit_copy{}".format(len(sg.tensors))).encode("utf-8")
                     sg.tensors.append(dup)
                     ins[n] = len(sg.tensors) - 1
                     changed = True
@@ -173,25 +172,16 @@ def repair(blob: bytes) -> bytes:
             if sd.subgraphIndex != sg_index:
                 continue
             for tm in sd.outputs:
-                if sg.tensors[tm.tensorIndex].type == _FLOAT32:
+                if sg.tensors[tm.tensorIndex].type == FLOAT32:
                     continue
                 for op in consumers.get(int(tm.tensorIndex), []):
-                    if _code(model, op) == _DEQUANTIZE and int(op.outputs[0]) in [int(o) for o in sg.outputs]:
+                    if opcode(model, op) == DEQUANTIZE and int(op.outputs[0]) in [int(o) for o in sg.outputs]:
                         tm.tensorIndex = int(op.outputs[0])
             for tm in list(sd.inputs) + list(sd.outputs):
-                if sg.tensors[tm.tensorIndex].type != _FLOAT32:
+                if sg.tensors[tm.tensorIndex].type != FLOAT32:
                     raise ModelError("the per-op recipe left stage tensor {!r} as an integer tensor; stage "
-                                     "boundaries stay float".format(_s(tm.name)))
+                                     "boundaries stay float".format(text(tm.name)))
     return bytes(fbu.convert_object_to_bytearray(model))
-
-
-def _s(v) -> str:
-    return v.decode("utf-8") if isinstance(v, bytes) else str(v)
-
-
-def _code(model, op) -> int:
-    c = model.operatorCodes[op.opcodeIndex]
-    return max(c.builtinCode, c.deprecatedBuiltinCode)
 
 
 def _opcode_index(model, schema, builtin: int) -> int:
@@ -210,14 +200,14 @@ def _split_requantize(model, sg, schema) -> None:
     for op in sg.operators:
         src = sg.tensors[op.inputs[0]] if len(op.inputs) else None
         dst = sg.tensors[op.outputs[0]] if len(op.outputs) else None
-        if _code(model, op) == _QUANTIZE and src is not None and src.type == _INT8 and dst.type == _INT16:
+        if opcode(model, op) == QUANTIZE and src is not None and src.type == INT8 and dst.type == INT16:
             mid = schema.TensorT()
-            mid.shape, mid.type, mid.buffer = list(src.shape), _FLOAT32, 0
+            mid.shape, mid.type, mid.buffer = list(src.shape), FLOAT32, 0
             mid.shapeSignature = None if src.shapeSignature is None else list(src.shapeSignature)
-            mid.name = (_s(src.name) + "/edgekit_dequantize").encode("utf-8")
+            mid.name = (text(src.name) + "/edgekit_dequantize").encode("utf-8")
             sg.tensors.append(mid)
             deq = schema.OperatorT()
-            deq.opcodeIndex = _opcode_index(model, schema, _DEQUANTIZE)
+            deq.opcodeIndex = _opcode_index(model, schema, DEQUANTIZE)
             deq.inputs, deq.outputs = [int(op.inputs[0])], [len(sg.tensors) - 1]
             op.inputs = [len(sg.tensors) - 1]
             out_ops.append(deq)
