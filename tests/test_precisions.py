@@ -12,7 +12,7 @@ def _full_depth_exits(bundle, x):
     runner = EarlyExitRunner(bundle)
     feed = {runner.manifest.input.name: x}
     outs = []
-    for st, sig in zip(runner.manifest.stages, runner._runners):
+    for st, sig in zip(runner.manifest.stages, [step.call for step in runner._steps]):
         res = sig(**{t.name: feed[t.name] for t in st.inputs})
         feed.update(res)
         outs.append(res[st.exit.name])

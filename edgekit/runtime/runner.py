@@ -82,9 +82,8 @@ class EarlyExitRunner:
         self.num_threads = int(num_threads or rt.get("num_threads") or 1)
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
-        self._runners = [self._make_runner(st, ident, delegates)
-                         for st, ident in zip(self.manifest.stages, files)]   # type: List[Any]
-        self._steps = self._make_steps()
+        self._steps = self._make_steps([self._make_runner(st, ident, delegates)
+                                        for st, ident in zip(self.manifest.stages, files)])
         self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
         self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
         self._sample_shape = tuple(self.manifest.input.shape[1:])
@@ -128,8 +127,8 @@ class EarlyExitRunner:
                 path, sorted(have_in), sorted(have_out), sorted(want_in), sorted(want_out)))
         return call
 
-    def _make_steps(self) -> List[Step]:
-        stages, calls = self.manifest.stages, self._runners
+    def _make_steps(self, calls: List[StageCall]) -> List[Step]:
+        stages = self.manifest.stages
         if list(calls[0].input_names) != [self.manifest.input.name]:
             raise BundleError("stage 0 ({}) takes {}; the first stage takes the bundle input {!r} alone".format(
                 stages[0].file, list(calls[0].input_names), self.manifest.input.name))
