@@ -84,9 +84,7 @@ class TensorSpec:
         """Producer and consumer of a carried tensor agree on its dtype and quantization."""
         if self.dtype != other.dtype or (self.quantization is None) != (other.quantization is None):
             return False
-        if self.quantization is None or other.quantization is None:
-            return True
-        return same_quantization(self.quantization, other.quantization)
+        return self.quantization is None or same_quantization(self.quantization, other.quantization)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str) -> "TensorSpec":
