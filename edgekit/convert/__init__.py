@@ -104,7 +104,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     from edgekit.convert import measure
     from edgekit.convert.flops import model_flops
     from edgekit.convert.load import load_model
-    from edgekit.convert.quantize import quantize_stage
+    from edgekit.convert.quantize import int8_stage, quantize_stage
     from edgekit.convert.split import run_stages_keras, split_model, stage_inputs
 
     from edgekit.convert.tf import tensorflow
@@ -145,13 +145,20 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
 
     feeds = stage_inputs(stages, x[:200], input_name)
     plan = _precision_plan(opts, stages, target, x, calib.y, input_name) if precision == "adaptive" else None
+    threads = target.default_threads if target.arch == "x86_64" else 1
     blobs: List[bytes] = []
+    stems: Dict[str, Any] = {}
     for st, feed in zip(stages, feeds):
-        blobs.append(plan.blobs[st.index] if plan else quantize_stage(st.model, precision, feed))
+        if plan is None and precision == "int8":
+            built = int8_stage(st.model, feed, lambda bs: measure.interleaved_ms(bs, feed, threads))
+            blobs.append(built.blob)
+            if built.measured_ms:
+                stems[str(st.index)] = {"float32_ops": list(built.float_stems), "median_ms": built.measured_ms}
+        else:
+            blobs.append(plan.blobs[st.index] if plan else quantize_stage(st.model, precision, feed))
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, stages)
 
-    threads = target.default_threads if target.arch == "x86_64" else 1
     float_out = _exit_outputs(model, stages, x)
     lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
     latency = measure.stage_latency_ms(blobs, stages, x, input_name, threads)
@@ -180,6 +187,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
+    if stems:
+        report["int8_stems"] = dict(stems, measured_on="the converting machine, batch 1, interleaved")
     if attached is not None:
         report["exits"] = attached.report
     if pruned is not None:

@@ -1,6 +1,6 @@
 """Measure converted stages in memory with the TFLite interpreter: parity, accuracy per exit, latency."""
 import time
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -53,3 +53,19 @@ def exit_accuracies(outputs: Sequence[np.ndarray], y: Optional[np.ndarray]) -> L
 def max_abs_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> List[float]:
     return [float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) for p, q in zip(a, b)]
 
+
+
+def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1, rounds: int = 400,
+                   warmup: int = 40) -> List[float]:
+    """Median batch-1 milliseconds of each blob (same signature) on feed, the candidates called in turn each
+    round so that a busy machine slows them alike."""
+    runners = _runners(blobs, threads)
+    one = {n: v[:1].astype(np.float32) for n, v in feed.items()}
+    times = [[] for _ in runners]   # type: List[List[float]]
+    for r in range(warmup + rounds):
+        for run, acc in zip(runners, times):
+            t0 = time.perf_counter()
+            run(**one)
+            if r >= warmup:
+                acc.append((time.perf_counter() - t0) * 1000.0)
+    return [float(np.median(t)) for t in times]

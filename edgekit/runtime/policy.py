@@ -28,8 +28,12 @@ def _flat(logits: np.ndarray) -> np.ndarray:
 def max_softmax(logits: np.ndarray) -> np.ndarray:
     """1 / sum(exp(z - max z)): the largest class probability without forming all of them."""
     logits = _flat(logits)
-    z = logits - np.max(logits, axis=-1, keepdims=True)
-    return 1.0 / np.exp(z).sum(axis=-1)
+    z = logits - logits.max(axis=-1, keepdims=True)     # a new array: exp and 1/x can then work in place
+    if z.dtype.kind != "f":
+        z = z.astype(np.float64)
+    np.exp(z, out=z)
+    s = z.sum(axis=-1)
+    return np.reciprocal(s, out=s)
 
 
 def entropy(logits: np.ndarray) -> np.ndarray:

@@ -23,8 +23,9 @@ _F32 = np.dtype(np.float32)       # numpy's one float32 dtype: an identity test 
 class Result:
     """outputs: (N, classes), the exit output each sample left with; stage_ms: wall time of each stage
     invocation (only the stages that ran). exits, scores and predictions are derived on first use, so
-    that a full-depth call does no numpy work after the last stage (the first numpy call after an
-    interpreter invocation runs on cold caches and costs tens of microseconds)."""
+    that a call does as little numpy work as it can after its last stage (the first numpy call after an
+    interpreter invocation runs on cold caches and costs tens of microseconds). exits None: every sample left at
+    exit `last`; scores None: the rule applied to outputs (scores given in another dtype become float64)."""
 
     __slots__ = ("outputs", "stage_ms", "_exits", "_scores", "_rule", "_last", "_predictions")
 
@@ -44,9 +45,10 @@ class Result:
     @property
     def scores(self) -> np.ndarray:
         """(N,) exit-rule score at the exit each sample left at."""
-        if self._scores is None:
-            self._scores = np.asarray(self._rule(self.outputs), dtype=np.float64)
-        return self._scores
+        s = self._scores
+        if s is None or s.dtype != np.float64:
+            self._scores = s = np.asarray(self._rule(self.outputs) if s is None else s, dtype=np.float64)
+        return s
 
     @property
     def predictions(self) -> np.ndarray:
@@ -85,6 +87,7 @@ class EarlyExitRunner:
         self._steps = self._make_steps([self._make_runner(st, ident, delegates)
                                         for st, ident in zip(self.manifest.stages, files)])
         self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
+        self._manifest_ths = [s.exit.threshold for s in self.manifest.stages]   # the manifest is frozen
         self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
         self._sample_shape = tuple(self.manifest.input.shape[1:])
         pre = self.manifest.input.preprocessing
@@ -167,11 +170,11 @@ class EarlyExitRunner:
         return len(self.manifest.stages)
 
     def thresholds(self) -> List[float]:
-        return [s.exit.threshold for s in self.manifest.stages]
+        return list(self._manifest_ths)
 
-    def _thresholds(self, given: Optional[Sequence[float]]) -> List[float]:
+    def _thresholds(self, given: Optional[Sequence[float]]) -> Sequence[float]:
         if given is None:
-            return self.thresholds()
+            return self._manifest_ths     # read only below
         try:
             ths = [float(t) for t in given]
         except (TypeError, ValueError):
@@ -238,17 +241,25 @@ class EarlyExitRunner:
                 continue
             out = res[nc]
             score = rule(res[nc + 1] if scored else out)
-            done = score >= ths[k]
-            if not done.any():
+            if n == 1:                           # one numpy scalar comparison instead of two array calls
+                if score[0] >= ths[k]:
+                    return Result(out, stage_ms, None, score, steps[-1].rule, k)
                 values = res[:nc]
                 continue
+            done = score >= ths[k]
+            hits = np.count_nonzero(done)
+            if hits == 0:
+                values = res[:nc]
+                continue
+            if active is None and hits == n:     # every sample leaves here: no bookkeeping
+                return Result(out, stage_ms, None, score, steps[-1].rule, k)
             if active is None:
                 active = np.arange(n)
                 outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
                 exits, scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
             idx = active[done]
             outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
-            if done.all():
+            if hits == len(done):
                 break
             keep = ~done
             active = active[keep]
