@@ -203,11 +203,16 @@ def calibrate_cmd(bundle: str, data: str, max_drop: float, holdout: Optional[str
 @main.command("inspect")
 @click.argument("bundle", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (and report) as JSON.")
-def inspect_cmd(bundle: str, as_json: bool) -> None:
+@click.option("--ops", is_flag=True, help="Also time each operator of each stage here (ops cut out one by one).")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="--ops: run its first sample (default: zeros).")
+def inspect_cmd(bundle: str, as_json: bool, ops: bool, data: Optional[str]) -> None:
     """Show a bundle's stages, tensors, exits and sizes (checksums verified)."""
     from edgekit.manifest import REPORT_NAME, load_bundle
 
     m = load_bundle(bundle)
+    if ops and not as_json:
+        _ops_tables(bundle, data)
     if as_json:
         d = m.to_dict()
         rp = os.path.join(bundle, REPORT_NAME)
@@ -225,6 +230,19 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
              "-" if s.latency_ms is None else "{:.3f}".format(s.latency_ms)) for s in m.stages]
     _table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
     _precision_table(bundle)
+
+
+def _ops_tables(bundle: str, data: Optional[str]) -> None:
+    import numpy as np
+
+    from edgekit.bench.ops import ops_table, profile_ops
+    from edgekit.data import load_data
+    from edgekit.runtime import EarlyExitRunner
+
+    runner = EarlyExitRunner(bundle)
+    x = load_data(data).x[:1] if data else np.zeros((1,) + tuple(runner.manifest.input.shape[1:]), np.float32)
+    click.echo(ops_table(profile_ops(runner, x)))
+    click.echo()
 
 
 def _precision_table(bundle: str) -> None:
