@@ -131,6 +131,8 @@ class StageCall:
         w.Invoke(sub)
         if len(fetch) == 1:
             return [w.GetTensor(fetch[0], sub)]
+        if len(fetch) == 2:             # carried + exit, the most common stage
+            return [w.GetTensor(fetch[0], sub), w.GetTensor(fetch[1], sub)]
         return [w.GetTensor(i, sub) for i in fetch]
 
     def _replan(self, values: Sequence[Any]) -> None:

@@ -18,6 +18,7 @@ from edgekit.runtime.policy import exit_rule
 
 
 _F32 = np.dtype(np.float32)       # numpy's one float32 dtype: an identity test is the cheapest check
+_F64 = np.dtype(np.float64)
 
 
 class Result:
@@ -210,7 +211,7 @@ class EarlyExitRunner:
                                    full_depth)
         arr = self.prepare(x)
         n = arr.shape[0]
-        ths = self._thresholds(thresholds)
+        ths = self._manifest_ths if thresholds is None else self._thresholds(thresholds)
         steps = self._steps
         last = len(steps) - 1
         values = [arr]   # type: List[np.ndarray]  # what the next stage takes, for the samples still running
@@ -241,8 +242,11 @@ class EarlyExitRunner:
                 continue
             out = res[nc]
             score = rule(res[nc + 1] if scored else out)
-            if n == 1:                           # one numpy scalar comparison instead of two array calls
-                if score[0] >= ths[k]:
+            if n == 1:                           # Python floats instead of two array calls, same answer:
+                th = ths[k]                      # score >= th on an array compares in the score's dtype
+                if score.dtype is not _F64:
+                    th = float(score.dtype.type(th))
+                if score.item(0) >= th:
                     return Result(out, stage_ms, None, score, steps[-1].rule, k)
                 values = res[:nc]
                 continue
