@@ -1,0 +1,75 @@
+"""int8 stages with a thin stem convolution kept float (convert/quantize.int8_stage) and the per-op profile
+(bench/ops.py)."""
+import numpy as np
+import pytest
+
+from edgekit.bench.ops import ops_table, profile_stage
+from edgekit.convert.precision.graph import read_ops
+from edgekit.convert.quantize import int8_stage, quantize_stage, stem_scopes
+from edgekit.runtime.interpreter import StageCall, load_backend
+
+
+@pytest.fixture(scope="module")
+def stem_model():
+    """A 1-channel image through a stem convolution, a second convolution and a dense exit."""
+    import keras
+
+    inp = keras.Input((16, 16, 1), name="image")
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="body")(h)
+    out = keras.layers.Dense(4, name="exit0")(keras.layers.Flatten()(h))
+    model = keras.Model(inp, {"exit0": out})
+    x = np.random.default_rng(3).random((64, 16, 16, 1), dtype=np.float32)
+    return model, x
+
+
+def _outputs(blob, x):
+    call = StageCall(load_backend().interpreter(model_content=blob).get_signature_runner())
+    return np.concatenate([call(image=x[i:i + 1])["exit0"] for i in range(len(x))])
+
+
+def test_stem_scopes_name_only_the_thin_input_convolution(stem_model):
+    model, x = stem_model
+    fblob = quantize_stage(model, "float32", {"image": x})
+    scopes = stem_scopes(fblob)
+    ops = {o.scope: o.op for o in read_ops(fblob)}
+    assert len(scopes) == 1 and ops[scopes[0]] == "CONV_2D" and "stem" in scopes[0]
+
+
+def test_int8_stage_keeps_the_stem_float_when_that_measures_faster(stem_model):
+    model, x = stem_model
+    seen = []
+
+    def kept_faster(blobs):
+        seen.append(len(blobs))
+        return [2.0, 1.0]
+
+    built = int8_stage(model, {"image": x}, kept_faster)
+    assert seen == [2] and len(built.float_stems) == 1
+    assert built.measured_ms == {"int8": 2.0, "int8+float stem": 1.0}
+    ops = [o.op for o in read_ops(built.blob)]
+    assert ops[0] == "CONV_2D" and "QUANTIZE" in ops[1:3]          # float stem, then into int8
+    ref = np.asarray(model(x)["exit0"])
+    plain = _outputs(quantize_stage(model, "int8", {"image": x}), x)
+    got = _outputs(built.blob, x)
+    err, plain_err = np.abs(got - ref).max(), np.abs(plain - ref).max()
+    assert err < 0.1 * max(1.0, np.abs(ref).max())
+    assert err <= plain_err * 1.5          # a float stem adds no error of its own
+
+
+def test_int8_stage_keeps_the_plain_build_when_it_is_faster(stem_model):
+    model, x = stem_model
+    built = int8_stage(model, {"image": x}, lambda blobs: [1.0, 2.0])
+    assert built.float_stems == ()
+    assert read_ops(built.blob)[0].op == "QUANTIZE"
+
+
+def test_per_op_profile_lists_every_op_once(stem_model):
+    model, x = stem_model
+    blob = quantize_stage(model, "int8", {"image": x})
+    stage_ms, ops = profile_stage(load_backend(), blob, [x[:1]], rounds=20, warmup=2)
+    names = [o.op for o in read_ops(blob)]
+    assert [o.op for o in ops] == names and [o.index for o in ops] == list(range(len(names)))
+    assert abs(sum(o.share for o in ops) - 1.0) < 1e-9
+    assert stage_ms > 0 and all(o.ms > 0 and o.kernel in ("xnnpack", "builtin") for o in ops)
+    assert ops[0].dtype == "float32->int8" and ops[-1].dtype == "int8->float32"
