@@ -1,0 +1,91 @@
+"""Each int8 stage of the demo against its float32 twin, with the per-op table that shows where time goes.
+
+Converts the demo (edgekit/assets/demo_digits.keras, 3 exits) for this machine (host-x86_64) at int8 and at
+float32, then times every stage of both bundles call by call in turn (batch 1, 1 thread, a test image fed
+through the stages before it), so a busy machine slows them alike, and prints the medians. Then the per-op
+tables (edgekit/bench/ops.py: each op cut out and timed alone) of both bundles.
+Goal: every int8 stage no slower than its float32 twin.
+
+    python benchmarks/bench_stages.py [--rounds 3000] [--int8 DIR --float32 DIR]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from edgekit.bench.ops import ops_table, profile_ops  # noqa: E402
+from edgekit.data import load_data  # noqa: E402
+from edgekit.runtime import EarlyExitRunner  # noqa: E402
+
+CALIB = os.path.join(ROOT, "calibration", "digits_calib.npz")
+TEST = os.path.join(ROOT, "calibration", "digits_test.npz")
+DEMO = os.path.join(ROOT, "edgekit", "assets", "demo_digits.keras")
+
+
+def convert(precision, tmp):
+    from edgekit.convert import ConvertOptions, convert as run
+
+    return run(ConvertOptions(DEMO, "host-x86_64", CALIB, os.path.join(tmp, precision), precision=precision)).bundle_dir
+
+
+def stage_feeds(runner, x):
+    """Per stage, its input values for sample x (batch 1)."""
+    values, feeds = [runner.prepare(x)], []
+    for k, step in enumerate(runner._steps):
+        feeds.append(values)
+        res, _ = runner.invoke_stage(k, values, step.fetch)
+        values = res[:step.carried]
+    return feeds
+
+
+def stage_medians(runners, x, rounds, warmup=300):
+    """Median ms of every stage of every runner, all called in turn each round."""
+    calls = [(r._steps[k].call, f, r._steps[k].fetch) for r in runners for k, f in enumerate(stage_feeds(r, x))]
+    times = [[] for _ in calls]
+    clock = time.perf_counter
+    for i in range(warmup + rounds):
+        for (call, feed, fetch), acc in zip(calls, times):
+            t0 = clock()
+            call.invoke(feed, fetch)
+            if i >= warmup:
+                acc.append(clock() - t0)
+    med = [float(np.median(t)) * 1000.0 for t in times]
+    n = len(runners[0]._steps)
+    return [med[j * n:(j + 1) * n] for j in range(len(runners))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3000)
+    ap.add_argument("--int8", default=None, help="an int8 demo bundle (default: convert one)")
+    ap.add_argument("--float32", default=None, help="a float32 demo bundle (default: convert one)")
+    args = ap.parse_args()
+    x = load_data(TEST).x[:1].astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        i8 = EarlyExitRunner(args.int8 or convert("int8", tmp))
+        f32 = EarlyExitRunner(args.float32 or convert("float32", tmp))
+        ms_i8, ms_f32 = stage_medians([i8, f32], x, args.rounds)
+        tables = [ops_table(profile_ops(r, x)) for r in (i8, f32)]
+    print("demo stages on this machine ({} {}), batch 1, 1 thread, {} rounds, all stages interleaved".format(
+        i8.backend.name, i8.backend.version, args.rounds))
+    print("{:>5} {:>10} {:>12} {:>12} {:>8}".format("stage", "MFLOPs", "int8 ms", "float32 ms", "ratio"))
+    for k, st in enumerate(i8.manifest.stages):
+        print("{:>5} {:>10.1f} {:>12.4f} {:>12.4f} {:>8.2f}".format(k, st.flops / 1e6, ms_i8[k], ms_f32[k],
+                                                                     ms_i8[k] / ms_f32[k]))
+    print()
+    for t in tables:
+        print(t)
+        print()
+    worst = max(a / b for a, b in zip(ms_i8, ms_f32))
+    print("goal: every int8 stage no slower than its float32 twin: {} (worst int8/float32 {:.2f})".format(
+        "met" if worst <= 1.0 else "NOT met", worst))
+
+
+if __name__ == "__main__":
+    main()
