@@ -73,3 +73,18 @@ def test_per_op_profile_lists_every_op_once(stem_model):
     assert abs(sum(o.share for o in ops) - 1.0) < 1e-9
     assert stage_ms > 0 and all(o.ms > 0 and o.kernel in ("xnnpack", "builtin") for o in ops)
     assert ops[0].dtype == "float32->int8" and ops[-1].dtype == "int8->float32"
+
+
+def test_inspect_ops_prints_a_table_per_stage(demo_bundles):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+    from edgekit.manifest import load_bundle
+
+    bundle = demo_bundles("int8")
+    res = CliRunner().invoke(main, ["inspect", bundle, "--ops"])
+    assert res.exit_code == 0, res.output
+    stages = load_bundle(bundle).stages
+    heads = [line for line in res.stdout.splitlines() if line.startswith("stage ") and "whole stage" in line]
+    assert len(heads) == len(stages)
+    assert "CONV_2D" in res.stdout and "share" in res.stdout

@@ -15,13 +15,15 @@ Reads and writes the flatbuffer with the schema module that ships with ai_edge_l
 tflite_runtime alone has none.
 """
 import copy
+import hashlib
+import os
 import time
 import warnings
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
+from edgekit.errors import BundleError, EdgekitError
 from edgekit.runtime.interpreter import Backend
 
 
@@ -159,13 +161,14 @@ def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rou
 def profile_ops(runner: Any, x: np.ndarray, rounds: int = 300) -> List[StageOps]:
     """Per stage of an EarlyExitRunner's bundle: per-op times on sample x[:1] (each stage fed what the stage
     before it hands on for that sample)."""
-    import os
-
     values = [runner.prepare(x[:1])]
     result = []
     for k, (step, st) in enumerate(zip(runner._steps, runner.manifest.stages)):
-        with open(os.path.join(runner.bundle_dir, st.file), "rb") as f:
+        path = os.path.join(runner.bundle_dir, st.file)
+        with open(path, "rb") as f:
             blob = f.read()
+        if hashlib.sha256(blob).hexdigest() != st.sha256:      # the bytes profiled are the bytes the manifest names
+            raise BundleError("stage file {} changed since the bundle was loaded; load it again".format(path))
         order = _subgraph_inputs(runner.backend, blob, step.call.input_names)
         stage_ms, ops = profile_stage(runner.backend, blob, [values[i] for i in order], rounds)
         result.append(StageOps(k, st.file, st.precision, stage_ms, tuple(ops)))
