@@ -3,7 +3,7 @@ once); it must answer exactly what the batch path answers."""
 import numpy as np
 
 from edgekit.runtime import EarlyExitRunner
-from edgekit.runtime.policy import max_softmax, softmax
+from edgekit.runtime.policy import QUICK_MARGIN, max_softmax, max_softmax_decides, softmax
 
 
 def test_max_softmax_is_the_largest_probability():
@@ -13,6 +13,26 @@ def test_max_softmax_is_the_largest_probability():
     ints = np.array([[3, 1, 0], [0, 0, 0]], dtype=np.int32)
     np.testing.assert_allclose(max_softmax(ints), softmax(ints.astype(np.float64)).max(axis=-1))
     np.testing.assert_allclose(max_softmax(z.reshape(7, 2, 5)), max_softmax(z))
+
+
+def test_quick_decision_agrees_with_the_score_or_abstains():
+    rng = np.random.default_rng(1)
+    answered = 0
+    for _ in range(3000):
+        z = (rng.normal(size=(1, 10)) * rng.uniform(0.1, 6)).astype(np.float32)
+        s = float(max_softmax(z)[0])
+        for th in (rng.uniform(0, 1), s, s + QUICK_MARGIN / 2, s - 2 * QUICK_MARGIN, s + 2 * QUICK_MARGIN):
+            got = max_softmax_decides(z, float(th))
+            if got is not None:
+                answered += 1
+                assert got == bool((max_softmax(z) >= th)[0])
+        assert max_softmax_decides(z, s) is None               # too close to call: numpy decides
+    assert answered >= 8900                                   # abstains only near the score
+    assert max_softmax_decides(np.array([[np.nan, 1.0]], np.float32), 0.1) is None
+    assert max_softmax_decides(np.array([[np.inf, 1.0]], np.float32), 0.1) is None
+    assert max_softmax_decides(np.zeros((1, 10), np.float16), 0.01) is None     # float16 rounds coarser
+    assert max_softmax_decides(np.zeros((1, 1000), np.float32), 0.0001) is None
+    assert max_softmax_decides(np.zeros((1, 10), np.float32), 0.01) is True
 
 
 def test_batch_one_decides_like_the_batch_at_the_threshold(demo_bundles, test_split):

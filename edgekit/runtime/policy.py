@@ -8,7 +8,8 @@ axis per sample is flattened first):
 - margin: top-1 minus top-2 class probability, in [0, 1];
 - learned: a model output named as the exit's score (e.g. a quality-assessment head), taken as is.
 """
-from typing import Callable, Dict
+import math
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
@@ -38,6 +39,30 @@ def max_softmax(logits: np.ndarray) -> np.ndarray:
     return np.reciprocal(s, out=s)
 
 
+QUICK_MAX_VALUES = 64    # above this many values per sample a Python loop costs more than numpy's fixed costs
+QUICK_MARGIN = 1e-4      # far above the float32 rounding of max_softmax (a few 1e-7 relative)
+
+
+def max_softmax_decides(logits: np.ndarray, threshold: float) -> Optional[bool]:
+    """One sample: max_softmax(logits) >= threshold, computed on Python floats (a few numpy calls cost more than
+    this at batch 1). None when it cannot be sure to agree with max_softmax, which computes in the logits' own
+    dtype: the score within QUICK_MARGIN of the threshold, a non-finite value, or too many values."""
+    if logits.size > QUICK_MAX_VALUES or logits.dtype.char not in "fd":     # float32 / float64 only
+        return None
+    row = logits.ravel().tolist()
+    m = max(row)
+    total = 0.0
+    exp = math.exp
+    for v in row:
+        total += exp(v - m)
+    d = 1.0 / total - threshold if total > 0.0 else math.nan
+    if d > QUICK_MARGIN:
+        return True
+    if d < -QUICK_MARGIN:
+        return False
+    return None                 # near the threshold, or NaN (every comparison with NaN is false)
+
+
 def entropy(logits: np.ndarray) -> np.ndarray:
     p = softmax(_flat(logits).astype(np.float64))
     h = -np.sum(p * np.log(np.clip(p, 1e-12, 1.0)), axis=-1)
@@ -61,6 +86,8 @@ EXIT_RULES: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "learned": learned,
 }
 DEFAULT_RULE = "max_softmax"
+# rule -> a one-sample decision on Python floats that agrees with the rule's own score wherever it answers
+QUICK_DECIDE: Dict[str, Callable[[np.ndarray, float], Optional[bool]]] = {"max_softmax": max_softmax_decides}
 
 
 def exit_rule(rule: str) -> Callable[[np.ndarray], np.ndarray]:

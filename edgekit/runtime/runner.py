@@ -14,7 +14,7 @@ from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.guard import FileId, check_batch, load_checked, resolve_max_batch, same_file
 from edgekit.runtime.interpreter import Backend, StageCall, load_backend
-from edgekit.runtime.policy import exit_rule
+from edgekit.runtime.policy import QUICK_DECIDE, exit_rule
 
 
 _F32 = np.dtype(np.float32)       # numpy's one float32 dtype: an identity test is the cheapest check
@@ -26,7 +26,7 @@ class Result:
     invocation (only the stages that ran). exits, scores and predictions are derived on first use, so
     that a call does as little numpy work as it can after its last stage (the first numpy call after an
     interpreter invocation runs on cold caches and costs tens of microseconds). exits None: every sample left at
-    exit `last`; scores None: the rule applied to outputs (scores given in another dtype become float64)."""
+    exit `last`; scores None: `rule` (that exit's) applied to outputs; scores in another dtype become float64."""
 
     __slots__ = ("outputs", "stage_ms", "_exits", "_scores", "_rule", "_last", "_predictions")
 
@@ -67,6 +67,7 @@ class Step(NamedTuple):
     carried: int                     # how many carried outputs lead fetch
     scored: bool                     # a separate score output follows the exit output (rule "learned")
     rule: Callable[[np.ndarray], np.ndarray]
+    quick: Optional[Callable[[np.ndarray, float], Optional[bool]]]   # the rule's one-sample decision, if any
 
 
 class EarlyExitRunner:
@@ -145,7 +146,7 @@ class EarlyExitRunner:
                                                                    sorted(t.name for t in st.carried)))
             fetch = call.indices(nxt + [st.exit.name] + ([st.exit.score] if st.exit.score else []))
             steps.append(Step(call, fetch, fetch[:len(nxt)] if nxt else fetch, len(nxt), bool(st.exit.score),
-                              exit_rule(st.exit.rule)))
+                              exit_rule(st.exit.rule), None if st.exit.score else QUICK_DECIDE.get(st.exit.rule)))
         return steps
 
     def invoke_stage(self, k: int, values: List[np.ndarray], fetch: Sequence[int]) -> Tuple[List[np.ndarray], float]:
@@ -220,7 +221,7 @@ class EarlyExitRunner:
         stage_ms = []    # type: List[float]
         clock = time.perf_counter
         locks = self._locks
-        for k, (call, fetch, fetch_carried, nc, scored, rule) in enumerate(steps):
+        for k, (call, fetch, fetch_carried, nc, scored, rule, quick) in enumerate(steps):
             with locks[k]:                  # invoke_stage(), inline: this loop is the runtime's hot path
                 t0 = clock()
                 try:
@@ -241,6 +242,13 @@ class EarlyExitRunner:
                 values = res
                 continue
             out = res[nc]
+            if n == 1 and quick is not None:     # decided on Python floats unless too close to call
+                leaves = quick(out, ths[k])
+                if leaves is not None:
+                    if leaves:                   # the score is derived on first use, by this exit's rule
+                        return Result(out, stage_ms, None, None, rule, k)
+                    values = res[:nc]
+                    continue
             score = rule(res[nc + 1] if scored else out)
             if n == 1:                           # Python floats instead of two array calls, same answer:
                 th = ths[k]                      # score >= th on an array compares in the score's dtype
