@@ -1,22 +1,24 @@
-"""int8 stages with a thin stem convolution kept float (convert/quantize.int8_stage) and the per-op profile
-(bench/ops.py)."""
+"""int8 stages with some ops kept float (convert/quantize.int8_stage: a thin stem convolution, ops the delegate
+takes only at float32) and the per-op profile (bench/ops.py)."""
 import numpy as np
 import pytest
 
 from edgekit.bench.ops import ops_table, profile_stage
 from edgekit.convert.precision.graph import read_ops
-from edgekit.convert.quantize import int8_stage, quantize_stage, stem_scopes
+from edgekit.bench.ops import delegated_alone
+from edgekit.convert.quantize import int8_stage, off_delegate_scopes, quantize_stage, stem_scopes
 from edgekit.runtime.interpreter import StageCall, load_backend
 
 
 @pytest.fixture(scope="module")
 def stem_model():
-    """A 1-channel image through a stem convolution, a second convolution and a dense exit."""
+    """A 1-channel image through a stem convolution, a second convolution, average pooling and a dense exit."""
     import keras
 
     inp = keras.Input((16, 16, 1), name="image")
     h = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
     h = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="body")(h)
+    h = keras.layers.AveragePooling2D(2, name="pool")(h)
     out = keras.layers.Dense(4, name="exit0")(keras.layers.Flatten()(h))
     model = keras.Model(inp, {"exit0": out})
     x = np.random.default_rng(3).random((64, 16, 16, 1), dtype=np.float32)
@@ -36,7 +38,18 @@ def test_stem_scopes_name_only_the_thin_input_convolution(stem_model):
     assert len(scopes) == 1 and ops[scopes[0]] == "CONV_2D" and "stem" in scopes[0]
 
 
-def test_int8_stage_keeps_the_stem_float_when_that_measures_faster(stem_model):
+def test_off_delegate_scopes_name_the_ops_xnnpack_takes_only_in_float(stem_model):
+    model, x = stem_model
+    fblob, iblob = (quantize_stage(model, p, {"image": x}) for p in ("float32", "int8"))
+    found = off_delegate_scopes(iblob, fblob)
+    fops = {o.scope: (o.op, d) for o, d in zip(read_ops(fblob), delegated_alone(load_backend(), fblob))}
+    assert found and all(fops[s][1] for s in found)           # each is delegated at float32
+    assert [fops[s][0] for s in found] == ["AVERAGE_POOL_2D"]  # ai-edge-litert 2.1.0: no int8 average pooling
+    idel = dict(zip([o.op for o in read_ops(iblob)], delegated_alone(load_backend(), iblob)))
+    assert idel["AVERAGE_POOL_2D"] is False and idel["CONV_2D"] is True
+
+
+def test_int8_stage_keeps_the_float_ops_when_that_measures_faster(stem_model):
     model, x = stem_model
     seen = []
 
@@ -45,8 +58,8 @@ def test_int8_stage_keeps_the_stem_float_when_that_measures_faster(stem_model):
         return [2.0, 1.0]
 
     built = int8_stage(model, {"image": x}, kept_faster)
-    assert seen == [2] and len(built.float_stems) == 1
-    assert built.measured_ms == {"int8": 2.0, "int8+float stem": 1.0}
+    assert seen == [2] and len(built.float_ops) == 2 and "stem" in built.float_ops[0]
+    assert built.measured_ms == {"int8": 2.0, "int8+float ops": 1.0}
     ops = [o.op for o in read_ops(built.blob)]
     assert ops[0] == "CONV_2D" and "QUANTIZE" in ops[1:3]          # float stem, then into int8
     ref = np.asarray(model(x)["exit0"])
@@ -54,13 +67,13 @@ def test_int8_stage_keeps_the_stem_float_when_that_measures_faster(stem_model):
     got = _outputs(built.blob, x)
     err, plain_err = np.abs(got - ref).max(), np.abs(plain - ref).max()
     assert err < 0.1 * max(1.0, np.abs(ref).max())
-    assert err <= plain_err * 1.5          # a float stem adds no error of its own
+    assert err <= plain_err * 1.5          # float ops add no error of their own
 
 
 def test_int8_stage_keeps_the_plain_build_when_it_is_faster(stem_model):
     model, x = stem_model
     built = int8_stage(model, {"image": x}, lambda blobs: [1.0, 2.0])
-    assert built.float_stems == ()
+    assert built.float_ops == ()
     assert read_ops(built.blob)[0].op == "QUANTIZE"
 
 

@@ -95,6 +95,16 @@ def one_op_models(blob: bytes) -> List[Tuple[str, str, bytes, Tuple[int, ...]]]:
     return out
 
 
+def delegated_alone(backend: Backend, blob: bytes) -> List[bool]:
+    """Per op of subgraph 0: whether the default delegate (XNNPACK) takes it when it runs alone."""
+    return [_delegated(_interpreter(backend, one, builtin=False)) for _, _, one, _ in one_op_models(blob)]
+
+
+def _delegated(interp: Any) -> bool:
+    """A one-op model the delegate took has a second node: the delegate's."""
+    return len(interp._get_ops_details()) > 1
+
+
 def _interpreter(backend: Backend, blob: bytes, builtin: bool) -> Any:
     kwargs = {"model_content": blob, "num_threads": 1}
     if builtin:
@@ -148,7 +158,7 @@ def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rou
                 for d, t in zip(it.get_input_details(), ins):
                     it.set_tensor(d["index"], full.get_tensor(t))
             store.append(it)
-        kernels.append("xnnpack" if len(default[-1]._get_ops_details()) > 1 else "builtin")
+        kernels.append("xnnpack" if _delegated(default[-1]) else "builtin")
     timed = [whole] + default + [b for b in builtin if b is not None]
     ms = _median_ms(timed, rounds, warmup)
     op_ms = ms[1:1 + len(ops)]

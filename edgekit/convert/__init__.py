@@ -147,13 +147,13 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     plan = _precision_plan(opts, stages, target, x, calib.y, input_name) if precision == "adaptive" else None
     threads = target.default_threads if target.arch == "x86_64" else 1
     blobs: List[bytes] = []
-    stems: Dict[str, Any] = {}
+    float_ops: Dict[str, Any] = {}
     for st, feed in zip(stages, feeds):
         if plan is None and precision == "int8":
             built = int8_stage(st.model, feed, lambda bs: measure.interleaved_ms(bs, feed, threads))
             blobs.append(built.blob)
             if built.measured_ms:
-                stems[str(st.index)] = {"float32_ops": list(built.float_stems), "median_ms": built.measured_ms}
+                float_ops[str(st.index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms}
         else:
             blobs.append(plan.blobs[st.index] if plan else quantize_stage(st.model, precision, feed))
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
@@ -187,8 +187,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
-    if stems:
-        report["int8_stems"] = dict(stems, measured_on="the converting machine, batch 1, interleaved")
+    if float_ops:
+        report["int8_float_ops"] = dict(float_ops, measured_on="the converting machine, batch 1, interleaved")
     if attached is not None:
         report["exits"] = attached.report
     if pruned is not None:

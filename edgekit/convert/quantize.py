@@ -7,10 +7,11 @@ Input and output names of the signature are the stage's tensor names (dict outpu
 converter (its quantization debugger's denylist keeps those ops float; ops without an int8 kernel fall back to
 float); any other mix (int4w, int16x8 beside int8) through ai-edge-quantizer per-op recipes.
 
-int8_stage builds a whole-stage int8 stage but keeps a thin stem convolution (one reading the float stage input
-with at most STEM_CHANNELS channels) in float32 when that measures faster here: XNNPACK's int8 convolution
-with 1 input channel ran 7x slower than its float32 twin (40 vs 5.7 us on a 32x32x1 -> 16 input), enough to
-make a whole int8 first stage slower than the float32 one; the float stem costs a QUANTIZE of its output.
+int8_stage builds a whole-stage int8 stage but keeps some ops float32 when that measures faster here: a thin stem
+convolution (one reading the float stage input with at most STEM_CHANNELS channels: XNNPACK's int8 convolution
+with 1 input channel ran 7x slower than its float32 twin, 40 vs 5.7 us on 32x32x1 -> 16) and the ops XNNPACK
+takes at float32 but not at int8 (e.g. AVERAGE_POOL_2D, which then splits the delegated graph in two). Both
+made the demo's int8 first stage slower than its float32 twin; the float ops cost (DE)QUANTIZE ops around them.
 """
 import os
 import tempfile
@@ -142,8 +143,8 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
 
 class Int8Stage(NamedTuple):
     blob: bytes
-    float_stems: Tuple[str, ...]        # op scopes kept float32 (empty: the plain int8 build was faster)
-    measured_ms: Dict[str, float]       # median batch-1 ms of each candidate, interleaved ("int8", "int8+float stem")
+    float_ops: Tuple[str, ...]          # op scopes kept float32 (empty: the plain int8 build was faster)
+    measured_ms: Dict[str, float]       # median batch-1 ms of each candidate, interleaved ("int8", "int8+float ops")
 
 
 def stem_scopes(float_blob: bytes) -> List[str]:
@@ -158,17 +159,41 @@ def stem_scopes(float_blob: bytes) -> List[str]:
             and 0 < int(sg.tensors[o.inputs[0]].shape[-1]) <= STEM_CHANNELS]
 
 
+def off_delegate_scopes(int8_blob: bytes, float_blob: bytes) -> List[str]:
+    """Float scopes of the ops the default delegate takes at float32 but not at int8 (each op alone): in an int8
+    stage such an op runs on TFLite's own kernels and cuts the delegate's partition in two. The k-th op of a
+    type in the int8 build is the k-th of that type in the float build (int8 only adds (DE)QUANTIZE ops)."""
+    from edgekit.bench.ops import delegated_alone
+    from edgekit.convert.precision.graph import read_ops
+    from edgekit.runtime.interpreter import load_backend
+
+    backend = load_backend()
+    twins = {}   # type: Dict[str, List[Tuple[str, bool]]]
+    for o, d in zip(read_ops(float_blob), delegated_alone(backend, float_blob)):
+        twins.setdefault(o.op, []).append((o.scope, d))
+    seen = {}    # type: Dict[str, int]
+    found = []
+    for o, d in zip(read_ops(int8_blob), delegated_alone(backend, int8_blob)):
+        j = seen.get(o.op, 0)
+        seen[o.op] = j + 1
+        if o.op not in ("QUANTIZE", "DEQUANTIZE") and not d and j < len(twins.get(o.op, [])) and twins[o.op][j][1]:
+            found.append(twins[o.op][j][0])
+    return found
+
+
 def int8_stage(model, feeds: Dict[str, np.ndarray],
                time_blobs: Callable[[Sequence[bytes]], List[float]]) -> Int8Stage:
-    """The int8 build of a stage, with its thin stem convolutions kept float32 when time_blobs (median ms of
-    each blob, measured interleaved) says that is faster."""
+    """The int8 build of a stage, with its thin stem convolutions and the ops the delegate takes only at float32
+    kept float32 when time_blobs (median ms of each blob, measured interleaved) says that is faster."""
     plain = _convert(model, "int8", feeds)
-    stems = stem_scopes(_convert(model, "float32", feeds))
-    if not stems:
+    fblob = _convert(model, "float32", feeds)
+    keep = stem_scopes(fblob)
+    keep += [s for s in off_delegate_scopes(plain, fblob) if s not in keep]
+    if not keep:
         return Int8Stage(plain, (), {})
-    kept = _convert(model, "int8", feeds, denylist=stems)
+    kept = _convert(model, "int8", feeds, denylist=keep)
     ms = time_blobs([plain, kept])
-    measured = {"int8": round(ms[0], 4), "int8+float stem": round(ms[1], 4)}
+    measured = {"int8": round(ms[0], 4), "int8+float ops": round(ms[1], 4)}
     if ms[1] < ms[0]:
-        return Int8Stage(kept, tuple(stems), measured)
+        return Int8Stage(kept, tuple(keep), measured)
     return Int8Stage(plain, (), measured)
