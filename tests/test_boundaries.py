@@ -237,3 +237,23 @@ def test_runtime_refuses_a_stage_file_whose_tensor_shape_differs_from_the_manife
     edit_manifest(bundle, widen)
     with pytest.raises(BundleError, match="in the file, the manifest says"):
         EarlyExitRunner(bundle)
+
+
+def test_a_float_op_reading_the_carried_tensor_keeps_its_dequantize(demo_model, test_split):
+    """Stage 0 with its exit's pooling kept float (int8_stage): the carried tensor still crosses as int8."""
+    from edgekit.convert.quantize import int8_stage
+
+    stages = split_model(demo_model)[:2]
+    x = test_split.x[:64].astype(np.float32)
+    feeds = stage_inputs(stages, x, "image")
+    first = int8_stage(stages[0].model, feeds[0], lambda blobs: [2.0, 1.0])   # keep the float ops
+    assert any("pool" in s for s in first.float_ops)
+    blobs = [first.blob, quantize_stage(stages[1].model, "int8", feeds[1])]
+    lean, quant = integer_boundaries(blobs, [s.input_names for s in stages], [s.carried_names for s in stages])
+    assert set(quant[0]) == set(stages[0].carried_names) and quant[0] == quant[1]
+    assert "DEQUANTIZE" in _ops(lean[0])[:-1]          # still there for the float pooling
+    ref, _ = _chain(_calls(blobs), stages, x[:16], "image")
+    got, env = _chain(_calls(lean), stages, x[:16], "image")
+    for r, g in zip(ref, got):
+        np.testing.assert_array_equal(r, g)
+    assert all(env[n].dtype == np.int8 for n in stages[0].carried_names)

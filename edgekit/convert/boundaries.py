@@ -5,7 +5,8 @@ and the next stage starts with QUANTIZE: at every cut the carried tensor is conv
 back, with the same scale (both sides are calibrated on the same values), and copied at four times the bytes.
 This pass removes that pair. For each carried tensor whose producer ends in DEQUANTIZE of an integer tensor and
 whose consumer starts with QUANTIZE to an integer tensor of the same type and quantization (manifest's
-same_quantization), the signature tensor of both stages becomes the integer tensor. Results are unchanged:
+same_quantization), the signature tensor of both stages becomes the integer tensor (the producer keeps its
+DEQUANTIZE when its own float ops read the float tensor too). Results are unchanged:
 dequantize then quantize with equal parameters is the identity on integers. The bundle's input and the exit
 outputs stay float; a boundary that does not match (float stages, a float fallback, an op-level mix
 without the pair) stays float.
@@ -44,6 +45,7 @@ class _Graph:
         self.sig = self.model.signatureDefs[0] if self.model.signatureDefs and len(self.model.subgraphs) == 1 \
             else None
         self.remove = set()                      # ops to drop
+        self.changed = False
 
     def _quant(self, t: int) -> Optional[Quant]:
         tensor = self.sg.tensors[t]
@@ -68,9 +70,10 @@ class _Graph:
         return None
 
     def output_side(self, name: str) -> Optional[_Side]:
-        """The signature output `name` is DEQUANTIZE(integer tensor), used by nothing else."""
+        """The signature output `name` is DEQUANTIZE(integer tensor). When ops of this stage read the float tensor
+        too (a float op kept in an int8 stage), the DEQUANTIZE stays for them (op -1: nothing to remove)."""
         t = self._signature_tensor(name, inputs=False)
-        if t is None or self.sg.tensors[t].type != FLOAT32 or self._uses(t) or t in list(self.sg.inputs):
+        if t is None or self.sg.tensors[t].type != FLOAT32 or t in list(self.sg.inputs):
             return None
         prod = self._producers(t)
         if len(prod) != 1 or opcode(self.model, self.sg.operators[prod[0]]) != DEQUANTIZE:
@@ -79,7 +82,7 @@ class _Graph:
         quant = self._quant(src)
         if quant is None or src in [int(v) for v in self.sg.outputs]:
             return None
-        return _Side(prod[0], t, src, quant)
+        return _Side(-1 if self._uses(t) else prod[0], t, src, quant)
 
     def input_side(self, name: str) -> Optional[_Side]:
         """The signature input `name` feeds one QUANTIZE to an integer tensor and nothing else."""
@@ -102,7 +105,9 @@ class _Graph:
         for tm in (self.sig.inputs if inputs else self.sig.outputs):
             if int(tm.tensorIndex) == side.float_tensor:
                 tm.tensorIndex = side.int_tensor
-        self.remove.add(side.op)
+        self.changed = True
+        if side.op >= 0:
+            self.remove.add(side.op)
 
     def to_bytes(self) -> bytes:
         from tensorflow.lite.tools import flatbuffer_utils as fbu
@@ -130,5 +135,5 @@ def integer_boundaries(blobs: Sequence[bytes], inputs: Sequence[Sequence[str]], 
             for j, side in ins:
                 graphs[j].rewire(side, inputs=True)
                 quant[j][name] = side.quant
-    return [g.to_bytes() if g.remove else bytes(b) for g, b in zip(graphs, blobs)], quant
+    return [g.to_bytes() if g.changed else bytes(b) for g, b in zip(graphs, blobs)], quant
 
