@@ -216,8 +216,7 @@ class EarlyExitRunner:
         steps = self._steps
         last = len(steps) - 1
         values = [arr]   # type: List[np.ndarray]  # what the next stage takes, for the samples still running
-        active = None    # type: Optional[np.ndarray]  # indices of samples still running; None = all of them
-        outputs = exits = scores = None   # type: Optional[np.ndarray]
+        batch = None     # type: Optional[_Batch]  # where samples left, once some (not all) have
         stage_ms = []    # type: List[float]
         clock = time.perf_counter
         locks = self._locks
@@ -231,52 +230,75 @@ class EarlyExitRunner:
                 stage_ms.append((clock() - t0) * 1000.0)
             if k == last:
                 out = res[nc]
-                if active is None:
-                    outputs = out
-                    if scored:
-                        scores = rule(res[nc + 1])
-                else:
-                    outputs[active], scores[active] = out, rule(res[nc + 1] if scored else out)
+                if batch is None:
+                    return Result(out, stage_ms, None, rule(res[nc + 1]) if scored else None, rule, last)
+                batch.finish(out, rule(res[nc + 1] if scored else out))
                 break
             if full_depth:
                 values = res
                 continue
             out = res[nc]
-            if n == 1 and quick is not None:     # decided on Python floats unless too close to call
-                leaves = quick(out, ths[k])
-                if leaves is not None:
-                    if leaves:                   # the score is derived on first use, by this exit's rule
-                        return Result(out, stage_ms, None, None, rule, k)
-                    values = res[:nc]
-                    continue
-            score = rule(res[nc + 1] if scored else out)
-            if n == 1:                           # Python floats instead of two array calls, same answer:
-                th = ths[k]                      # score >= th on an array compares in the score's dtype
-                if score.dtype is not _F64:
-                    th = float(score.dtype.type(th))
-                if score.item(0) >= th:
-                    return Result(out, stage_ms, None, score, steps[-1].rule, k)
+            if n == 1:
+                leaves, score = _one_leaves(out, res[nc + 1] if scored else out, rule, quick, ths[k])
+                if leaves:
+                    return Result(out, stage_ms, None, score, rule, k)
                 values = res[:nc]
                 continue
+            score = rule(res[nc + 1] if scored else out)
             done = score >= ths[k]
             hits = np.count_nonzero(done)
             if hits == 0:
                 values = res[:nc]
                 continue
-            if active is None and hits == n:     # every sample leaves here: no bookkeeping
-                return Result(out, stage_ms, None, score, steps[-1].rule, k)
-            if active is None:
-                active = np.arange(n)
-                outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
-                exits, scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
-            idx = active[done]
-            outputs[idx], exits[idx], scores[idx] = out[done], k, score[done]
+            if batch is None:
+                if hits == n:                    # every sample leaves here: no bookkeeping
+                    return Result(out, stage_ms, None, score, rule, k)
+                batch = _Batch(n, out, last)
             if hits == len(done):
+                batch.leave(k, out, score, done)
                 break
-            keep = ~done
-            active = active[keep]
+            keep = batch.leave(k, out, score, done)
             values = [c[keep] for c in res[:nc]]
-        return Result(outputs, stage_ms, exits, scores, steps[-1].rule, last)
+        return Result(batch.outputs, stage_ms, batch.exits, batch.scores, steps[-1].rule, last)
+
+
+def _one_leaves(out: np.ndarray, scored: np.ndarray, rule: Callable[[np.ndarray], np.ndarray],
+                quick: Optional[Callable[[np.ndarray, float], Optional[bool]]], th: float
+                ) -> Tuple[bool, Optional[np.ndarray]]:
+    """Batch 1: whether the sample leaves at this exit, and its score (None: derived on first use). The rule's
+    quick decision on Python floats when it has one and is sure; else the score compared as the batch path
+    compares it (an array against a Python float compares in the array's dtype), on Python floats."""
+    if quick is not None:
+        leaves = quick(out, th)
+        if leaves is not None:
+            return leaves, None
+    score = rule(scored)
+    if score.dtype is not _F64:
+        th = float(score.dtype.type(th))
+    return score.item(0) >= th, score
+
+
+class _Batch:
+    """Where each sample of a batch left, filled in as samples exit (made at the first partial exit)."""
+
+    __slots__ = ("active", "outputs", "exits", "scores")
+
+    def __init__(self, n: int, out: np.ndarray, last: int) -> None:
+        self.active = np.arange(n)      # indices of the samples still running
+        self.outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
+        self.exits, self.scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
+
+    def leave(self, k: int, out: np.ndarray, score: np.ndarray, done: np.ndarray) -> np.ndarray:
+        """The running samples marked in done leave at exit k; returns the mask of those that go on."""
+        idx = self.active[done]
+        self.outputs[idx], self.exits[idx], self.scores[idx] = out[done], k, score[done]
+        keep = ~done
+        self.active = self.active[keep]
+        return keep
+
+    def finish(self, out: np.ndarray, score: np.ndarray) -> None:
+        """The samples still running answer from the last exit."""
+        self.outputs[self.active], self.scores[self.active] = out, score
 
 
 def exit_outputs(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -> List[List[np.ndarray]]:
