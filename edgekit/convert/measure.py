@@ -54,7 +54,6 @@ def max_abs_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> List[floa
     return [float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) for p, q in zip(a, b)]
 
 
-
 def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1, rounds: int = 400,
                    warmup: int = 40) -> List[float]:
     """Median batch-1 milliseconds of each blob (same signature) on feed, the candidates called in turn each
