@@ -2,7 +2,8 @@
 
 Time moves only when the code under test waits (`sleep`) or when a `CostedRunner` runs a call: then it moves by
 the bundle's fixed stage costs (manifest latency_ms, see bundle_edit.set_stage_costs) of the stages that ran.
-The stages themselves are real TFLite interpreters; only the clock is simulated.
+The stages themselves are real TFLite interpreters; only the clock is simulated. A meter's background sampler
+is waited for (`wait_for_samples`), never slept for.
 """
 import threading
 from typing import Any, Callable, List, Optional
@@ -51,3 +52,15 @@ class CostedRunner:
         if self.after_call is not None:
             self.after_call(self.calls)
         return r
+
+
+def wait_for_samples(session: Any, count: int, timeout_s: float = 60.0) -> None:
+    """Wait until a meter session holds `count` samples: a test that needs the background sampler to have run
+    waits for it to have run, instead of sleeping and hoping. The timeout only guards against a hang."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while len(session.samples) < count:
+        assert time.monotonic() < deadline, "the sampler took {} of {} samples in {:g} s".format(
+            len(session.samples), count, timeout_s)
+        time.sleep(0.005)
