@@ -37,8 +37,7 @@ METERS = OrderedDict([
 AUTO = "auto"
 
 __all__ = ["METERS", "AUTO", "Clock", "SYSTEM_CLOCK", "MeterChoice", "make_meter", "pick_meter", "meter_names",
-           "EnergyReading",
-           "EnergyPerInference", "Meter", "PowerMeter", "Session", "MeterError", "measure_idle",
+           "EnergyReading", "EnergyPerInference", "Meter", "PowerMeter", "Session", "MeterError", "measure_idle",
            "energy_per_inference", "sum_readings", "integrate_power", "integrate_counter", "RaplMeter",
            "JetsonIna3221Meter", "RaspberryPi5PmicMeter", "UsbSerialMeter", "PowerModelMeter"]
 
