@@ -84,8 +84,7 @@ def test_meter_unplugged_mid_run(pty_pair):
     master, path = pty_pair
     os.write(master, b"2.0W\n")
     m = UsbSerialMeter(path, stale_s=0.3)
-    s = m.session(0.02).start()
-    wait_for_samples(s, 2)
+    s = m.session(0.02).start()   # the start sample read 2.0 W
     os.close(master)              # the cable is pulled: reads now fail (EIO) or go stale
     time.sleep(0.5)               # at least 0.5 s, so the last reading is stale (a busy machine only makes it older)
     with pytest.raises(MeterError, match=r"meter usb-serial failed during the session"):
