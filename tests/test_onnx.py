@@ -132,6 +132,10 @@ def test_int8_bundle_runs_with_early_exit(branchy_bundle, onnx_data):
     assert early["exit_histogram"][0] > len(ds) // 2, early["exit_histogram"]    # most leave at the first exit
     assert early["accuracy"] >= 0.95 and full["accuracy"] >= 0.95, (early["accuracy"], full["accuracy"])
     assert full["exit_histogram"] == [0, 0, len(ds)]
+    chosen = branchy_bundle("int8").report.get("int8_float_ops", {})
+    for k, st in chosen.items():                  # the int8 build was weighed against one with float ops
+        if k.isdigit():
+            assert set(st["median_ms"]) == {"int8", "int8+float ops"}
 
 
 def test_conversion_runs_with_the_network_disabled(branchy_bundle):

@@ -104,7 +104,6 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     from edgekit.convert import measure
     from edgekit.convert.flops import model_flops
     from edgekit.convert.load import load_model
-    from edgekit.convert.quantize import int8_stage, quantize_stage
     from edgekit.convert.split import run_stages_keras, split_model, stage_inputs
 
     from edgekit.convert.tf import tensorflow
@@ -149,13 +148,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     blobs: List[bytes] = []
     float_ops: Dict[str, Any] = {}
     for st, feed in zip(stages, feeds):
-        if plan is None and precision == "int8":
-            built = int8_stage(st.model, feed, lambda bs: measure.interleaved_ms(bs, feed, threads))
-            blobs.append(built.blob)
-            if built.measured_ms:
-                float_ops[str(st.index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms}
-        else:
-            blobs.append(plan.blobs[st.index] if plan else quantize_stage(st.model, precision, feed))
+        blobs.append(plan.blobs[st.index] if plan else _quantize(st.model, precision, feed, threads, st.index,
+                                                                 float_ops))
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, stages)
 
@@ -201,6 +195,22 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     result = _write(opts, manifest, files, report)
     step(total, total, "bundle written")
     return result
+
+
+def _quantize(source, precision: str, feed: Dict[str, np.ndarray], threads: int, index: int,
+              float_ops: Dict[str, Any]) -> bytes:
+    """One stage (a keras.Model, or a SavedModel path on the ONNX path) at a uniform precision. int8 keeps some
+    ops float32 when that measures faster here (quantize.int8_stage); what it kept is added to float_ops."""
+    from edgekit.convert import measure
+    from edgekit.convert.quantize import int8_stage, quantize_saved_model, quantize_stage
+
+    if precision != "int8":
+        return quantize_saved_model(source, precision, feed) if isinstance(source, str) else \
+            quantize_stage(source, precision, feed)
+    built = int8_stage(source, feed, lambda blobs: measure.interleaved_ms(blobs, feed, threads))
+    if built.measured_ms:
+        float_ops[str(index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms}
+    return built.blob
 
 
 def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str):
@@ -301,7 +311,7 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     from edgekit.convert import measure
     from edgekit.convert.onnx import onnx_report, onnx_to_saved_models
     from edgekit.convert.onnx_split import split_onnx
-    from edgekit.convert.quantize import CALIBRATION_SAMPLES, quantize_saved_model
+    from edgekit.convert.quantize import CALIBRATION_SAMPLES
 
     exit_names, precision, notes = _onnx_exits_and_notes(opts, target, precision)
     split = split_onnx(opts.model_path, exit_names, opts.input_shape)
@@ -315,15 +325,17 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     feeds = split.values(x[:CALIBRATION_SAMPLES], sorted({n for s in split.stages for n in s.input_names}
                                                          - {split.input_name}))
     feeds[split.input_name] = x[:CALIBRATION_SAMPLES]
+    threads = target.default_threads if target.arch == "x86_64" else 1
     blobs: List[bytes] = []
+    float_ops: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
         saved = onnx_to_saved_models(split, x, work)
         step(2, total, "onnx2tf: {} SavedModels".format(len(saved)))
         for st in split.stages:
-            blobs.append(quantize_saved_model(saved[st.index].path, precision, {n: feeds[n] for n in st.input_names}))
+            feed = {n: feeds[n] for n in st.input_names}
+            blobs.append(_quantize(saved[st.index].path, precision, feed, threads, st.index, float_ops))
             step(2 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, split.stages)
-    threads = target.default_threads if target.arch == "x86_64" else 1
     lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
     latency = measure.stage_latency_ms(blobs, split.stages, x, split.input_name, threads)
     specs = tuple(StageSpec(
@@ -343,6 +355,8 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
                      measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
     report.update(onnx=onnx_report(split, saved), notes=notes)
+    if float_ops:
+        report["int8_float_ops"] = dict(float_ops, measured_on="the converting machine, batch 1, interleaved")
     result = _write(opts, manifest, {s.file: b for s, b in zip(specs, blobs)}, report)
     step(total, total, "bundle written")
     return result

@@ -52,33 +52,8 @@ NEEDS_CALIBRATION = ("int8", "int16x8")
 
 
 def quantize_saved_model(path: str, precision: str, feeds: Dict[str, np.ndarray]) -> bytes:
-    """The ONNX path: path is a SavedModel whose serving_default signature takes feeds' names (issue 7)."""
-    from edgekit.convert.tf import quiet, tensorflow
-
-    tf = tensorflow()
-    check_precision(precision)
-    n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
-
-    def representative() -> Iterator[Dict[str, np.ndarray]]:
-        for i in range(n):
-            yield {name: v[i:i + 1].astype(np.float32) for name, v in feeds.items()}
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=["serving_default"])
-    PRECISION_MODES[precision](conv, tf)
-    if precision in NEEDS_CALIBRATION:
-        conv.representative_dataset = representative
-    cwd = os.getcwd()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)          # the converter may drop temporary files in the working directory
-        try:
-            with quiet():
-                return bytes(conv.convert())
-        except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError("stage {} cannot be converted at {}: {}".format(os.path.basename(path), precision,
-                                                                             first[:300]))
-        finally:
-            os.chdir(cwd)
+    """The ONNX path: path is a SavedModel whose serving_default signature takes feeds' names."""
+    return _convert(path, check_precision(precision), feeds)
 
 
 def check_precision(precision: str) -> str:
@@ -106,11 +81,14 @@ def _mixed(model, feeds: Dict[str, np.ndarray], layers: Dict[str, str]) -> bytes
 
 
 def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Optional[List[str]] = None) -> bytes:
-    """denylist: None for the plain converter modes; a list (maybe empty) for int8 with float fallback."""
+    """model: a stage keras.Model, or the path of a SavedModel whose serving_default signature takes feeds' names.
+    denylist: None for the plain converter modes; a list (maybe empty) for int8 with float fallback."""
     from edgekit.convert.tf import quiet, tensorflow
 
     tf = tensorflow()
-    names = [t.name for t in model.inputs]
+    saved = isinstance(model, str)
+    names = list(feeds) if saved else [t.name for t in model.inputs]
+    label = os.path.basename(model) if saved else model.name
     n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
 
     def representative() -> Iterator[Dict[str, np.ndarray]]:
@@ -118,7 +96,8 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
         for i in range(n):
             yield {name: feeds[name][i:i + 1].astype(np.float32) for name in names}
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv = tf.lite.TFLiteConverter.from_saved_model(model, signature_keys=["serving_default"]) if saved else \
+        tf.lite.TFLiteConverter.from_keras_model(model)
     PRECISION_MODES[precision](conv, tf)
     if precision in NEEDS_CALIBRATION:
         conv.representative_dataset = representative
@@ -137,7 +116,7 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
                 return bytes(conv.convert())
         except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError("stage {} cannot be converted at {}: {}".format(model.name, precision, first[:300]))
+            raise ModelError("stage {} cannot be converted at {}: {}".format(label, precision, first[:300]))
         finally:
             os.chdir(cwd)
 
@@ -184,7 +163,7 @@ def off_delegate_scopes(int8_blob: bytes, float_blob: bytes) -> List[str]:
 
 def int8_stage(model, feeds: Dict[str, np.ndarray],
                time_blobs: Callable[[Sequence[bytes]], List[float]]) -> Int8Stage:
-    """The int8 build of a stage, with its thin stem convolutions and the ops the delegate takes only at float32
+    """The int8 build of a stage (a keras.Model or a SavedModel path, as _convert takes), with its thin stem convolutions and the ops the delegate takes only at float32
     kept float32 when time_blobs (median ms of each blob, measured interleaved) says that is faster."""
     plain = _convert(model, "int8", feeds)
     fblob = _convert(model, "float32", feeds)
