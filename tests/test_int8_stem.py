@@ -49,6 +49,18 @@ def test_off_delegate_scopes_name_the_ops_xnnpack_takes_only_in_float(stem_model
     assert idel["AVERAGE_POOL_2D"] is False and idel["CONV_2D"] is True
 
 
+def test_no_off_delegate_ops_where_the_delegate_takes_no_int8_convolution(stem_model):
+    """tflite-runtime 2.14's XNNPACK takes no int8 op: floating them would only make the stage float32."""
+    model, x = stem_model
+    fblob, iblob = (quantize_stage(model, p, {"image": x}) for p in ("float32", "int8"))
+    from edgekit.runtime.interpreter import available_backends
+
+    if "tflite_runtime" not in available_backends():
+        pytest.skip("tflite-runtime is not installed here")
+    assert not any(delegated_alone(load_backend("tflite_runtime"), iblob))
+    assert off_delegate_scopes(iblob, fblob, "tflite_runtime") == []
+
+
 def test_int8_stage_keeps_the_float_ops_when_that_measures_faster(stem_model):
     model, x = stem_model
     seen = []

@@ -144,15 +144,15 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
 
     feeds = stage_inputs(stages, x[:200], input_name)
     plan = _precision_plan(opts, stages, target, x, calib.y, input_name) if precision == "adaptive" else None
-    threads = target.default_threads if target.arch == "x86_64" else 1
     blobs: List[bytes] = []
     float_ops: Dict[str, Any] = {}
     for st, feed in zip(stages, feeds):
-        blobs.append(plan.blobs[st.index] if plan else _quantize(st.model, precision, feed, threads, st.index,
+        blobs.append(plan.blobs[st.index] if plan else _quantize(st.model, precision, feed, target, st.index,
                                                                  float_ops))
         step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, stages)
 
+    threads = target.default_threads if target.arch == "x86_64" else 1
     float_out = _exit_outputs(model, stages, x)
     lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
     latency = measure.stage_latency_ms(blobs, stages, x, input_name, threads)
@@ -197,19 +197,26 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     return result
 
 
-def _quantize(source, precision: str, feed: Dict[str, np.ndarray], threads: int, index: int,
+def _quantize(source, precision: str, feed: Dict[str, np.ndarray], target, index: int,
               float_ops: Dict[str, Any]) -> bytes:
     """One stage (a keras.Model, or a SavedModel path on the ONNX path) at a uniform precision. int8 keeps some
-    ops float32 when that measures faster here (quantize.int8_stage); what it kept is added to float_ops."""
+    ops float32 when that measures faster here, on the target's interpreter package when it is installed
+    (quantize.int8_stage); what it kept, and with which interpreter, is added to float_ops."""
     from edgekit.convert import measure
     from edgekit.convert.quantize import int8_stage, quantize_saved_model, quantize_stage
+    from edgekit.runtime.interpreter import available_backends
 
     if precision != "int8":
         return quantize_saved_model(source, precision, feed) if isinstance(source, str) else \
             quantize_stage(source, precision, feed)
-    built = int8_stage(source, feed, lambda blobs: measure.interleaved_ms(blobs, feed, threads))
+    wanted = target.runtime_package.replace("-", "_")
+    backend = wanted if wanted in available_backends() else None
+    threads = target.default_threads if target.arch == "x86_64" else 1
+    built = int8_stage(source, feed, lambda blobs: measure.interleaved_ms(blobs, feed, threads, backend=backend),
+                       backend)
     if built.measured_ms:
-        float_ops[str(index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms}
+        float_ops[str(index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms,
+                                 "interpreter": backend or "default"}
     return built.blob
 
 
@@ -325,7 +332,6 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     feeds = split.values(x[:CALIBRATION_SAMPLES], sorted({n for s in split.stages for n in s.input_names}
                                                          - {split.input_name}))
     feeds[split.input_name] = x[:CALIBRATION_SAMPLES]
-    threads = target.default_threads if target.arch == "x86_64" else 1
     blobs: List[bytes] = []
     float_ops: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
@@ -333,9 +339,10 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
         step(2, total, "onnx2tf: {} SavedModels".format(len(saved)))
         for st in split.stages:
             feed = {n: feeds[n] for n in st.input_names}
-            blobs.append(_quantize(saved[st.index].path, precision, feed, threads, st.index, float_ops))
+            blobs.append(_quantize(saved[st.index].path, precision, feed, target, st.index, float_ops))
             step(2 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, split.stages)
+    threads = target.default_threads if target.arch == "x86_64" else 1
     lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
     latency = measure.stage_latency_ms(blobs, split.stages, x, split.input_name, threads)
     specs = tuple(StageSpec(

@@ -7,8 +7,8 @@ import numpy as np
 from edgekit.runtime.interpreter import load_backend
 
 
-def _runners(blobs: Sequence[bytes], threads: int) -> List[Any]:
-    backend = load_backend()
+def _runners(blobs: Sequence[bytes], threads: int, backend_name: Optional[str] = None) -> List[Any]:
+    backend = load_backend(backend_name)
     return [backend.interpreter(model_content=b, num_threads=threads).get_signature_runner() for b in blobs]
 
 
@@ -55,10 +55,10 @@ def max_abs_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> List[floa
 
 
 def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1, rounds: int = 400,
-                   warmup: int = 40) -> List[float]:
+                   warmup: int = 40, backend: Optional[str] = None) -> List[float]:
     """Median batch-1 milliseconds of each blob (same signature) on feed, the candidates called in turn each
-    round so that a busy machine slows them alike."""
-    runners = _runners(blobs, threads)
+    round so that a busy machine slows them alike. backend: the interpreter package (default: the first found)."""
+    runners = _runners(blobs, threads, backend)
     one = {n: v[:1].astype(np.float32) for n, v in feed.items()}
     times = [[] for _ in runners]   # type: List[List[float]]
     for r in range(warmup + rounds):

@@ -25,6 +25,7 @@ from edgekit.errors import ConfigError, ModelError
 CALIBRATION_SAMPLES = 200
 STEM_CHANNELS = 8           # a convolution of the stage input with at most this many channels is a stem
 _STEM_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
+_WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 def _float16(conv, tf) -> None:
@@ -139,21 +140,26 @@ def stem_scopes(float_blob: bytes) -> List[str]:
             and 0 < int(sg.tensors[o.inputs[0]].shape[-1]) <= STEM_CHANNELS]
 
 
-def off_delegate_scopes(int8_blob: bytes, float_blob: bytes) -> List[str]:
+def off_delegate_scopes(int8_blob: bytes, float_blob: bytes, backend: Optional[str] = None) -> List[str]:
     """Float scopes of the ops the default delegate takes at float32 but not at int8 (each op alone): in an int8
     stage such an op runs on TFLite's own kernels and cuts the delegate's partition in two. The k-th op of a
-    type in the int8 build is the k-th of that type in the float build (int8 only adds (DE)QUANTIZE ops)."""
+    type in the int8 build is the k-th of that type in the float build (int8 only adds (DE)QUANTIZE ops). None
+    when the delegate takes no int8 convolution or dense op (tflite-runtime 2.14's XNNPACK): the int8 stage then
+    runs on TFLite's own kernels anyway, and floating its ops would only make it a float32 stage."""
     from edgekit.bench.ops import delegated_alone
     from edgekit.convert.precision.graph import read_ops
     from edgekit.runtime.interpreter import load_backend
 
-    backend = load_backend()
+    interp = load_backend(backend)
     twins = {}   # type: Dict[str, List[Tuple[str, bool]]]
-    for o, d in zip(read_ops(float_blob), delegated_alone(backend, float_blob)):
+    for o, d in zip(read_ops(float_blob), delegated_alone(interp, float_blob)):
         twins.setdefault(o.op, []).append((o.scope, d))
     seen = {}    # type: Dict[str, int]
     found = []
-    for o, d in zip(read_ops(int8_blob), delegated_alone(backend, int8_blob)):
+    int8_ops = list(zip(read_ops(int8_blob), delegated_alone(interp, int8_blob)))
+    if not any(d for o, d in int8_ops if o.op in _WEIGHTED):
+        return []
+    for o, d in int8_ops:
         j = seen.get(o.op, 0)
         seen[o.op] = j + 1
         if o.op not in ("QUANTIZE", "DEQUANTIZE") and not d and j < len(twins.get(o.op, [])) and twins[o.op][j][1]:
@@ -161,17 +167,21 @@ def off_delegate_scopes(int8_blob: bytes, float_blob: bytes) -> List[str]:
     return found
 
 
-def int8_stage(model, feeds: Dict[str, np.ndarray],
-               time_blobs: Callable[[Sequence[bytes]], List[float]]) -> Int8Stage:
+def int8_stage(model, feeds: Dict[str, np.ndarray], time_blobs: Callable[[Sequence[bytes]], List[float]],
+               backend: Optional[str] = None) -> Int8Stage:
     """The int8 build of a stage (a keras.Model or a SavedModel path, as _convert takes), with its thin stem convolutions and the ops the delegate takes only at float32
-    kept float32 when time_blobs (median ms of each blob, measured interleaved) says that is faster."""
+    kept float32 when time_blobs (median ms of each blob, measured interleaved) says that is faster. backend: the
+    interpreter package that decides which ops the delegate takes (the target's, when installed here)."""
     plain = _convert(model, "int8", feeds)
     fblob = _convert(model, "float32", feeds)
     keep = stem_scopes(fblob)
-    keep += [s for s in off_delegate_scopes(plain, fblob) if s not in keep]
+    keep += [s for s in off_delegate_scopes(plain, fblob, backend) if s not in keep]
     if not keep:
         return Int8Stage(plain, (), {})
-    kept = _convert(model, "int8", feeds, denylist=keep)
+    try:
+        kept = _convert(model, "int8", feeds, denylist=keep)
+    except ModelError:           # the converter's debugger refused this mix: the plain build stands
+        return Int8Stage(plain, (), {})
     ms = time_blobs([plain, kept])
     measured = {"int8": round(ms[0], 4), "int8+float ops": round(ms[1], 4)}
     if ms[1] < ms[0]:
