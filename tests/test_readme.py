@@ -9,21 +9,25 @@ in order, with numbers (measured values, sizes, ids) free and everything else as
 Commands that talk to a board (`--host pi@...`, `--inventory hosts.yaml`) run against a real OpenSSH server
 on 127.0.0.1 (tests/deploy/sshd.py) whose login runs this virtualenv's Python as the board's python3: the host
 is replaced by the loopback one, and --remote-dir / --remote-python are added. The loopback board is x86_64,
-not the Pi the bundles are built for, so a flash also gets `--target host-x86_64 --force` (declare the board
-as the x86 profile; the bundle's own target then differs, a soft mismatch). Nothing else is changed.
+and flash refuses, by design, a bundle built for the Pi's aarch64: a bundle `X/raspberry-pi-5` given to a board
+command is replaced by its twin `X-loopback/host-x86_64`, the same stage files under a manifest whose target is
+host-x86_64 (a .tflite file does not depend on the CPU), signed with the README's key when the README signed
+the original. Nothing else is changed.
 
 Slow (several minutes: it trains exit heads, prunes with recovery, searches precisions): `make test-readme`,
 which .ci/run calls after `make test`.
 """
 import getpass
+import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -105,10 +109,43 @@ def unmatched(shown: List[str], output: List[str]) -> Optional[str]:
     return None
 
 
-@dataclass(frozen=True)
+def run_edgekit(argv: List[str], work: Path, home: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HOME=str(home), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    env.pop("EDGEKIT_TRUSTED_KEYS", None)
+    return subprocess.run([EDGEKIT] + argv[1:], cwd=str(work), env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+
+
+@dataclass
 class Loopback:
     host: str                 # USER@127.0.0.1:PORT
     remote_dir: str
+    work: Path
+    home: Path
+    signed_with: Dict[str, List[str]] = field(default_factory=dict)   # README bundle -> its `sign` options
+
+    def record(self, argv: List[str]) -> None:
+        """Remember how the README signs a bundle, to sign its twin the same way."""
+        if argv[1] == "sign":
+            self.signed_with[argv[2]] = argv[3:]
+
+    def twin(self, bundle: str) -> str:
+        """X/raspberry-pi-5 -> X-loopback/host-x86_64: the same stage files, declared for the x86 loopback board."""
+        parent, target = os.path.split(bundle.rstrip("/"))
+        dest = self.work / (parent + "-loopback") / LOOPBACK_TARGET
+        shutil.rmtree(dest.parent, ignore_errors=True)
+        shutil.copytree(self.work / bundle, dest)
+        manifest = json.loads((dest / "manifest.json").read_text())
+        assert manifest["target"] == target
+        manifest["target"] = LOOPBACK_TARGET
+        (dest / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        sig = dest / "manifest.sig"
+        if sig.exists():
+            sig.unlink()
+        if bundle in self.signed_with:
+            got = run_edgekit(["edgekit", "sign", str(dest)] + self.signed_with[bundle], self.work, self.home)
+            assert got.returncode == 0, got.stderr
+        return str(dest)
 
     def args(self, argv: List[str]) -> List[str]:
         """argv for the loopback board instead of the README's one; unchanged for commands without a board."""
@@ -116,10 +153,9 @@ class Loopback:
         if not board and "--inventory" not in argv:
             return argv
         out = [self.host if a in BOARD_HOSTS else a for a in argv]
-        if board:
-            out += ["--remote-dir", self.remote_dir, "--remote-python", sys.executable]
-        flashing = argv[1] == "flash" and "--list" not in argv and "--rollback" not in argv
-        return out + (["--target", LOOPBACK_TARGET, "--force"] if flashing else [])
+        if argv[1] == "flash" and len(argv) > 2 and os.path.isfile(self.work / argv[2] / "manifest.json"):
+            out[2] = self.twin(argv[2])
+        return out + (["--remote-dir", self.remote_dir, "--remote-python", sys.executable] if board else [])
 
 
 def command_argv(command: str, home: Path) -> List[str]:
@@ -146,11 +182,10 @@ def scratch(tmp_path_factory) -> Tuple[Path, Path, Loopback]:
     key = keygen(home / ".ssh" / "id_ed25519", "readme-test")
     server = SshServer(root / "sshd", key.with_suffix(".pub")).start()
     (home / ".ssh" / "known_hosts").write_text(server.host_key_line)
-    board = Loopback("{}@127.0.0.1:{}".format(getpass.getuser(), server.port), str(root / "board"))
+    board = Loopback("{}@127.0.0.1:{}".format(getpass.getuser(), server.port), str(root / "board"), work, home)
     (work / "hosts.yaml").write_text("- {{name: pi-loopback, host: 127.0.0.1, port: {}, user: {}, remote_dir: {}, "
-                                     "remote_python: {}, target: {}}}\n".format(
-                                         server.port, getpass.getuser(), board.remote_dir, sys.executable,
-                                         LOOPBACK_TARGET))
+                                     "remote_python: {}}}\n".format(server.port, getpass.getuser(), board.remote_dir,
+                                                                    sys.executable))
     yield work, home, board
     server.stop()
 
@@ -182,12 +217,10 @@ def test_readme_runs_as_written(scratch):
     work, home, board = scratch
     with open(README, encoding="utf-8") as f:
         examples = readme_examples(f.read())
-    env = dict(os.environ, HOME=str(home), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    env.pop("EDGEKIT_TRUSTED_KEYS", None)
     for ex in examples:
         argv = board.args(command_argv(ex.command, home))
-        argv[0] = EDGEKIT
-        got = subprocess.run(argv, cwd=str(work), env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+        got = run_edgekit(argv, work, home)
+        board.record(argv)
         where = "README.md:{}: {}\nran: {}\nstdout:\n{}\nstderr:\n{}".format(
             ex.line, ex.command, " ".join(argv), got.stdout[-3000:], got.stderr[-3000:])
         code = expected_code(ex.shown)
