@@ -25,9 +25,9 @@ def _check_checkout() -> None:
 
 def run_demo(target: str, out_dir: Optional[str], runs: int,
              progress: Optional[Callable[[int, int, str], None]] = None) -> Dict[str, Any]:
+    _check_checkout()
     from edgekit.convert import ConvertOptions, convert
 
-    _check_checkout()
     keep = out_dir is not None
     work = out_dir if keep else tempfile.mkdtemp(prefix="edgekit-demo-")
     try:

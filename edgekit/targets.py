@@ -13,8 +13,6 @@ ENERGY_METERS = ("rapl", "jetson-ina3221", "rpi5-pmic", "usb-serial", "power-mod
 _REQUIRED = ("name", "description", "arch", "cpu", "cores", "default_threads", "memory_mb", "runtime_package",
              "python", "precisions", "fp16_compute", "delegates", "energy_meter", "power_model")
 _OPTIONAL = ("channel_multiple",)
-
-
 PACKAGED_TARGETS = "_targets"     # the copy of targets/ that an installed edgekit carries (setup.py writes it)
 
 

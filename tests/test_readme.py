@@ -14,8 +14,9 @@ command is replaced by its twin `X-loopback/host-x86_64`, the same stage files u
 host-x86_64 (a .tflite file does not depend on the CPU), signed with the README's key when the README signed
 the original. Nothing else is changed.
 
-Slow (several minutes: it trains exit heads, prunes with recovery, searches precisions): `make test-readme`,
-which .ci/run calls after `make test`.
+The run is slow (about 10 minutes on a loaded 2-core machine: it trains exit heads, prunes with recovery,
+searches precisions): `make test-readme`, which .ci/run calls after `make test`; the checks of the parser
+run with the default suite.
 """
 import getpass
 import json
@@ -33,8 +34,6 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.deploy.sshd import APT_HINT, SSHD, SshServer, keygen
-
-pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 
 README = os.path.join(ROOT, "README.md")
 EDGEKIT = os.path.join(os.path.dirname(sys.executable), "edgekit")
@@ -213,6 +212,8 @@ def test_line_pattern_frees_numbers_only():
     assert unmatched(["c 1.0", "a b"], ["a b", "c 2.5"]) == "a b"
 
 
+@pytest.mark.slow
+@pytest.mark.ssh
 def test_readme_runs_as_written(scratch):
     work, home, board = scratch
     with open(README, encoding="utf-8") as f:
