@@ -74,17 +74,18 @@ def readme_examples(text: str) -> List[Example]:
 
 _NUMBER = re.compile(r"^[\[(]*[-+]?\d[\d.,%/xMK]*(ms\)?)?[\])%,;:]*$")
 _HEX_ID = re.compile(r"^[0-9a-f]{16}$")
+_VALUE = r"(?:\S*\d\S*|never)"      # a measured or fitted value; a threshold may come out as "never"
 
 
 def line_pattern(shown: str) -> "re.Pattern[str]":
-    """A README output line as a regex: numbers and ids free, separator dashes of any length, any run of
-    spaces between words, and a trailing `...` standing for the rest of the line."""
+    """A README output line as a regex: numbers, ids and thresholds free, separator dashes of any length, any
+    run of spaces between words, and a trailing `...` standing for the rest of the line."""
     tokens = shown.split()
     rest = tokens[-1] == "..." if tokens else False
     parts = []
     for tok in tokens[:-1] if rest else tokens:
-        if _NUMBER.match(tok) or _HEX_ID.match(tok):
-            parts.append(r"\S*\d\S*")
+        if _NUMBER.match(tok) or _HEX_ID.match(tok) or tok == "never":
+            parts.append(_VALUE)
         elif set(tok) == {"-"} and len(tok) > 1:
             parts.append("-+")
         else:
@@ -208,6 +209,8 @@ def test_line_pattern_frees_numbers_only():
     assert not pat.match("bundle out/raspberry-pi-5 (3 stages, float32, 733.0 KiB)")
     assert line_pattern("energy: meter power-model (ESTIMATED) ...").match(
         "energy: meter power-model (ESTIMATED) - no real sensor is readable")
+    assert line_pattern("fitted  99.16%  0.0361  0.998 0.994  74% 23% 2%").match(
+        "fitted           98.89%    0.0402       never 0.990  0% 96% 4%")
     assert unmatched(["a  b", "...", "c 1.0"], ["a b", "x", "c   2.5"]) is None
     assert unmatched(["c 1.0", "a b"], ["a b", "c 2.5"]) == "a b"
 
