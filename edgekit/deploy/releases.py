@@ -130,7 +130,7 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
         hook("connected", board.label)
         info = probe(session, payload)
         hook("probed", info.remote_dir)
-        signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.trusted_keys, board.label)
+        signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.device_keys, board.label)
         need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
         warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
         up = Uploader(session, info.remote_dir, payload, info.current, hook)
@@ -209,8 +209,8 @@ def rollback(board: Board, signature: Optional[SignaturePolicy] = None) -> Switc
 def _check_release_signature(session: Session, listing: Dict[str, Any], release: str, policy: SignaturePolicy,
                              label: str) -> Optional[str]:
     """Fetch a release's manifest.json and manifest.sig from the board and apply the signature policy to them."""
-    keys = board_keys(listing.get("trusted_keys"))
-    if keys is None and not policy.require and not policy.trusted_keys:
+    keys = board_keys(listing.get("device_keys"))
+    if not keys and not policy.require and not policy.trusted_keys:
         return None
     remote = posixpath.join(str(listing.get("remote_dir") or ""), "releases", release)
     with tempfile.TemporaryDirectory(prefix="edgekit-rollback-") as tmp:

@@ -91,15 +91,24 @@ def _absolute(home: str, remote_dir: str) -> str:
 
 
 def _release_dir(session: Session, base: str, release: str) -> str:
+    """The real directory of the release, which must be base/releases/<id> itself: a `current`, `releases/<id>`
+    or `releases/` linked elsewhere is refused (flash never makes one, and what it leads to was not verified)."""
     sftp = session.sftp
+    label = session.board.label
     link = posixpath.join(base, release if release in ("current", "previous") else "releases/" + release)
     try:
         real = sftp.normalize(link)
         sftp.stat(posixpath.join(real, "manifest.json"))
         sftp.stat(posixpath.join(real, RUNTIME_DIR, "edgekit", "runtime", "__main__.py"))
+        releases = posixpath.join(sftp.normalize(base), "releases")
+        real_releases = sftp.normalize(posixpath.join(base, "releases"))
     except (FileNotFoundError, IOError):
         raise DeployError("{}: no release {!r} in {}; flash a bundle first (edgekit flash BUNDLE --host {})".format(
-            session.board.label, release, base, session.board.host))
+            label, release, base, session.board.host))
+    if real_releases != releases or posixpath.dirname(real) != releases or \
+            not re.match(r"^[0-9a-f]{16}$", posixpath.basename(real)):
+        raise DeployError("{}: release {!r} resolves to {}, outside {}/; a release runs only from inside its own "
+                          "releases/ directory (a link out of it is refused)".format(label, release, real, releases))
     return real
 
 

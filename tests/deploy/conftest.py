@@ -28,10 +28,10 @@ def client_keys(tmp_path_factory) -> Dict[str, Path]:
     return {"good": keygen(d / "id_good"), "wrong": keygen(d / "id_wrong")}
 
 
-def _start(root: Path, keys: Dict[str, Path]) -> SshServer:
+def _start(root: Path, keys: Dict[str, Path], env: Optional[Dict[str, str]] = None) -> SshServer:
     if not os.path.exists(SSHD):
         pytest.fail(APT_HINT, pytrace=False)
-    return SshServer(root, keys["good"].with_suffix(".pub")).start()
+    return SshServer(root, keys["good"].with_suffix(".pub"), env).start()
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +42,12 @@ def sshd(tmp_path_factory, client_keys) -> SshServer:
 
 
 @pytest.fixture
-def sshd_factory(tmp_path_factory, client_keys) -> Callable[[], SshServer]:
+def sshd_factory(tmp_path_factory, client_keys) -> Callable[..., SshServer]:
+    """start(env=None): another server; env: variables its sessions get (the board's environment)."""
     started: List[SshServer] = []
 
-    def start() -> SshServer:
-        server = _start(tmp_path_factory.mktemp("sshd-extra"), client_keys)
+    def start(env: Optional[Dict[str, str]] = None) -> SshServer:
+        server = _start(tmp_path_factory.mktemp("sshd-extra"), client_keys, env)
         started.append(server)
         return server
 
