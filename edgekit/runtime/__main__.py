@@ -2,7 +2,7 @@
 
 Prints the same JSON object as `edgekit run --json`; exit code 2 with one line on bad input.
 --require-signature / --trusted-key PATH: refuse bundles not signed by a trusted key; the board's own setting
-(EDGEKIT_TRUSTED_KEYS, or <remote_dir>/trusted_keys/ for flashed releases) applies in any case (edgekit/signing.py).
+(EDGEKIT_TRUSTED_KEYS, the trusted_keys/ of the remote dirs flash recorded) applies in any case (device_keys.py).
 """
 import argparse
 import json

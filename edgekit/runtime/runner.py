@@ -71,7 +71,7 @@ class EarlyExitRunner:
                  verify: bool = True, use_delegates: bool = True, trusted_keys: Optional[Sequence[str]] = None,
                  require_signature: bool = False, max_batch: Optional[int] = None) -> None:
         """trusted_keys / require_signature: refuse bundles not signed by a trusted key (edgekit/signing.py; the
-        device's own setting, EDGEKIT_TRUSTED_KEYS or <remote_dir>/trusted_keys/, applies in any case).
+        device's own setting, edgekit/device_keys.py, applies in any case).
         max_batch: the most samples one run() accepts (default: the manifest's runtime.max_batch, else 1024).
         Every check on the bundle (runtime/guard.py) happens before the first interpreter is created."""
         self.bundle_dir = bundle_dir
