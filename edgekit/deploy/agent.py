@@ -22,6 +22,7 @@ import time
 MARKER = ".edgekit-release.json"
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 STAGING_RE = re.compile(r"^\.partial-[0-9a-f]{16}-[0-9a-f]{8,32}$")
+PARTIAL_FILE_RE = re.compile(r"\.partial-[0-9a-f]{8}$")      # a file of an in-place repair, beside its final name
 PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 STALE_STAGING_S = 600
 KEYS_DIR = "trusted_keys"       # DIR/trusted_keys/*.pub: the board runs only bundles signed by one of them
@@ -213,15 +214,23 @@ def recorded_dirs():
 
 def record_dir(remote_dir):
     """Add remote_dir to the device config (dropping dirs that no longer exist), by rename(2)."""
-    dirs = [d for d in recorded_dirs() if os.path.isdir(d) and d != remote_dir] + [remote_dir]
+    old = recorded_dirs()
+    dirs = [d for d in old if os.path.isdir(d) and d != remote_dir] + [remote_dir]
+    if dirs == old:
+        return
     path = device_config_path()
     os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
     tmp = "{}.tmp-{}".format(path, os.getpid())
-    with open(tmp, "w") as f:
-        json.dump({"format": DEVICE_FORMAT, "remote_dirs": dirs}, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump({"format": DEVICE_FORMAT, "remote_dirs": dirs}, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def device_keys(remote_dir):
@@ -265,6 +274,7 @@ def cmd_probe(remote_dir, rid, expected):
     except Exception:  # noqa: BLE001
         np_version = None
     release = os.path.join(remote_dir, "releases", check_id(rid))
+    cleaned = clean_leftovers(remote_dir)           # before free_bytes: what failed flashes left is not counted
     state, bad = "absent", []
     if os.path.isdir(release):
         bad = bad_files(release, expected["files"])
@@ -275,7 +285,7 @@ def cmd_probe(remote_dir, rid, expected):
             "interpreters": interpreters(), "free_bytes": free_bytes(remote_dir),
             "current": link_id(remote_dir, "current"), "previous": link_id(remote_dir, "previous"),
             "release": {"state": state, "bad": bad}, "remote_dir": remote_dir,
-            "device_keys": device_keys(remote_dir)}
+            "device_keys": device_keys(remote_dir), "cleaned": cleaned}
 
 
 def cmd_install(remote_dir, rid, src, keep, marker):
@@ -284,11 +294,32 @@ def cmd_install(remote_dir, rid, src, keep, marker):
     if src != "-" and not STAGING_RE.match(src):
         raise Refused("invalid staging name {!r}".format(src))
     work = release if src == "-" else os.path.join(releases, src)
-    bad = bad_files(work, marker["files"])
+    try:
+        bad = bad_files(work, marker["files"])
+        if not bad:
+            seal(releases, release, work, rid, marker)
+    except BaseException:                   # e.g. the disk filled up: leave no staging dir or marker behind
+        discard(work, release)
+        raise
     if bad:
-        if work != release:
-            shutil.rmtree(work, ignore_errors=True)
-        return {"ok": False, "bad": bad}
+        discard(work, release)
+        return {"ok": False, "bad": bad, "current": link_id(remote_dir, "current")}
+    record_dir(remote_dir)
+    old = switch(remote_dir, rid)
+    removed = prune(remote_dir, keep)
+    return {"ok": True, "current": rid, "previous": link_id(remote_dir, "previous"), "replaced": old,
+            "removed": removed}
+
+
+def discard(work, release):
+    if work != release:
+        shutil.rmtree(work, ignore_errors=True)
+    elif os.path.lexists(os.path.join(work, MARKER + ".tmp")):
+        os.unlink(os.path.join(work, MARKER + ".tmp"))
+
+
+def seal(releases, release, work, rid, marker):
+    """fsync the verified files, write the marker, move the staging dir into place."""
     for rel in marker["files"]:
         fsync_path(safe_join(work, rel))
     tmp = os.path.join(work, MARKER + ".tmp")
@@ -308,11 +339,41 @@ def cmd_install(remote_dir, rid, src, keep, marker):
             if bad_files(release, marker["files"]):
                 raise Refused("releases/{} appeared during the upload and does not match".format(rid))
         fsync_path(releases, directory=True)
-    record_dir(remote_dir)
-    old = switch(remote_dir, rid)
-    removed = prune(remote_dir, keep)
-    return {"ok": True, "current": rid, "previous": link_id(remote_dir, "previous"), "replaced": old,
-            "removed": removed}
+
+
+def newest_mtime(path):
+    newest = os.lstat(path).st_mtime
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            except OSError:
+                pass
+    return newest
+
+
+def clean_leftovers(remote_dir):
+    """Remove what failed or killed flashes left, so it holds no space: staging dirs whose install began (they
+    hold a marker, a minute old) or that nothing wrote to for STALE_STAGING_S, and in every release the
+    *.partial-* files of an in-place repair that was cut off. A staging dir being uploaded now is kept."""
+    releases = os.path.join(remote_dir, "releases")
+    removed = []
+    now = time.time()
+    for name in sorted(os.listdir(releases)) if os.path.isdir(releases) else []:
+        path = os.path.join(releases, name)
+        if STAGING_RE.match(name) and os.path.isdir(path) and not os.path.islink(path):
+            began = [os.path.join(path, n) for n in (MARKER, MARKER + ".tmp")]
+            if any(os.path.lexists(m) and now - os.lstat(m).st_mtime > 60 for m in began) or \
+                    now - newest_mtime(path) > STALE_STAGING_S:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+        elif ID_RE.match(name) and os.path.isdir(path) and not os.path.islink(path):
+            for root, _, files in os.walk(path):
+                for f in files:
+                    if PARTIAL_FILE_RE.search(f):
+                        os.unlink(os.path.join(root, f))
+                        removed.append(os.path.relpath(os.path.join(root, f), releases))
+    return removed
 
 
 def switch(remote_dir, rid):
@@ -329,12 +390,10 @@ def prune(remote_dir, keep):
     pinned = {link_id(remote_dir, "current"), link_id(remote_dir, "previous")}
     dated = []
     removed = []
-    now = time.time()
+    clean_leftovers(remote_dir)
     for name in os.listdir(releases):
         path = os.path.join(releases, name)
-        if STAGING_RE.match(name) and now - os.path.getmtime(path) > STALE_STAGING_S:
-            shutil.rmtree(path, ignore_errors=True)
-        elif ID_RE.match(name) and os.path.isdir(path):
+        if ID_RE.match(name) and os.path.isdir(path):
             marker = read_marker(path) or {}
             dated.append((str(marker.get("flashed_at", "")), os.path.getmtime(path), name))
     dated.sort(reverse=True)
