@@ -123,6 +123,17 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
+def cmd_df(remote_dir):
+    """Free bytes where remote_dir is (or would be), whether that file system is read-only and the nearest
+    existing directory writable, and where current points now."""
+    path = remote_dir
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return {"free_bytes": free_bytes(remote_dir), "read_only": bool(st.f_flag & getattr(os, "ST_RDONLY", 1)),
+            "writable": os.access(path, os.W_OK), "checked": path, "current": link_id(remote_dir, "current")}
+
+
 def interpreters():
     found = {}
     for name in ("ai_edge_litert", "tflite_runtime"):
@@ -474,7 +485,7 @@ def main(argv):
             shutil.rmtree(os.path.join(args[0], "releases", args[1]), ignore_errors=True)
             result = {"ok": True}
         elif cmd == "df":
-            result = {"free_bytes": free_bytes(args[0])}
+            result = cmd_df(args[0])
         else:
             raise Refused("unknown agent command {!r}".format(cmd))
     except (Refused, OSError, ValueError, KeyError, IndexError) as exc:

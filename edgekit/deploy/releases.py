@@ -15,7 +15,7 @@ from edgekit.deploy.package import Payload, build_payload
 from edgekit.deploy.probe import BoardInfo, board_keys, check_board
 from edgekit.deploy.signature import SignaturePolicy
 from edgekit.deploy.ssh import Session
-from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent
+from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent, where_current
 from edgekit.errors import BundleError
 from edgekit.manifest import MANIFEST_NAME
 from edgekit.signing import SIGNATURE_NAME
@@ -180,7 +180,7 @@ def _install(session: Session, up: Uploader, info: BoardInfo, keep: int) -> Dict
         shown = "; ".join("{}: {}".format(rel, problem) for rel, problem in bad[:3])
         more = "" if len(bad) <= 3 else " (and {} more)".format(len(bad) - 3)
         raise VerifyError("{}: checksum mismatch on the board after upload: {}{}; the upload was discarded and "
-                          "current still points at {}".format(label, shown, more, info.current or "nothing"))
+                          "{}".format(label, shown, more, where_current(info.current, answer)))
     return answer
 
 
