@@ -283,7 +283,7 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
         delegates = result.get("delegates", [])
     else:
         runner = EarlyExitRunner(bundle)
-        ds = load_data(data)
+        ds = load_data(data, max_batch=runner.max_batch)
         result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         delegates = runner.delegate_status
     if as_json:

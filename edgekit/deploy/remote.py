@@ -6,7 +6,7 @@ import re
 import secrets
 from typing import Any, Dict, Optional, Sequence, Union
 
-from edgekit.data import FORMATS
+from edgekit.data import FORMATS, open_data_file
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.hosts import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, Board, SshOptions, check_remote_dir,
                                   check_remote_python, parse_host)
@@ -75,8 +75,7 @@ def _check_args(release: str, data_path: str, extra_args: Sequence[str], module:
     ext = os.path.splitext(data_path)[1].lower()
     if ext not in FORMATS:
         raise DataError("data file {}: unsupported format {!r}; allowed: {}".format(data_path, ext, ", ".join(FORMATS)))
-    if not os.path.isfile(data_path):
-        raise DataError("data file not found: {}".format(data_path))
+    open_data_file(data_path).close()                 # missing, or a FIFO / device / directory: refused here
     if isinstance(extra_args, str) or not all(isinstance(a, str) and not _BAD_ARG_RE.search(a) for a in extra_args):
         raise ConfigError("extra_args: expected a list of single-line strings, got {!r}".format(extra_args))
     if not _MODULE_RE.match(module):

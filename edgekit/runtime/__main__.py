@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads,
                                  trusted_keys=args.trusted_key, require_signature=args.require_signature,
                                  max_batch=args.max_batch)
-        data = load_data(args.data)
+        data = load_data(args.data, max_batch=runner.max_batch)
         result = evaluate(runner, data.x, data.y, full_depth=args.full_depth)
     except EdgekitError as exc:
         print("edgekit: error: {}".format(exc), file=sys.stderr)
