@@ -1,14 +1,17 @@
 """The board's key setting is the device's, against a real sshd: releases linked out of releases/ are refused by
 `run --host`, a malformed setting refuses every flash, and a recorded remote dir's keys cover the whole device."""
+import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bundle_edit import read_stage, write_stage, zero_weights
-from edgekit.deploy import DeployError, flash, run_remote
+from edgekit.deploy import DeployError, flash, rollback, run_remote
 from edgekit.errors import BundleError, ConfigError
 from edgekit.signing import SIGNATURE_NAME, generate_key, sign_bundle
 
@@ -24,7 +27,7 @@ def owner(tmp_path_factory, bundles):
     signed = d / "signed"
     shutil.copytree(str(bundles["A"]), str(signed))
     sign_bundle(str(signed), key)
-    return {"pub": pub, "id": kid, "signed": str(signed)}
+    return {"key": key, "pub": pub, "id": kid, "signed": str(signed)}
 
 
 @pytest.fixture
@@ -141,3 +144,31 @@ def test_the_keys_of_one_remote_dir_cover_the_whole_device(device, owner, bundle
         flash(str(bundles["A"]), second)
     assert flash(owner["signed"], second).signed_by == owner["id"]
     assert len(run_remote(second, "current", str(data_file))["predictions"]) == 20
+
+
+def test_a_board_without_cryptography_verifies_signed_bundles(device, owner, bundles, data_file, tmp_path):
+    """Verification needs no third-party package on the board: a signed bundle flashes and runs there, an
+    unsigned one is refused, and rolling back stays possible."""
+    block = tmp_path / "no-cryptography"
+    block.mkdir()
+    (block / "cryptography.py").write_text("raise ImportError('not installed on this board')\n")
+    python = tmp_path / "python-without-cryptography"
+    python.write_text('#!/bin/sh\nPYTHONPATH={}${{PYTHONPATH:+:$PYTHONPATH}} exec {} "$@"\n'.format(block,
+                                                                                              sys.executable))
+    python.chmod(0o755)
+    board = dataclasses.replace(device(), remote_python=str(python))
+    first = flash(owner["signed"], board)                           # no keys yet: any bundle
+    _trust(board, owner["pub"])
+    resigned = tmp_path / "signed-b"
+    shutil.copytree(str(bundles["B"]), str(resigned))
+    sign_bundle(str(resigned), owner["key"])
+    second = flash(str(resigned), board)
+    assert second.signed_by == owner["id"]
+    out = run_remote(board, "current", str(data_file))
+    assert len(out["predictions"]) == 20
+    probe = subprocess.run([str(python), "-c", "import cryptography"], capture_output=True, text=True)
+    assert probe.returncode != 0 and "not installed on this board" in probe.stderr
+    with pytest.raises(BundleError, match="is not signed"):
+        flash(str(bundles["A"]), board)
+    assert rollback(board).current == first.bundle_id
+    assert len(run_remote(board, "current", str(data_file))["predictions"]) == 20
