@@ -21,9 +21,14 @@ _AGENT_SOURCE: List[str] = []
 
 
 def agent_source() -> str:
+    """The board-side agent as one `python3 -c` source: agent_device.py, then agent.py."""
     if not _AGENT_SOURCE:
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py"), "r", encoding="utf-8") as f:
-            _AGENT_SOURCE.append(f.read())
+        here = os.path.dirname(os.path.abspath(__file__))
+        parts = []
+        for name in ("agent_device.py", "agent.py"):
+            with open(os.path.join(here, name), "r", encoding="utf-8") as f:
+                parts.append(f.read())
+        _AGENT_SOURCE.append("\n".join(parts))
     return _AGENT_SOURCE[0]
 
 
