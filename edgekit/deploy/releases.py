@@ -209,7 +209,10 @@ def rollback(board: Board, signature: Optional[SignaturePolicy] = None) -> Switc
 def _check_release_signature(session: Session, listing: Dict[str, Any], release: str, policy: SignaturePolicy,
                              label: str) -> Optional[str]:
     """Fetch a release's manifest.json and manifest.sig from the board and apply the signature policy to them."""
-    keys = board_keys(listing.get("device_keys"))
+    try:
+        keys = board_keys(listing.get("device_keys"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DeployError("{}: the board's list answer is malformed ({}: {})".format(label, type(exc).__name__, exc))
     if not keys and not policy.require and not policy.trusted_keys:
         return None
     remote = posixpath.join(str(listing.get("remote_dir") or ""), "releases", release)
