@@ -1,6 +1,10 @@
-"""The trust chain on the board: the bytes that were verified are the bytes that run."""
+"""The trust chain on the board: the bytes that were verified are the bytes that run, and the device's key setting
+comes from fixed places (never from where a bundle's path leads) and fails closed when malformed."""
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,7 +17,7 @@ from edgekit.signing import ENV_TRUSTED_KEYS
 
 
 @pytest.fixture(autouse=True)
-def no_device_setting(monkeypatch, tmp_path):
+def no_device_setting(monkeypatch):
     monkeypatch.delenv(ENV_TRUSTED_KEYS, raising=False)
 
 
@@ -91,19 +95,21 @@ def _swap_link(path, target):
     os.replace(tmp, str(path))
 
 
-def _relink_releases(remote, elsewhere):
-    """releases/ itself replaced by a link to a directory elsewhere."""
-    import shutil
+def _link_release(dev):
+    shutil.rmtree(dev["release"])
+    os.symlink(dev["elsewhere"], dev["release"])
 
-    shutil.rmtree(str(remote / "releases"))
-    os.symlink(os.path.dirname(elsewhere), str(remote / "releases"))
+
+def _link_releases(dev):
+    """releases/ itself replaced by a link to a directory elsewhere."""
+    shutil.rmtree(str(dev["remote"] / "releases"))
+    os.symlink(os.path.dirname(dev["elsewhere"]), str(dev["remote"] / "releases"))
 
 
 LINKS = {
     "current": lambda dev: _swap_link(dev["remote"] / "current", dev["elsewhere"]),
-    "releases/<id>": lambda dev: (__import__("shutil").rmtree(dev["release"]),
-                                  os.symlink(dev["elsewhere"], dev["release"])),
-    "releases/": lambda dev: _relink_releases(dev["remote"], dev["elsewhere"]),
+    "releases/<id>": _link_release,
+    "releases/": _link_releases,
 }
 
 
@@ -118,9 +124,6 @@ def test_a_release_linked_out_of_its_releases_dir_is_refused(device, linked):
 
 
 def test_python_m_runtime_refuses_a_release_linked_elsewhere(device, tmp_path):
-    import subprocess
-    import sys
-
     data = str(tmp_path / "x.npz")
     np.savez(data, x=np.zeros((2, 32, 32, 1), np.float32))
     LINKS["current"](device)
@@ -160,8 +163,6 @@ MALFORMED = {
 
 
 def _replace(path, how):
-    import shutil
-
     shutil.rmtree(str(path))
     if how == "file":
         path.write_text("edgekit-ed25519 AAAA\n")
