@@ -164,7 +164,6 @@ class Session:
         if os.path.exists(known_hosts):
             known = load_known_hosts(client, known_hosts, b.label)
         client.set_missing_host_key_policy(_policy(b, known))
-        t0 = time.monotonic()
         try:
             client.connect(b.host.host, port=b.host.port, username=b.host.user, key_filename=identity,
                            look_for_keys=opts.identity is None, allow_agent=opts.identity is None,
@@ -174,18 +173,22 @@ class Session:
             client.close()
             raise
         except BaseException as exc:  # noqa: BLE001 - mapped to one clear message below
+            transport = client.get_transport()
+            behind = transport.get_exception() if transport is not None else None   # what ended the transport
             client.close()
-            raise self._connect_error(exc, time.monotonic() - t0)
+            raise self._connect_error(behind if behind is not None and "No existing session" in str(exc) else exc)
         client.get_transport().set_keepalive(KEEPALIVE_S)
         self._client = client
 
-    def _connect_error(self, exc: BaseException, waited_s: float) -> BaseException:
+    def _connect_error(self, exc: BaseException) -> BaseException:
         import paramiko
 
         b = self.board
         where = "{}:{}".format(b.host.host, b.host.port)
         if isinstance(exc, paramiko.SSHException) and ("banner" in str(exc) or "No existing session" in str(exc)):
-            if waited_s >= b.ssh.timeout_s * 0.9:
+            # paramiko gives up on the greeting with an EOFError behind it when the port closed the connection,
+            # with a timeout behind it (or, past its own wait, "No existing session") when the port said nothing
+            if not isinstance(exc.__context__, EOFError):
                 return DeployError("{}: no SSH greeting from {} within {:g} s: the port takes connections but does "
                                    "not answer like an SSH server (wrong port, or the board is overloaded)".format(
                                        b.label, where, b.ssh.timeout_s))
