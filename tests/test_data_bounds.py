@@ -77,7 +77,8 @@ def test_a_fifo_as_data_is_named_so(demo_bundles, tmp_path):
     with pytest.raises(DataError, match=r"data file .*data\.npz is not a regular file \(a FIFO, device or "
                                         r"directory\)"):
         load_data(fifo)
-    got = subprocess.run([EDGEKIT, "run", demo_bundles("int8"), fifo], capture_output=True, text=True, timeout=120)
+    got = subprocess.run([sys.executable, "-m", "edgekit.runtime", demo_bundles("int8"), fifo], capture_output=True,
+                         text=True, timeout=120)
     assert got.returncode == 2 and "is not a regular file" in got.stderr and "not found" not in got.stderr
     got = subprocess.run([EDGEKIT, "run", demo_bundles("int8"), fifo, "--host", "nobody@127.0.0.1:9"],
                          capture_output=True, text=True, timeout=120)
