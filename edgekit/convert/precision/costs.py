@@ -1,0 +1,92 @@
+"""Time every op at every rung, as built, on this machine: the latency side of each precision decision.
+
+Per stage, one interleaved measurement (timing.measure_candidates) of: the whole-stage builds at each rung, a
+baseline with every op at int8 (ai-edge-quantizer recipes, as mixed stages are built), and for each weighted op
+and each of its other rungs the baseline with only that op moved. An op's cost at a rung is its build's median
+minus the baseline's (ms, batch 1, 1 thread); a difference within the noise (the baseline's spread) counts as
+none. The kernel that ran the op (XNNPACK or builtin) is read from the interpreter of each build. Builds that
+do not convert or run cost infinity: the rung is never chosen for time.
+"""
+import math
+from typing import Callable, Dict, List, Mapping, Sequence, Tuple
+
+import numpy as np
+
+from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope
+from edgekit.convert.precision.timing import Cost, Protocol, measure_candidates
+from edgekit.errors import ModelError
+
+NOISE_FRACTION = 0.02         # a difference below this share of the baseline (or half its IQR) is noise
+BASE = "int8 baseline"
+
+
+def noise_ms(base: Cost) -> float:
+    return max(0.5 * base.iqr_ms, NOISE_FRACTION * base.median_ms)
+
+
+def op_delta(cost: Cost, base: Cost) -> float:
+    """Extra ms of a build over the baseline; 0 within the noise."""
+    d = cost.median_ms - base.median_ms
+    return 0.0 if abs(d) <= noise_ms(base) else d
+
+
+def _caller(blob: bytes, feed: Mapping[str, np.ndarray]) -> Callable[[], object]:
+    from edgekit.runtime.interpreter import StageCall, load_backend
+
+    call = StageCall(load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner())
+    one = {k: np.asarray(v[:1], np.float32) for k, v in feed.items()}
+    call(**one)
+    return lambda: call(**one)
+
+
+def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[str], qsvs, feed,
+               uniform: Dict[str, bytes], protocol: Protocol = Protocol()) -> Tuple[Dict[str, Cost], Cost]:
+    """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
+    whole-stage costs by rung and the baseline's cost."""
+    from edgekit.convert.precision.recipes import quantize_ops
+
+    base_rungs = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops}
+    builds: Dict[Tuple[str, str], bytes] = {(BASE, ""): quantize_ops(fblob, base_rungs, qsvs=qsvs)}
+    builds.update({("stage", r): b for r, b in uniform.items()})
+    for ly in layers:
+        for r in ly.rungs:
+            if r == "int8" or ly.pinned:
+                continue
+            try:
+                builds[(ly.scope, r)] = quantize_ops(fblob, dict(base_rungs, **{ly.scope: r}), qsvs=qsvs)
+                _caller(builds[(ly.scope, r)], feed)
+            except (ModelError, RuntimeError, ValueError):
+                builds.pop((ly.scope, r), None)
+                ly.costs[r] = math.inf
+    measured = measure_candidates({key: _caller(b, feed) for key, b in builds.items()}, protocol)
+    base = measured[(BASE, "")]
+    base_kernels = kernels_by_scope(builds[(BASE, "")])
+    for ly in layers:
+        ly.costs["int8"] = 0.0
+        ly.kernels["int8"] = base_kernels.get(ly.scope, BUILTIN)
+        for r in ly.rungs:
+            if (ly.scope, r) in measured:
+                ly.costs[r] = op_delta(measured[(ly.scope, r)], base)
+                ly.kernels[r] = kernels_by_scope(builds[(ly.scope, r)]).get(ly.scope, BUILTIN)
+    return {r: measured[("stage", r)] for r in uniform}, base
+
+
+def chain_caller(blobs: Sequence[bytes], feeds: Sequence[Mapping[str, np.ndarray]]) -> Callable[[], None]:
+    """Full depth at batch 1: every stage once on its own (float) input sample."""
+    calls = [_caller(b, f) for b, f in zip(blobs, feeds)]
+
+    def run() -> None:
+        for c in calls:
+            c()
+    return run
+
+
+def full_depth(candidates: Dict[str, Sequence[bytes]], feeds: Sequence[Mapping[str, np.ndarray]],
+               protocol: Protocol = Protocol()) -> Dict[str, Cost]:
+    """Whole bundles (one blob per stage) timed interleaved at full depth."""
+    return measure_candidates({k: chain_caller(b, feeds) for k, b in candidates.items()}, protocol)
+
+
+def kernels_of(blob: bytes, scopes: Sequence[str]) -> List[str]:
+    k = kernels_by_scope(blob)
+    return [k.get(s, BUILTIN) for s in scopes]
