@@ -46,6 +46,15 @@ def test_latency_objective_takes_a_smaller_rung_only_where_its_kernel_costs_no_t
     assert _rungs(choice, layers)["conv"] == "int4w" and extra == pytest.approx(0.19)
     # the fragile op never goes to 4 bits: it would lose more than int8 does, whatever time allows
     assert _rungs(choice, layers)["fragile"] == "int8"
+    # moving an op off int8 makes its stage a per-op-recipe build; when that build is slower than the
+    # converter's int8 one, the move pays for it (here more than the 4-bit layer saves)
+    from edgekit.convert.precision.allocate import StageCost
+
+    stage = StageCost(latency_ms={"int8": 1.0}, size_bytes={}, losses={}, macs=1, fixed_bytes=0, mixed_ms=0.05)
+    choice, extra = ob.smallest_fast(layers, 0.0, 1e-3, [stage])
+    assert set(_rungs(choice, layers).values()) == {"int8", "float32"} and extra == 0.0
+    choice, extra = ob.smallest_fast(layers, 0.05, 1e-3, [stage])
+    assert _rungs(choice, layers)["fc"] == "int4w" and extra == pytest.approx(0.04)
 
 
 def test_size_objective_ignores_time_and_accuracy_objective_spends_only_free_time():

@@ -45,6 +45,7 @@ class StageCost:
     macs: int
     fixed_bytes: int                              # float32 file size minus its weights
     spread_ms: Dict[str, float] = field(default_factory=dict)   # IQR of each whole-stage build's latency
+    mixed_ms: float = 0.0                         # an all-int8 per-op-recipe build's extra ms over the converter's
 
 
 Choice = Tuple[str, str]                          # (rung, reason)

@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision.allocate import Layer, StageCost
-from edgekit.convert.precision.costs import time_stage
+from edgekit.convert.precision.costs import op_delta, time_stage
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.ladder import INT4_OPS, LAYER_RUNGS
 from edgekit.errors import ModelError
@@ -135,14 +135,15 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
         layers.extend(mine)
         cache.save()
         say("stage {}: timing {} ops at each rung (interleaved, batch 1, 1 thread)".format(k, len(mine)))
-        whole, _ = time_stage(fblobs[k], ops, mine, sorted(no_kernel), qsvs, feeds[k], builds)
+        whole, base = time_stage(fblobs[k], ops, mine, sorted(no_kernel), qsvs, feeds[k], builds)
         costs.append(StageCost(
             latency_ms={r: c.median_ms for r, c in whole.items()},
             size_bytes={r: len(b) for r, b in builds.items()},
             losses={r: stage_loss(chain, k, b) for r, b in builds.items() if r != "float32"},
             macs=sum(o.macs for o in ops),
             fixed_bytes=max(0, len(fblobs[k]) - 4 * sum(o.params for o in ops if o.weighted)),
-            spread_ms={r: c.iqr_ms for r, c in whole.items()}))
+            spread_ms={r: c.iqr_ms for r, c in whole.items()},
+            mixed_ms=op_delta(base, whole["int8"]) if "int8" in whole else 0.0))
         hits += cache.hits
         say("stage {}: {} ops measured at {}".format(k, sum(o.weighted for o in ops), ",".join(rungs)))
     return Profile(stages=stages, feeds=feeds, float_blobs=fblobs, ops=all_ops, layers=layers, costs=costs,

@@ -60,18 +60,31 @@ def acceptable(ly: Layer, rung: str, floor: float) -> bool:
     return rung in ly.losses and ly.losses[rung].kl <= max(floor, ref)
 
 
-def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float) -> Tuple[Dict[str, Choice], float]:
-    """Latency objective: every op at its fastest acceptable rung, then the moves to smaller rungs that add the
-    least time per byte saved (free or faster ones first) while the total extra time stays within `slack_ms`.
-    Returns the choices and the estimated extra ms over all-int8."""
+def stage_cost(ly: Layer, rung: str, costs: Sequence[StageCost]) -> float:
+    """measured_cost, plus what moving any op of the stage off int8 costs: the stage is then built from per-op
+    recipes instead of by the converter (StageCost.mixed_ms; counted for each op moved, so on the safe side)."""
+    extra = costs[ly.stage].mixed_ms if costs and rung != "int8" and not ly.pinned else 0.0
+    return measured_cost(ly, rung) + max(0.0, extra)
+
+
+def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float,
+                  costs: Sequence[StageCost] = ()) -> Tuple[Dict[str, Choice], float]:
+    """Latency objective: every op at int8 (its fastest acceptable rung when int8 is not allowed), then the
+    moves to smaller acceptable rungs that add the least time per byte saved (free or faster ones first) while
+    the total extra time over all-int8 stays within `slack_ms`. A stage's first op off int8 also pays the
+    stage's mixed_ms. Returns the choices and the estimated extra ms."""
     size = lambda ly, r: weight_bytes(r, ly.params)  # noqa: E731
     ok = {ly.key: [r for r in ly.rungs if acceptable(ly, r, floor) and measured_cost(ly, r) < math.inf]
           for ly in layers}
-    cur = {}
+    cur, moved = {}, set()
     for ly in layers:
         cands = ok[ly.key] or ["float32"]
-        cur[ly.key] = "float32" if ly.pinned else min(cands, key=lambda r: (measured_cost(ly, r), size(ly, r)))
+        cur[ly.key] = "float32" if ly.pinned else "int8" if "int8" in cands else \
+            min(cands, key=lambda r: (measured_cost(ly, r), size(ly, r)))
+        if cur[ly.key] not in ("int8", "float32") or (cur[ly.key] == "float32" and not ly.pinned):
+            moved.add(ly.stage)
     extra = sum(measured_cost(ly, cur[ly.key]) for ly in layers if not ly.pinned)
+    extra += sum(max(0.0, costs[k].mixed_ms) for k in moved) if costs else 0.0
     while True:
         best: Optional[Tuple[Tuple[float, float], Layer, str, float]] = None
         for ly in layers:
@@ -81,6 +94,8 @@ def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float) -> Tup
             for r in ok[ly.key]:
                 saved = size(ly, r0) - size(ly, r)
                 more = measured_cost(ly, r) - measured_cost(ly, r0)
+                if costs and ly.stage not in moved:
+                    more += max(0.0, costs[ly.stage].mixed_ms)
                 if saved <= 0 or extra + more > slack_ms + 1e-12:
                     continue
                 key = (more / saved, -saved)
@@ -90,6 +105,7 @@ def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float) -> Tup
             break
         _, ly, r, more = best
         cur[ly.key] = r
+        moved.add(ly.stage)
         extra += more
     reason = "smallest acceptable rung within the latency of the fastest uniform precision"
     return {ly.key: (cur[ly.key], ly.pinned or reason) for ly in layers}, extra
@@ -102,10 +118,11 @@ def by_objective(layers: Sequence[Layer], costs: Sequence[StageCost], objective:
     int8 = uniform_ms(costs, fp16_compute).get("int8", limit)
     budget = {"limit": limit, "limit_from": "uniform " + name, "unit": "ms", "int8_ms": int8}
     if objective == "latency":
-        choice, extra = smallest_fast(layers, limit - int8, floor)
+        choice, extra = smallest_fast(layers, limit - int8, floor, costs)
         budget.update(estimated=int8 + extra, smallest=int8 + extra)
         return choice, budget
-    choice, est, low = by_budget(layers, limit, measured_cost, floor, "latency", fixed=int8)
+    choice, est, low = by_budget(layers, limit, lambda ly, r: stage_cost(ly, r, costs), floor, "latency",
+                                 fixed=int8)
     budget.update(estimated=est, smallest=low)
     return choice, budget
 
@@ -120,10 +137,12 @@ MAX_SLOW = 3         # plan ops sent back to int8 when the built plan measures s
 
 
 def slowest(layers: Sequence[Layer], choice: Dict[str, Choice]) -> Optional[Layer]:
-    """The op whose chosen rung costs the most measured time over int8 (None: none costs any)."""
-    cands = [ly for ly in layers if not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8"
-             and measured_cost(ly, choice[ly.key][0]) > 0]
-    return max(cands, key=lambda ly: measured_cost(ly, choice[ly.key][0])) if cands else None
+    """The op to send back to int8 when the built plan measures slower than uniform int8: one that runs on
+    another kernel than its int8 build first, then the one with the most measured time over int8."""
+    cands = [ly for ly in layers if not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8"]
+    key = lambda ly: (ly.kernels.get(choice[ly.key][0]) != ly.kernels.get("int8"),  # noqa: E731
+                      measured_cost(ly, choice[ly.key][0]))
+    return max(cands, key=key) if cands else None
 
 
 def against_int8(got: Dict, plan_sizes: Sequence[int], prof) -> Dict:

@@ -33,8 +33,8 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             budget.update(limit=options.size_budget, estimated=est, smallest=low, unit="bytes")
         else:
             int8 = ob.uniform_ms(prof.costs, target.fp16_compute).get("int8", 0.0)
-            choice, est, low = al.by_budget(layers, options.latency_budget_ms, ob.measured_cost, tol, "latency",
-                                            fixed=int8)
+            choice, est, low = al.by_budget(layers, options.latency_budget_ms,
+                                            lambda ly, r: ob.stage_cost(ly, r, prof.costs), tol, "latency", fixed=int8)
             budget.update(limit=options.latency_budget_ms, estimated=est, smallest=low, unit="ms")
         if low > budget["limit"]:
             raise ConfigError("{} budget {:g} {} is below the least this model can take ({:.4g} {} with every "
@@ -295,6 +295,7 @@ def _report(prof: Profile, options, target, rungs, notes, budget, verification, 
                       "inside the .tflite)",
         "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
         "stages": [{"index": k, "precision": lb, "size_bytes": len(b),
+                    "mixed_overhead_ms": prof.costs[k].mixed_ms,
                     "whole_stage": {r: {"size_bytes": c, "latency_ms": prof.costs[k].latency_ms[r],
                                         "kl": prof.costs[k].losses[r].kl if r in prof.costs[k].losses else 0.0,
                                         "sqnr_db": prof.costs[k].losses[r].sqnr_db if r in prof.costs[k].losses
