@@ -181,3 +181,19 @@ def test_objective_bad_inputs_exit_2_and_write_nothing(tmp_path):
         assert res.exit_code == 2, res.output
         assert msg in res.output
         assert not out.exists()
+
+
+def test_the_stage_slower_than_its_int8_build_beyond_the_noise_is_found():
+    from edgekit.convert.precision.objective import slow_stage
+    from edgekit.convert.precision.timing import Cost
+
+    def c(ms):
+        return Cost(ms, ms * 0.99, ms * 1.01, 100, True)
+
+    int8 = [b"a", b"b", b"c"]
+    got = {"int8": [c(1.0), c(1.0), c(1.0)], "plan": [c(1.5), c(1.01), c(3.0)]}
+    assert slow_stage(got, [b"x", b"y", b"c"], int8) == 0         # stage 2 is int8's own build: never blamed
+    assert slow_stage(got, [b"x", b"y", b"z"], int8) == 2
+    got["plan"] = [c(1.01), c(0.9), c(1.0)]
+    assert slow_stage(got, [b"x", b"y", b"z"], int8) is None       # within the noise, or faster
+    assert slow_stage(got, [b"x", b"y", b"z"], None) is None

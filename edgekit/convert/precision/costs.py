@@ -71,6 +71,16 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     return {r: measured[("stage", r)] for r in uniform}, base
 
 
+def stage_times(candidates: Dict[str, Sequence[bytes]], feeds: Sequence[Mapping[str, np.ndarray]],
+                protocol: Protocol = Protocol()) -> Dict[str, List[Cost]]:
+    """Bundles (one blob per stage, float stage interfaces) timed stage by stage, every stage of every bundle
+    interleaved in one measurement; a bundle's full-depth time is the sum of its stages' medians."""
+    calls = {(name, k): _caller(b, f) for name, blobs in candidates.items() for k, (b, f) in
+             enumerate(zip(blobs, feeds))}
+    got = measure_candidates(calls, protocol)
+    return {name: [got[(name, k)] for k in range(len(blobs))] for name, blobs in candidates.items()}
+
+
 def chain_caller(blobs: Sequence[bytes], feeds: Sequence[Mapping[str, np.ndarray]]) -> Callable[[], None]:
     """Full depth at batch 1: every stage once on its own (float) input sample."""
     calls = [_caller(b, f) for b, f in zip(blobs, feeds)]

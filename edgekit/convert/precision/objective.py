@@ -145,19 +145,35 @@ def slowest(layers: Sequence[Layer], choice: Dict[str, Choice]) -> Optional[Laye
     return max(cands, key=key) if cands else None
 
 
+def slow_stage(got: Dict, plan: Sequence[bytes], int8: Optional[Sequence[bytes]]) -> Optional[int]:
+    """The stage of the plan most slower than its int8 build beyond the noise (None: none is)."""
+    from edgekit.convert.precision.costs import noise_ms
+
+    if not int8:
+        return None
+    excess = {k: got["plan"][k].median_ms - got["int8"][k].median_ms - noise_ms(got["int8"][k])
+              for k in range(len(plan)) if plan[k] != int8[k]}
+    worst = max(excess, key=excess.get) if excess else None
+    return worst if worst is not None and excess[worst] > 0 else None
+
+
 def against_int8(got: Dict, plan_sizes: Sequence[int], prof) -> Dict:
-    """Plan vs uniform builds: full-depth ms (median, IQR) of each, and size and latency factors vs int8."""
+    """Plan vs uniform builds: full-depth ms (sum of the stages' medians) of each, per stage, and size and
+    latency factors vs int8."""
     from edgekit.convert.precision.timing import machine
 
-    out = {"plan_ms": got["plan"].median_ms, "plan_bytes": int(sum(plan_sizes)),
-           "uniform_ms": {k: c.median_ms for k, c in got.items() if k != "plan"},
-           "iqr_ms": {k: c.iqr_ms for k, c in got.items()},
-           "measured": "full depth, batch 1, 1 thread, candidates interleaved call by call, median",
+    total = {k: sum(c.median_ms for c in costs) for k, costs in got.items()}
+    out = {"plan_ms": total["plan"], "plan_bytes": int(sum(plan_sizes)),
+           "uniform_ms": {k: v for k, v in total.items() if k != "plan"},
+           "stage_ms": {k: [c.median_ms for c in costs] for k, costs in got.items()},
+           "stage_iqr_ms": {k: [c.iqr_ms for c in costs] for k, costs in got.items()},
+           "measured": "each stage at batch 1, 1 thread, every stage of every candidate interleaved call by call, "
+                       "median; full depth = the sum over the stages",
            "machine": machine()}
     if "int8" in got:
         int8_bytes = sum(len(u["int8"]) for u in prof.uniform)
-        out.update(int8_ms=got["int8"].median_ms, int8_bytes=int(int8_bytes),
-                   latency_vs_int8=got["plan"].median_ms / max(got["int8"].median_ms, 1e-9),
+        out.update(int8_ms=total["int8"], int8_bytes=int(int8_bytes),
+                   latency_vs_int8=total["plan"] / max(total["int8"], 1e-9),
                    size_vs_int8=sum(plan_sizes) / float(max(int8_bytes, 1)))
     return out
 

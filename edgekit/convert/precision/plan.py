@@ -200,23 +200,24 @@ def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
 
 
 def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, say) -> Dict[str, Any]:
-    """The built plan against the uniform builds, full depth, interleaved. When time is the objective and the
-    plan is slower than its limit, the op that costs the most time goes back to int8 (at most MAX_SLOW times)."""
-    from edgekit.convert.precision.costs import full_depth
+    """The built plan against the uniform builds, stage by stage, interleaved. When time is the objective and a
+    stage of the plan is slower than its int8 build beyond the noise, an op of that stage goes back to int8
+    (at most MAX_SLOW times): per-op costs are measured one op at a time, and small ones add up."""
+    from edgekit.convert.precision.costs import stage_times
 
     uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in ("int8", "float32", "float16")) if b}
     timing: Dict[str, Any] = {}
     for attempt in range(ob.MAX_SLOW + 1):
-        got = full_depth(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
+        got = stage_times(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
         timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
-        limit = budget.get("limit") if budget["mode"].startswith("objective-") else None
-        ly = ob.slowest(prof.layers, choice) if limit and attempt < ob.MAX_SLOW and \
-            got["plan"].median_ms > got["int8"].median_ms * (1 + ob.SLOWER) and "int8" in got else None
+        k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) \
+            if budget["mode"].startswith("objective-") and attempt < ob.MAX_SLOW else None
+        ly = None if k is None else ob.slowest([ly for ly in prof.layers if ly.stage == k], choice)
         if ly is None:
             break
-        choice[ly.key] = ("int8", "back to int8: the built plan measured slower than uniform int8")
+        choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
         built[ly.stage] = _build(prof, ly.stage, choice, f16)
-        say("slower than int8: {} -> int8".format(ly.name))
+        say("stage {} slower than int8: {} -> int8".format(k, ly.name))
     budget["built_bytes"] = int(sum(len(b) for b, _ in built))
     budget["measured_ms"] = timing["plan_ms"]
     if budget["mode"] in ("size", "latency"):
