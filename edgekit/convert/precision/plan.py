@@ -165,6 +165,11 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     while True:
         scores = _scores(_exits(prof, [b for b, _ in built], data["held_x"], input_name), ref, data["held_y"])
         ok = all(s >= fl - 1e-9 for fl, s in zip(floors, scores))
+        k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, floors, scores, int8)
+        if k is not None:
+            backoff.append({"stage": k, "layer": "(every op)", "from": "mixed", "to": "int8", "scores_before": scores})
+            say("back-off: stage {} -> int8".format(k))
+            continue
         ly = None if ok or len(backoff) >= MAX_BACKOFF or len(backoff) + len(undone) >= 2 * MAX_BACKOFF else \
             al.backoff_pick(prof.layers, choice, done, ceiling)
         if ly is None:
@@ -191,6 +196,25 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff,
             "undone_over_size_budget": undone, "uniform_int8": int8_scores, "floor": floors,
             "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop"}
+
+
+def _revert_stage(prof: Profile, choice, f16, built, floors, scores, int8: List[bytes]) -> Optional[int]:
+    """For the time objectives: the latest stage, up to the first exit below its floor, that is not its
+    converter int8 build goes back to it whole (every op int8): a stage built from per-op recipes can lose
+    more than its ops did one at a time. None when every such stage is int8 already."""
+    first = next(e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9)
+    mixed = [j for j in range(first + 1) if built[j][0] != int8[j]]
+    if not mixed:
+        return None
+    k = mixed[-1]
+    for ly in prof.layers:
+        if ly.stage == k and not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8":
+            choice[ly.key] = ("int8", "stage {} back to int8 after held-out verification".format(k))
+    f16[k] = ""
+    built[k] = _build(prof, k, choice, f16)
+    if built[k][0] != int8[k]:                  # ops without an int8 rung keep it mixed: take the int8 build
+        built[k] = (int8[k], "int8")
+    return k
 
 
 def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
