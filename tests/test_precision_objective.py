@@ -197,3 +197,25 @@ def test_the_stage_slower_than_its_int8_build_beyond_the_noise_is_found():
     got["plan"] = [c(1.01), c(0.9), c(1.0)]
     assert slow_stage(got, [b"x", b"y", b"z"], int8) is None       # within the noise, or faster
     assert slow_stage(got, [b"x", b"y", b"z"], None) is None
+
+
+def test_leaving_xnnpack_for_a_builtin_kernel_is_never_free_and_is_sent_back_first():
+    from edgekit.convert.precision.costs import _cost
+    from edgekit.convert.precision.objective import to_int8
+    from edgekit.convert.precision.timing import Cost
+
+    base = Cost(1.0, 0.99, 1.01, 100, True)
+    same = Cost(1.005, 0.99, 1.02, 100, True)                      # within the noise
+    assert _cost(same, base, 0.0, "xnnpack", "xnnpack") == 0.0
+    assert _cost(same, base, 0.05, "builtin", "xnnpack") == pytest.approx(0.05)   # at least the noise
+    assert _cost(Cost(0.8, 0.79, 0.81, 100, True), base, 0.05, "builtin", "xnnpack") == pytest.approx(-0.2)
+    assert _cost(same, base, 0.05, "builtin", "builtin") == 0.0     # int8 was builtin too: nothing left
+    layers = _layers()
+    for ly, k in zip(layers, ("builtin", "xnnpack", "builtin", "")):
+        ly.kernels.update({"int8": "xnnpack", "int4w": k})
+    choice = {ly.key: (r, "") for ly, r in zip(layers, ("int4w", "int4w", "int8", "float32"))}
+    assert [ly.name for ly in to_int8(layers, choice)] == ["conv"]
+    choice[layers[0].key] = ("int8", "")
+    assert [ly.name for ly in to_int8(layers, choice)] == ["fc"]   # no builtin one left: the costliest
+    choice[layers[1].key] = ("int8", "")
+    assert to_int8(layers, choice) == []

@@ -19,6 +19,7 @@ from edgekit.errors import ModelError
 NOISE_FRACTION = 0.02         # a difference below this share of the baseline (or half its IQR) is noise
 BASE = "int8 baseline"
 BASE_COPIES = 3               # the baseline is timed this many times (separate interpreters): its spread is noise
+GROUP = 12                    # candidates timed together (with their own baseline copies)
 
 
 def noise_ms(base: Cost, spread: float = 0.0) -> float:
@@ -48,16 +49,19 @@ def _caller(blob: bytes, feed: Mapping[str, np.ndarray]) -> Callable[[], object]
 
 
 def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[str], qsvs, feed,
-               uniform: Dict[str, bytes], protocol: Protocol = Protocol()) -> Tuple[Dict[str, Cost], Cost]:
+               uniform: Dict[str, bytes], protocol: Protocol = Protocol(max_seconds=4.0)
+               ) -> Tuple[Dict[str, Cost], Cost]:
     """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
-    whole-stage costs by rung and the baseline's cost."""
+    whole-stage costs by rung and the baseline's cost. Candidates are timed in groups of GROUP, each group with
+    its own copies of the baseline: fewer interpreters in turn keep the caches as warm as one stage's are."""
     from edgekit.convert.precision.recipes import quantize_ops
 
     base_rungs = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops}
     base_blob = quantize_ops(fblob, base_rungs, qsvs=qsvs)
-    builds: Dict[Tuple[str, str], bytes] = {(BASE, "0"): base_blob}
-    builds.update({("stage", r): b for r, b in uniform.items()})
+    base_kernels = kernels_by_scope(base_blob)
+    builds: Dict[Tuple[str, str], bytes] = {}
     for ly in layers:
+        ly.costs["int8"], ly.kernels["int8"] = 0.0, base_kernels.get(ly.scope, BUILTIN)
         for r in ly.rungs:
             if r == "int8" or ly.pinned:
                 continue
@@ -67,22 +71,41 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
             except (ModelError, RuntimeError, ValueError):
                 builds.pop((ly.scope, r), None)
                 ly.costs[r] = math.inf
-    others = [key for key in builds if key[0] != BASE]
-    spaced = list(others)
-    for i in range(BASE_COPIES):                 # spread through the order, each copy its own interpreter
-        spaced.insert(i * (len(others) + i) // BASE_COPIES, (BASE, str(i)))
-        builds[(BASE, str(i))] = base_blob
-    measured = measure_candidates({key: _caller(builds[key], feed) for key in spaced}, protocol)
+    keys = [("stage", r) for r in uniform] + list(builds)
+    builds.update({("stage", r): b for r, b in uniform.items()})
+    whole: Dict[str, Cost] = {}
+    base = None
+    for g in range(0, max(1, len(keys)), GROUP):
+        measured, gbase, spread = _group(keys[g:g + GROUP], builds, base_blob, feed, protocol)
+        base = base or gbase
+        for key, cost in measured.items():
+            if key[0] == "stage":
+                whole[key[1]] = cost
+                continue
+            ly = next(x for x in layers if x.scope == key[0])
+            ly.kernels[key[1]] = kernels_by_scope(builds[key]).get(ly.scope, BUILTIN)
+            ly.costs[key[1]] = _cost(cost, gbase, spread, ly.kernels[key[1]], ly.kernels["int8"])
+    return whole, base
+
+
+def _group(keys, builds, base_blob: bytes, feed, protocol: Protocol):
+    """Time `keys` interleaved with BASE_COPIES copies of the baseline spread through the order."""
+    spaced = list(keys)
+    for i in range(BASE_COPIES):
+        spaced.insert(i * (len(keys) + i) // BASE_COPIES, (BASE, str(i)))
+    blobs = dict(builds, **{(BASE, str(i)): base_blob for i in range(BASE_COPIES)})
+    measured = measure_candidates({key: _caller(blobs[key], feed) for key in spaced}, protocol)
     base, spread = _baseline(measured)
-    base_kernels = kernels_by_scope(base_blob)
-    for ly in layers:
-        ly.costs["int8"] = 0.0
-        ly.kernels["int8"] = base_kernels.get(ly.scope, BUILTIN)
-        for r in ly.rungs:
-            if (ly.scope, r) in measured:
-                ly.costs[r] = op_delta(measured[(ly.scope, r)], base, spread)
-                ly.kernels[r] = kernels_by_scope(builds[(ly.scope, r)]).get(ly.scope, BUILTIN)
-    return {r: measured[("stage", r)] for r in uniform}, base
+    return {k: c for k, c in measured.items() if k[0] != BASE}, base, spread
+
+
+def _cost(cost: Cost, base: Cost, spread: float, kernel: str, int8_kernel: str) -> float:
+    """op_delta; an op that leaves XNNPACK for a builtin kernel costs at least the noise unless it measured
+    clearly faster: a slow kernel must not pass for a free one because the noise hid it."""
+    d = op_delta(cost, base, spread)
+    if kernel == BUILTIN and int8_kernel != BUILTIN and d >= 0.0:
+        return max(d, noise_ms(base, spread))
+    return d
 
 
 def stage_times(candidates: Dict[str, Sequence[bytes]], feeds: Sequence[Mapping[str, np.ndarray]],

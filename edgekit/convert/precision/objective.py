@@ -9,9 +9,10 @@ Time is measured per op and rung (costs.py): the op's extra ms over an all-int8 
 whose kernel is slow on the target costs that time and is left out unless the objective is size.
 """
 import math
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgekit.convert.precision.allocate import Choice, Layer, StageCost, by_budget
+from edgekit.convert.precision.kernels import BUILTIN
 from edgekit.convert.precision.ladder import rank, weight_bytes
 from edgekit.errors import ConfigError
 
@@ -136,13 +137,14 @@ def backoff_ceiling(objective: Optional[str]) -> Optional[str]:
 MAX_SLOW = 3         # plan ops sent back to int8 when the built plan measures slower than its limit
 
 
-def slowest(layers: Sequence[Layer], choice: Dict[str, Choice]) -> Optional[Layer]:
-    """The op to send back to int8 when the built plan measures slower than uniform int8: one that runs on
-    another kernel than its int8 build first, then the one with the most measured time over int8."""
+def to_int8(layers: Sequence[Layer], choice: Dict[str, Choice]) -> List[Layer]:
+    """The ops to send back to int8 when their stage measured slower than its int8 build: those that left
+    XNNPACK for a builtin kernel, else the one with the most measured time over int8 (none: nothing to do)."""
     cands = [ly for ly in layers if not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8"]
-    key = lambda ly: (ly.kernels.get(choice[ly.key][0]) != ly.kernels.get("int8"),  # noqa: E731
-                      measured_cost(ly, choice[ly.key][0]))
-    return max(cands, key=key) if cands else None
+    slow = [ly for ly in cands if ly.kernels.get(choice[ly.key][0]) == BUILTIN != ly.kernels.get("int8")]
+    if slow or not cands:
+        return slow
+    return [max(cands, key=lambda ly: measured_cost(ly, choice[ly.key][0]))]
 
 
 def slow_stage(got: Dict, plan: Sequence[bytes], int8: Optional[Sequence[bytes]]) -> Optional[int]:

@@ -236,12 +236,13 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, sa
         timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
         k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) \
             if budget["mode"].startswith("objective-") and attempt < ob.MAX_SLOW else None
-        ly = None if k is None else ob.slowest([ly for ly in prof.layers if ly.stage == k], choice)
-        if ly is None:
+        back = [] if k is None else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
+        if not back:
             break
-        choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
-        built[ly.stage] = _build(prof, ly.stage, choice, f16)
-        say("stage {} slower than int8: {} -> int8".format(k, ly.name))
+        for ly in back:
+            choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
+        built[k] = _build(prof, k, choice, f16)
+        say("stage {} slower than int8: {} -> int8".format(k, ", ".join(ly.name for ly in back)))
     budget["built_bytes"] = int(sum(len(b) for b, _ in built))
     budget["measured_ms"] = timing["plan_ms"]
     if budget["mode"] in ("size", "latency"):
