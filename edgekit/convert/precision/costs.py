@@ -93,7 +93,8 @@ def _group(keys, builds, base_blob: bytes, feed, protocol: Protocol):
     spaced = list(keys)
     for i in range(BASE_COPIES):
         spaced.insert(i * (len(keys) + i) // BASE_COPIES, (BASE, str(i)))
-    blobs = dict(builds, **{(BASE, str(i)): base_blob for i in range(BASE_COPIES)})
+    blobs = dict(builds)
+    blobs.update({(BASE, str(i)): base_blob for i in range(BASE_COPIES)})
     measured = measure_candidates({key: _caller(blobs[key], feed) for key in spaced}, protocol)
     base, spread = _baseline(measured)
     return {k: c for k, c in measured.items() if k[0] != BASE}, base, spread
