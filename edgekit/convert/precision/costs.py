@@ -133,8 +133,3 @@ def full_depth(candidates: Dict[str, Sequence[bytes]], feeds: Sequence[Mapping[s
                protocol: Protocol = Protocol()) -> Dict[str, Cost]:
     """Whole bundles (one blob per stage) timed interleaved at full depth."""
     return measure_candidates({k: chain_caller(b, feeds) for k, b in candidates.items()}, protocol)
-
-
-def kernels_of(blob: bytes, scopes: Sequence[str]) -> List[str]:
-    k = kernels_by_scope(blob)
-    return [k.get(s, BUILTIN) for s in scopes]
