@@ -121,7 +121,10 @@ def test_timing_protocol_interleaves_and_rotates_with_a_fake_clock():
     timed = order[3:]                                   # after one warm-up call each
     rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds)     # every candidate once per round
-    assert rounds[0] != rounds[1] and rounds[1][0] == "b"        # the order rotates round by round
+    # the order changes between rounds, and no candidate always follows the same one
+    assert len({tuple(r) for r in rounds}) > 1
+    before_a = {r[r.index("a") - 1] for r in rounds if r.index("a") > 0}
+    assert before_a == {"b", "c"}
 
 
 def test_four_bit_fully_connected_runs_on_xnnpack_and_four_bit_conv_on_builtin():

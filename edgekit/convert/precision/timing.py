@@ -1,14 +1,16 @@
 """Interleaved timing of candidate builds: the cost protocol used for every precision decision.
 
 Every candidate (a call with no arguments, e.g. one stage build run on one batch-1 sample) is warmed up, then
-all are called round by round, the order rotating each round so that drift and load from other processes hit
-every candidate alike, in chunks of rounds until every median moves by less than `rel_tol` from one chunk to
+all are called round by round, in a new random order each round (seeded) so that drift and load from other
+processes hit every candidate alike and no candidate always runs after the same one (a rotating order keeps
+each candidate's predecessor fixed, and a predecessor with large weights leaves it cold caches), in chunks of rounds until every median moves by less than `rel_tol` from one chunk to
 the next (bounded by `max_rounds` and `max_seconds`). Each candidate's cost is its median with the spread
 (quartiles) and the number of calls. One function, `measure_candidates`, so that the project-wide protocol can
 replace it without touching its callers.
 """
 import os
 import platform
+import random
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, Hashable, List, Mapping, Optional, Sequence
@@ -67,8 +69,9 @@ def _stable(times: List[List[float]], before: int, rel_tol: float) -> bool:
 
 
 def measure_candidates(calls: Mapping[Hashable, Callable[[], Any]], protocol: Optional[Protocol] = None,
-                       clock: Callable[[], float] = time.perf_counter) -> Dict[Hashable, Cost]:
-    """The cost of every candidate, by key. clock: seconds (injectable: tests use a fake clock)."""
+                       clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> Dict[Hashable, Cost]:
+    """The cost of every candidate, by key. clock: seconds (injectable: tests use a fake clock); seed: the
+    order of the calls in each round."""
     proto = protocol or Protocol()
     keys = list(calls)
     fns = [calls[k] for k in keys]
@@ -78,11 +81,12 @@ def measure_candidates(calls: Mapping[Hashable, Callable[[], Any]], protocol: Op
         for fn in fns:
             fn()
     times: List[List[float]] = [[] for _ in keys]
+    rng, order = random.Random(seed), list(range(len(fns)))
     start, rounds, stable = clock(), 0, False
     while rounds < proto.max_rounds:
         for _ in range(proto.chunk):
-            shift = rounds % len(fns)
-            for j in list(range(shift, len(fns))) + list(range(shift)):
+            rng.shuffle(order)
+            for j in order:
                 t0 = clock()
                 fns[j]()
                 times[j].append((clock() - t0) * 1000.0)
