@@ -15,7 +15,8 @@ from the calibration images (one forward pass with batch statistics). Inputs: th
 96x96, three channels, in [-1, 1]. Adaptive with the default objective (latency) and with objective accuracy,
 rungs int4w,int8,float32 (int16x8 runs on reference kernels and every op would be timed at it). SQNR of each
 exit against float Keras on 64 held-out images; latency = both stages at batch 1, 1 thread, interleaved.
-Goal: adaptive exit SQNR >= int8's at <= 1.0x int8's latency.
+Goal (default objective): adaptive exit SQNR >= int8's at <= 1.0x int8's latency. The uniform builds here are
+calibrated on all 160 images, the plan's on the images it does not hold out.
 
     python benchmarks/bench_precision.py [--skip-mobilenet] [--warm] [--target raspberry-pi-4]
 """
@@ -196,8 +197,9 @@ def print_mobilenet(rows):
     for k in ("adaptive latency", "adaptive accuracy"):
         r = rows[k]
         ok = all(a >= b - 1e-9 for a, b in zip(r["sqnr"], i8["sqnr"])) and r["ms"] <= i8["ms"]
-        print("goal MobileNetV2 {} exit SQNR >= int8's at <= 1.0x its latency: {} vs {} dB, {:.3f}x -> {}".format(
-            k, "/".join("{:.2f}".format(v) for v in r["sqnr"]), "/".join("{:.2f}".format(v) for v in i8["sqnr"]),
+        print("{} MobileNetV2 {} exit SQNR >= int8's at <= 1.0x its latency: {} vs {} dB, {:.3f}x -> {}".format(
+            "goal" if k == "adaptive latency" else "(objective accuracy, not a goal)", k,
+            "/".join("{:.2f}".format(v) for v in r["sqnr"]), "/".join("{:.2f}".format(v) for v in i8["sqnr"]),
             r["ms"] / i8["ms"], goal(ok)))
 
 
