@@ -54,17 +54,14 @@ def max_abs_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> List[floa
     return [float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) for p, q in zip(a, b)]
 
 
-def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1, rounds: int = 400,
-                   warmup: int = 40, backend: Optional[str] = None) -> List[float]:
-    """Median batch-1 milliseconds of each blob (same signature) on feed, the candidates called in turn each
-    round so that a busy machine slows them alike. backend: the interpreter package (default: the first found)."""
+def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1,
+                   backend: Optional[str] = None) -> List[float]:
+    """Median batch-1 milliseconds of each blob (same signature) on feed, under the precision decisions' protocol
+    (convert/precision/timing.py: warmed up, interleaved in a new random order each round, until the medians
+    settle). backend: the interpreter package (default: the first found)."""
+    from edgekit.convert.precision.timing import measure_candidates
+
     runners = _runners(blobs, threads, backend)
     one = {n: v[:1].astype(np.float32) for n, v in feed.items()}
-    times = [[] for _ in runners]   # type: List[List[float]]
-    for r in range(warmup + rounds):
-        for run, acc in zip(runners, times):
-            t0 = time.perf_counter()
-            run(**one)
-            if r >= warmup:
-                acc.append((time.perf_counter() - t0) * 1000.0)
-    return [float(np.median(t)) for t in times]
+    costs = measure_candidates({i: (lambda run=run: run(**one)) for i, run in enumerate(runners)})
+    return [costs[i].median_ms for i in range(len(runners))]
