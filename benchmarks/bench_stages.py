@@ -1,8 +1,10 @@
 """Each int8 stage of the demo against its float32 twin, with the per-op table that shows where time goes.
 
 Converts the demo (edgekit/assets/demo_digits.keras, 3 exits) for this machine (host-x86_64) at int8 and at
-float32, then times every stage of both bundles call by call in turn (batch 1, 1 thread, a test image fed
-through the stages before it), so a busy machine slows them alike, and prints the medians. Then the per-op
+float32, then times every stage of both bundles call by call, in a new random order each round (batch 1,
+1 thread, a test image fed through the stages before it), so a busy machine slows them alike and no stage always
+follows the same one (a fixed order would always run one stage right after float32's large last stage, on cold
+caches), and prints the medians. Then the per-op
 tables (edgekit/bench/ops.py: each op cut out and timed alone) of both bundles.
 Goal: every int8 stage no slower than its float32 twin.
 
@@ -10,6 +12,7 @@ Goal: every int8 stage no slower than its float32 twin.
 """
 import argparse
 import os
+import random
 import sys
 import tempfile
 import time
@@ -45,16 +48,19 @@ def stage_feeds(runner, x):
 
 
 def stage_medians(runners, x, rounds, warmup=300):
-    """Median ms of every stage of every runner, all called in turn each round."""
+    """Median ms of every stage of every runner, all called once each round, in a new (seeded) random order."""
     calls = [(r._steps[k].call, f, r._steps[k].fetch) for r in runners for k, f in enumerate(stage_feeds(r, x))]
     times = [[] for _ in calls]
     clock = time.perf_counter
+    rng, order = random.Random(0), list(range(len(calls)))
     for i in range(warmup + rounds):
-        for (call, feed, fetch), acc in zip(calls, times):
+        rng.shuffle(order)
+        for j in order:
+            call, feed, fetch = calls[j]
             t0 = clock()
             call.invoke(feed, fetch)
             if i >= warmup:
-                acc.append(clock() - t0)
+                times[j].append(clock() - t0)
     med = [float(np.median(t)) * 1000.0 for t in times]
     n = len(runners[0]._steps)
     return [med[j * n:(j + 1) * n] for j in range(len(runners))]
@@ -72,7 +78,7 @@ def main():
         f32 = EarlyExitRunner(args.float32 or convert("float32", tmp))
         ms_i8, ms_f32 = stage_medians([i8, f32], x, args.rounds)
         tables = [ops_table(profile_ops(r, x)) for r in (i8, f32)]
-    print("demo stages on this machine ({} {}), batch 1, 1 thread, {} rounds, all stages interleaved".format(
+    print("demo stages on this machine ({} {}), batch 1, 1 thread, {} rounds, all stages in random order".format(
         i8.backend.name, i8.backend.version, args.rounds))
     print("{:>5} {:>10} {:>12} {:>12} {:>8}".format("stage", "MFLOPs", "int8 ms", "float32 ms", "ratio"))
     for k, st in enumerate(i8.manifest.stages):
