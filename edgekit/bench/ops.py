@@ -151,9 +151,14 @@ def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rou
         whole.set_tensor(d["index"], np.asarray(v, dtype=d["dtype"]).reshape(d["shape"]))
     ops = one_op_models(blob)
     default, builtin, kernels = [], [], []
-    for _, _, one, ins in ops:
+    for k, (name, _, one, ins) in enumerate(ops):
         for kind, store in ((False, default), (True, builtin)):
-            it = _interpreter(backend, one, kind)
+            try:
+                it = _interpreter(backend, one, kind)
+            except (ValueError, RuntimeError) as exc:     # e.g. control flow that needs its other subgraphs
+                raise EdgekitError("op {} ({}) cannot run on its own in {}: {}; allowed: stages of single-subgraph "
+                                   "ops".format(k, name, backend.name, str(exc).splitlines()[0] if str(exc) else
+                                                type(exc).__name__))
             if it is not None:
                 for d, t in zip(it.get_input_details(), ins):
                     it.set_tensor(d["index"], full.get_tensor(t))
