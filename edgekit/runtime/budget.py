@@ -3,17 +3,27 @@
 Budget mode runs stage k only while it is predicted (online stage costs, see costs.py) to finish within
 what is left of the budget; anytime mode starts stages while time is left and returns the best answer
 so far when the deadline passes, abandoning a stage in flight (it finishes in the background on its own
-interpreter; a later call waits only if it needs that same stage). Samples that stop because of time answer from the deepest exit they reached.
+interpreter; a later call waits only if it needs that same stage). Samples that stop because of time answer from the
+deepest exit they reached, and the result counts them (BudgetResult.stopped).
 """
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence
 
 import numpy as np
 
 from edgekit.errors import ConfigError
+from edgekit.runtime.runner import Result
+
+
+# Stage costs are timed alone; between stages an early-exit call also scores exits and selects samples, which
+# a full-depth call does not, so the path to the last stage costs a few percent more than full depth. SLACK lets a
+# budget at the typical full-depth cost cover that path; LATE bounds how far over the budget a call that is already
+# running late (a stall) may still go to start a stage.
+SLACK = 0.1
+LATE = 0.5
 
 
 def check_budget(runner: Any, budget_ms: Optional[float]) -> float:
@@ -35,12 +45,28 @@ def _worker(runner: Any) -> ThreadPoolExecutor:
     return pool
 
 
-def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_ms: Optional[float],
-                    anytime: bool, full_depth: bool = False) -> Any:
-    from edgekit.runtime.runner import Result
+class BudgetResult(Result):
+    """A run() result under a budget; `stopped`: how many samples the budget stopped before their exit's
+    threshold was reached (they answer from the deepest exit they reached)."""
 
+    __slots__ = ("stopped",)
+
+    def __init__(self, outputs: np.ndarray, stage_ms: List[float], exits: np.ndarray, scores: np.ndarray,
+                 rule: Any, last: int, stopped: int) -> None:
+        Result.__init__(self, outputs, stage_ms, exits, scores, rule, last)
+        self.stopped = stopped
+
+
+def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_ms: Optional[float],
+                    anytime: bool, full_depth: bool = False,
+                    clock: Callable[[], float] = time.perf_counter) -> BudgetResult:
+    """Stage k > 0 starts when the typical costs (runner.costs, the streaming median of every stage's time, timed
+    here with `clock`) of the stages run so far and of stage k fit in the budget (within SLACK), unless this call is
+    running late:
+    then only when it is predicted to end within LATE of the budget over it. A budget at or above the
+    typical full-depth cost thus stops no sample on a call that runs at its usual speed, and a call slowed by
+    a stall answers from an earlier exit instead of overrunning. clock: seconds, injectable."""
     budget = check_budget(runner, budget_ms)
-    clock = time.perf_counter
     deadline = clock() + budget / 1000.0
     n = arr.shape[0]
     last = runner.num_stages - 1
@@ -50,18 +76,28 @@ def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_m
     scores = np.zeros(n, dtype=np.float64)
     stage_ms = []   # type: List[float]
     values = [arr]
+    costs = runner.costs
+    stopped = 0
+    planned = 0.0   # the typical cost of the stages run so far (ms)
     for k, step in enumerate(runner._steps):
-        if k > 0 and not anytime and clock() + runner.costs.predict(k, len(active)) / 1000.0 > deadline:
+        cost = costs.predict(k, len(active))
+        if k > 0 and not anytime and (planned + cost > budget * (1.0 + SLACK) or
+                                      clock() + cost / 1000.0 > deadline + LATE * budget / 1000.0):
+            stopped = len(active)
             break
+        planned += cost
+        t0 = clock()
         if anytime:
             future = _worker(runner).submit(runner.invoke_stage, k, values, step.fetch)
             try:
-                res, ms = future.result(timeout=max(deadline - clock(), 0.0) if k > 0 else None)
+                res, _ = future.result(timeout=max(deadline - clock(), 0.0) if k > 0 else None)
             except FutureTimeout:
+                stopped = len(active)
                 break
         else:
-            res, ms = runner.invoke_stage(k, values, step.fetch)
-        runner.costs.observe(k, ms, len(active))
+            res, _ = runner.invoke_stage(k, values, step.fetch)
+        ms = (clock() - t0) * 1000.0
+        costs.observe(k, ms, len(active))
         stage_ms.append(ms)
         out, score = res[step.carried], step.rule(res[step.carried + 1 if step.scored else step.carried])
         if outputs is None:
@@ -74,4 +110,4 @@ def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_m
             break
         active = active[keep]
         values = [c[keep] for c in res[:step.carried]]
-    return Result(outputs, stage_ms, exits, scores, runner._steps[-1].rule, last)
+    return BudgetResult(outputs, stage_ms, exits, scores, runner._steps[-1].rule, last, stopped)

@@ -1,42 +1,37 @@
-"""Per-stage latency learnt online on the device, seeded from the manifest's stage costs.
+"""Per-stage latency learnt online on the device, seeded from the manifest's measured stage costs.
 
-predict(k, n) is conservative: the larger of a moving average and a high percentile of recent
-batch-1 observations, scaled by the batch size. Python 3.8, numpy only.
+predict(k, n) is the typical (median) cost of stage k for n samples: a streaming median of recent
+batch-1-equivalent observations, each moving the estimate by STEP of itself towards the observation. A single
+stall (a preemption) moves it by STEP only, so it does not make the budget mode skip stages for the calls
+after it; a machine that really became slower moves it within a few dozen calls. O(1) per call: it runs
+between stages. Python 3.8, numpy only.
 """
 import threading
-from collections import deque
-from typing import Deque, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-import numpy as np
-
-WINDOW = 64
-ALPHA = 0.2
-QUANTILE = 98.0
+STEP = 0.03
 
 
 class StageCosts:
     def __init__(self, seeds_ms: Sequence[Optional[float]]) -> None:
-        known = [s for s in seeds_ms if s is not None and s > 0]
-        fallback = float(np.median(known)) if known else 1.0
-        self._ema = [float(s) if s is not None and s > 0 else fallback for s in seeds_ms]   # type: List[float]
-        self._recent = [deque(maxlen=WINDOW) for _ in seeds_ms]                             # type: List[Deque[float]]
+        known = sorted(float(s) for s in seeds_ms if s is not None and s > 0)
+        fallback = known[len(known) // 2] if known else 1.0
+        self._median = [float(s) if s is not None and s > 0 else fallback for s in seeds_ms]   # type: List[float]
         self._lock = threading.Lock()
 
     def observe(self, k: int, ms: float, batch: int = 1) -> None:
         per = ms / max(batch, 1)
         with self._lock:
-            self._ema[k] = (1 - ALPHA) * self._ema[k] + ALPHA * per
-            self._recent[k].append(per)
+            m = self._median[k]
+            self._median[k] = m * (1.0 + STEP) if per > m else (m * (1.0 - STEP) if per < m else m)
 
     def predict(self, k: int, batch: int = 1) -> float:
-        with self._lock:
-            recent = self._recent[k]
-            high = float(np.percentile(recent, QUANTILE)) if len(recent) >= 8 else max(list(recent) + [0.0])
-            return max(self._ema[k], high) * max(batch, 1)
+        return self._median[k] * max(batch, 1)
 
     def mean(self, k: int) -> float:
-        return self._ema[k]
+        """The typical cost of stage k at batch 1 (the median estimate)."""
+        return self._median[k]
 
     def snapshot(self) -> List[float]:
         with self._lock:
-            return list(self._ema)
+            return list(self._median)
