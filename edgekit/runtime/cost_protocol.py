@@ -71,21 +71,27 @@ class Cost:
 
 def machine() -> Dict[str, Any]:
     """Where a measurement ran: host name, CPU model, architecture and core count."""
-    model = platform.processor() or ""
+    info = {}   # type: Dict[str, str]
     try:
         with open("/proc/cpuinfo", "r") as f:
             for line in f:
-                key = line.split(":", 1)[0].strip().lower()
-                if key in ("model name", "hardware", "model") and ":" in line:
-                    model = line.split(":", 1)[1].strip()
-                    break
+                key, sep, value = line.partition(":")
+                if sep:
+                    info.setdefault(key.strip().lower(), value.strip())
     except OSError:
         pass
-    return {"hostname": socket.gethostname(), "cpu_model": model or "unknown", "arch": platform.machine(),
+    # x86: "model name"; arm64 boards: "Model" (e.g. Raspberry Pi 5 Model B) or "Hardware"; "model" alone on
+    # x86 is a number
+    model = info.get("model name") or info.get("hardware") or (info.get("model", "") if not
+                                                                info.get("model", "").isdigit() else "")
+    return {"hostname": socket.gethostname(), "cpu_model": model or platform.processor() or "unknown",
+            "arch": platform.machine(),
             "cores": os.cpu_count() or 1}
 
 
 def _stable(times: List[List[float]], before: int, rel_tol: float) -> bool:
+    if before < 1:
+        return False
     for t in times:
         old, new = float(np.median(t[:before])), float(np.median(t))
         if new <= 0 or abs(new - old) > rel_tol * new:
@@ -186,3 +192,11 @@ def resolve_stage_threads(runtime: Mapping[str, Any], stages: int, override: Opt
     if isinstance(per, list) and len(per) == stages:
         return [max(1, min(int(t), cap)) for t in per]
     return [cap] * stages
+
+
+def model_costs(backend: Any, models: Mapping[Hashable, bytes], feed: Mapping[str, np.ndarray], threads: int = 1,
+                protocol: Optional[CostProtocol] = None) -> Dict[Hashable, float]:
+    """Median batch-1 cost (ms) of candidate builds that take the same inputs, measured together (interleaved)."""
+    keys = list(models)
+    table = stage_cost_table(backend, [models[k] for k in keys], [feed] * len(keys), [threads], protocol)
+    return {k: row[threads].median_ms for k, row in zip(keys, table)}

@@ -8,9 +8,11 @@ from edgekit.convert.precision.allocate import Layer, StageCost
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.ladder import INT4_OPS, LAYER_RUNGS
 from edgekit.errors import ModelError
-from edgekit.convert.precision.sensitivity import Cache, Chain, latency_ms, layer_loss, stage_loss
+from edgekit.runtime.cost_protocol import CostProtocol, model_costs
+from edgekit.convert.precision.sensitivity import Cache, Chain, layer_loss, stage_loss
 
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
+BUILD_PROTOCOL = CostProtocol(max_seconds=2.0)    # the shared cost protocol, bounded per stage's set of builds
 
 
 @dataclass
@@ -119,7 +121,7 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
                 fallbacks.append({"stage": str(k), "op": o.op, "layer": o.layer,
                                   "note": "no int8 kernel: kept float32"})
         costs.append(StageCost(
-            latency_ms={r: latency_ms(chain.backend, b, chain.inputs[k]) for r, b in builds.items()},
+            latency_ms=model_costs(chain.backend, builds, chain.inputs[k], protocol=BUILD_PROTOCOL),
             size_bytes={r: len(b) for r, b in builds.items()},
             losses={r: stage_loss(chain, k, b) for r, b in builds.items() if r != "float32"},
             macs=sum(o.macs for o in ops),
