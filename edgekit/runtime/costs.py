@@ -1,7 +1,8 @@
 """Per-stage latency learnt online on the device, seeded from the manifest's measured stage costs.
 
 predict(k, n) is the typical (median) cost of stage k for n samples: a streaming median of recent
-batch-1-equivalent observations, each moving the estimate by STEP of itself towards the observation. A single
+batch-1-equivalent observations, each moving the estimate by STEP of itself towards the observation (unless it
+is within half a step already). A single
 stall (a preemption) moves it by STEP only, so it does not make the budget mode skip stages for the calls
 after it; a machine that really became slower moves it within a few dozen calls. O(1) per call: it runs
 between stages. Python 3.8, numpy only.
@@ -23,7 +24,10 @@ class StageCosts:
         per = ms / max(batch, 1)
         with self._lock:
             m = self._median[k]
-            self._median[k] = m * (1.0 + STEP) if per > m else (m * (1.0 - STEP) if per < m else m)
+            if per > m * (1.0 + STEP / 2):       # within half a step of the estimate: no move (no jitter)
+                self._median[k] = m * (1.0 + STEP)
+            elif per < m * (1.0 - STEP / 2):
+                self._median[k] = m * (1.0 - STEP)
 
     def predict(self, k: int, batch: int = 1) -> float:
         return self._median[k] * max(batch, 1)
