@@ -15,7 +15,8 @@ from edgekit.errors import ConfigError, DataError
 from edgekit.runtime import EarlyExitRunner
 from edgekit.runtime.controller import LoadController
 from edgekit.runtime.policy import entropy, margin, max_softmax
-from tests.conftest import TEST
+from edgekit.convert.provenance import HELD_OUT
+from tests.conftest import CALIB, TEST
 
 VAL = TEST.replace("digits_test", "digits_val")
 
@@ -76,8 +77,14 @@ def test_exit_rules_on_known_logits():
 
 @pytest.fixture()
 def bundle(demo_bundles, tmp_path):
+    """A copy of the int8 demo with fixed stage costs (1 µs per MFLOP) instead of the ones measured here."""
     dst = tmp_path / "b"
     shutil.copytree(demo_bundles("int8"), dst)
+    path = os.path.join(str(dst), "manifest.json")
+    m = json.load(open(path))
+    for st in m["stages"]:
+        st["latency_ms"] = st["flops"] / 1e9
+    json.dump(m, open(path, "w"))
     return str(dst)
 
 
@@ -87,7 +94,7 @@ def _snapshot(path):
 
 @pytest.mark.parametrize("rule", ["max_softmax", "entropy", "margin"])
 def test_calibrate_each_rule_on_the_demo(bundle, rule):
-    section = calibrate(CalibrateOptions(bundle, VAL, 0.01, TEST, rule=rule))
+    section = calibrate(CalibrateOptions(bundle, CALIB, 0.01, TEST, rule=rule, part=HELD_OUT))
     fit = section["fit"]
     assert fit["chosen"]["accuracy"] >= fit["full_depth"]["accuracy"] - 0.01
     assert fit["chosen"]["cost_ms"] < fit["full_depth"]["cost_ms"] / 2.5
@@ -237,6 +244,7 @@ def test_bundle_without_exits(bundle):
     path = os.path.join(bundle, "manifest.json")
     m = json.load(open(path))
     m["stages"] = m["stages"][:1]
+    m["runtime"]["stage_threads"] = m["runtime"]["stage_threads"][:1]
     json.dump(m, open(path, "w"))
     before = _snapshot(bundle)
     _one_line(cli("calibrate", bundle, "--data", VAL, "--max-accuracy-drop", "0.01"), "no early exit")
