@@ -355,7 +355,8 @@ def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
         _pct(summary["accuracy_full_depth"]), "{:.1f} KiB".format(summary["bundle_size_bytes"] / 1024.0),
         "{:.3f}".format(summary["mean_ms_early_exit"]), "{:.3f}".format(summary["mean_ms_full_depth"]),
         "{:.2f}x".format(summary["speedup"]), str(summary["exit_histogram"]))])
-    click.echo("exit thresholds (max softmax) fitted on the val split for at most 1 point of accuracy lost: {}"
+    click.echo("exit thresholds (max softmax) fitted on a held-out part of the calib split for at most 1 point of "
+               "accuracy lost: {}"
                .format(", ".join("{:.3f}".format(t) for t in summary["thresholds"])))
     click.echo("bundle: {}".format(summary["bundle_dir"]))
 

@@ -1,7 +1,7 @@
 """Latency-budget and anytime execution of a bundle's stages (Python 3.8, numpy only).
 
-Budget mode runs stage k only while it is predicted (online stage costs, see costs.py) to finish within
-what is left of the budget; anytime mode starts stages while time is left and returns the best answer
+Budget mode runs stage k only while the bundle's measured stage costs up to its end fit in the budget and the
+call is not running late (online stage costs, see costs.py); anytime mode starts stages while time is left and returns the best answer
 so far when the deadline passes, abandoning a stage in flight (it finishes in the background on its own
 interpreter; a later call waits only if it needs that same stage). Samples that stop because of time answer from the
 deepest exit they reached, and the result counts them (BudgetResult.stopped).
@@ -18,10 +18,12 @@ from edgekit.errors import ConfigError
 from edgekit.runtime.runner import Result
 
 
-# Stage costs are timed alone; between stages an early-exit call also scores exits and selects samples, which
-# a full-depth call does not, so the path to the last stage costs a few percent more than full depth. SLACK lets a
-# budget at the typical full-depth cost cover that path; LATE bounds how far over the budget a call that is already
-# running late (a stall) may still go to start a stage.
+# The plan uses the bundle's stage costs (measured alone under the cost protocol, on this board after `edgekit
+# profile`), which add up to about what a full-depth call costs; SLACK covers the little a call spends between
+# stages. Between stages an early-exit call also scores exits and selects samples (numpy on caches the interpreter
+# just evicted), so its stages run somewhat slower than their measured costs; a call whose time so far exceeds the
+# plan by more than LATE is running late (a stall, a busy board), and then a stage starts only when the time spent
+# plus the stage's learnt cost (runner.costs) ends within the budget.
 SLACK = 0.1
 LATE = 0.5
 
@@ -57,17 +59,25 @@ class BudgetResult(Result):
         self.stopped = stopped
 
 
+def _starts(elapsed_s: float, planned_ms: float, measured_ms: float, learnt_ms: float, budget_ms: float) -> bool:
+    """Whether the next stage starts: by plan while the call keeps to the measured costs, else only when it is
+    predicted (its learnt cost) to end within the budget."""
+    spent = elapsed_s * 1000.0
+    if spent <= planned_ms * (1.0 + LATE):
+        return planned_ms + measured_ms <= budget_ms * (1.0 + SLACK)
+    return spent + learnt_ms <= budget_ms
+
+
 def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_ms: Optional[float],
                     anytime: bool, full_depth: bool = False,
                     clock: Callable[[], float] = time.perf_counter) -> BudgetResult:
-    """Stage k > 0 starts when the typical costs (runner.costs, the streaming median of every stage's time, timed
-    here with `clock`) of the stages run so far and of stage k fit in the budget (within SLACK), unless this call is
-    running late:
-    then only when it is predicted to end within LATE of the budget over it. A budget at or above the
-    typical full-depth cost thus stops no sample on a call that runs at its usual speed, and a call slowed by
-    a stall answers from an earlier exit instead of overrunning. clock: seconds, injectable."""
+    """Stage k > 0 starts when the bundle's measured costs of the stages run so far and of stage k fit in the
+    budget (within SLACK), unless this call is running late (see _starts; every stage is timed with `clock` and
+    learnt by runner.costs). A budget at or above the typical full-depth cost thus stops no sample on a call that
+    runs at its usual speed, and a call slowed by a stall answers from an earlier exit. clock: seconds."""
     budget = check_budget(runner, budget_ms)
-    deadline = clock() + budget / 1000.0
+    start = clock()
+    deadline = start + budget / 1000.0
     n = arr.shape[0]
     last = runner.num_stages - 1
     active = np.arange(n)
@@ -78,11 +88,11 @@ def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_m
     values = [arr]
     costs = runner.costs
     stopped = 0
-    planned = 0.0   # the typical cost of the stages run so far (ms)
+    planned = 0.0   # the bundle's measured cost of the stages run so far (ms)
     for k, step in enumerate(runner._steps):
-        cost = costs.predict(k, len(active))
-        if k > 0 and not anytime and (planned + cost > budget * (1.0 + SLACK) or
-                                      clock() + cost / 1000.0 > deadline + LATE * budget / 1000.0):
+        cost = costs.measured(k, len(active))
+        if k > 0 and not anytime and not _starts(clock() - start, planned, cost, costs.predict(k, len(active)),
+                                                 budget):
             stopped = len(active)
             break
         planned += cost

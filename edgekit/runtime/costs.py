@@ -18,6 +18,7 @@ class StageCosts:
         known = sorted(float(s) for s in seeds_ms if s is not None and s > 0)
         fallback = known[len(known) // 2] if known else 1.0
         self._median = [float(s) if s is not None and s > 0 else fallback for s in seeds_ms]   # type: List[float]
+        self._measured = [float(s) if s is not None and s > 0 else None for s in seeds_ms]
         self._lock = threading.Lock()
 
     def observe(self, k: int, ms: float, batch: int = 1) -> None:
@@ -31,6 +32,12 @@ class StageCosts:
 
     def predict(self, k: int, batch: int = 1) -> float:
         return self._median[k] * max(batch, 1)
+
+    def measured(self, k: int, batch: int = 1) -> float:
+        """Stage k's cost as the bundle records it (measured alone, under the cost protocol, as a full-depth call
+        runs it), else the learnt typical cost."""
+        m = self._measured[k]
+        return (self._median[k] if m is None else m) * max(batch, 1)
 
     def mean(self, k: int) -> float:
         """The typical cost of stage k at batch 1 (the median estimate)."""
