@@ -94,6 +94,8 @@ def thresholds_part(args, data, tmp):
     plain = evaluate(runner, test.x, test.y)
     at = evaluate(runner, test.x, test.y, budget_ms=p50)
     lost = plain["accuracy"] - at["accuracy"]
+    print("   the bundle's stage costs (measured at conversion): {}".format(
+        ["{:.4f}".format(s.latency_ms) for s in runner.manifest.stages]))
     print("3. budget at the full-depth p50 ({:.4f} ms): accuracy {:.2%} vs {:.2%} unbudgeted, exits {} vs {}, the budget "
           "stopped {} of {} samples -> goal within 1 point: {}".format(
               p50, at["accuracy"], plain["accuracy"], at["exit_histogram"], plain["exit_histogram"],

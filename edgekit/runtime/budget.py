@@ -19,12 +19,12 @@ from edgekit.runtime.runner import Result
 
 
 # The plan uses the bundle's stage costs (measured alone under the cost protocol, on this board after `edgekit
-# profile`), which add up to about what a full-depth call costs; SLACK covers the little a call spends between
-# stages. Between stages an early-exit call also scores exits and selects samples (numpy on caches the interpreter
-# just evicted), so its stages run somewhat slower than their measured costs; a call whose time so far exceeds the
-# plan by more than LATE is running late (a stall, a busy board), and then a stage starts only when the time spent
-# plus the stage's learnt cost (runner.costs) ends within the budget.
-SLACK = 0.1
+# profile`), which add up to about what a full-depth call costs; SLACK covers what a call spends between stages
+# and that those costs were measured at another moment (another load) than the budget's reference. Between stages an early-exit call also scores exits and selects samples (numpy on caches the interpreter
+# just evicted), so its stages run somewhat slower than their measured costs. runner.costs learns how long calls
+# usually take to reach each stage; one that takes more than LATE longer is running late (a stall, a busy board),
+# and then a stage starts only when the time spent plus the stage's learnt cost ends within the budget.
+SLACK = 0.25
 LATE = 0.5
 
 
@@ -59,13 +59,13 @@ class BudgetResult(Result):
         self.stopped = stopped
 
 
-def _starts(elapsed_s: float, planned_ms: float, measured_ms: float, learnt_ms: float, budget_ms: float) -> bool:
-    """Whether the next stage starts: by plan while the call keeps to the measured costs, else only when it is
-    predicted (its learnt cost) to end within the budget."""
-    spent = elapsed_s * 1000.0
-    if spent <= planned_ms * (1.0 + LATE):
-        return planned_ms + measured_ms <= budget_ms * (1.0 + SLACK)
-    return spent + learnt_ms <= budget_ms
+def _starts(spent_ms: float, usual_ms: float, planned_ms: float, learnt_ms: float, budget_ms: float) -> bool:
+    """Whether the next stage starts: the measured costs up to the stage's end fit in the budget (within SLACK),
+    and the call reached the stage about as fast as calls usually do (within LATE of usual_ms), or, running late,
+    the time spent plus the stage's learnt cost still ends within the budget."""
+    if planned_ms > budget_ms * (1.0 + SLACK):
+        return False
+    return spent_ms <= usual_ms * (1.0 + LATE) or spent_ms + learnt_ms <= budget_ms
 
 
 def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_ms: Optional[float],
@@ -91,10 +91,14 @@ def run_with_budget(runner: Any, arr: np.ndarray, ths: Sequence[float], budget_m
     planned = 0.0   # the bundle's measured cost of the stages run so far (ms)
     for k, step in enumerate(runner._steps):
         cost = costs.measured(k, len(active))
-        if k > 0 and not anytime and not _starts(clock() - start, planned, cost, costs.predict(k, len(active)),
-                                                 budget):
-            stopped = len(active)
-            break
+        if k > 0 and not anytime:
+            spent = (clock() - start) * 1000.0
+            usual = costs.arrival(k)
+            if n == 1:
+                costs.observe_arrival(k, spent)
+            if not _starts(spent, usual, planned + cost, costs.predict(k, len(active)), budget):
+                stopped = len(active)
+                break
         planned += cost
         t0 = clock()
         if anytime:

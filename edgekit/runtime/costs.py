@@ -8,9 +8,18 @@ after it; a machine that really became slower moves it within a few dozen calls.
 between stages. Python 3.8, numpy only.
 """
 import threading
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 STEP = 0.03
+
+
+def _step(m: float, obs: float) -> float:
+    """One streaming-median step: STEP of the estimate towards the observation, none within half a step."""
+    if obs > m * (1.0 + STEP / 2):
+        return m * (1.0 + STEP)
+    if obs < m * (1.0 - STEP / 2):
+        return m * (1.0 - STEP)
+    return m
 
 
 class StageCosts:
@@ -19,16 +28,23 @@ class StageCosts:
         fallback = known[len(known) // 2] if known else 1.0
         self._median = [float(s) if s is not None and s > 0 else fallback for s in seeds_ms]   # type: List[float]
         self._measured = [float(s) if s is not None and s > 0 else None for s in seeds_ms]
+        self._arrival = {}   # type: Dict[int, float]
         self._lock = threading.Lock()
 
     def observe(self, k: int, ms: float, batch: int = 1) -> None:
-        per = ms / max(batch, 1)
         with self._lock:
-            m = self._median[k]
-            if per > m * (1.0 + STEP / 2):       # within half a step of the estimate: no move (no jitter)
-                self._median[k] = m * (1.0 + STEP)
-            elif per < m * (1.0 - STEP / 2):
-                self._median[k] = m * (1.0 - STEP)
+            self._median[k] = _step(self._median[k], ms / max(batch, 1))
+
+    def observe_arrival(self, k: int, ms: float) -> None:
+        """A call reached stage k `ms` after it started (batch-1 calls of the budget mode)."""
+        with self._lock:
+            self._arrival[k] = _step(self.arrival(k), ms)
+
+    def arrival(self, k: int) -> float:
+        """The typical time (ms) from a call's start to stage k: learnt, starting from the measured costs of the
+        stages before it."""
+        m = self._arrival.get(k)
+        return sum(self.measured(j) for j in range(k)) if m is None else m
 
     def predict(self, k: int, batch: int = 1) -> float:
         return self._median[k] * max(batch, 1)
