@@ -9,7 +9,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from edgekit.cli_text import precision_lines, table_lines, threshold_lines
+from edgekit.cli_text import budget_note, precision_lines, table_lines, threshold_lines
 from edgekit.errors import ConfigError, EdgekitError
 
 
@@ -167,7 +167,9 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
 
 @main.command("calibrate")
 @click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Held-out data (x, y) to fit on.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False),
+              help="Held-out data (x, y) to fit on (default: the data and part the bundle's thresholds were fitted on).")
+@click.option("--held-out", is_flag=True, help="Fit on the held-out quarter of --data (as convert does with --calib).")
 @click.option("--max-accuracy-drop", "max_drop", required=True, type=float,
               help="Allowed accuracy loss against full depth, in [0, 1] (0.01 = one point).")
 @click.option("--holdout", type=click.Path(dir_okay=False), default=None,
@@ -180,12 +182,15 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
 @click.option("--threads", type=int, default=None,
               help="Fit on the stage costs measured at this thread count (edgekit profile) and run at it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
-def calibrate_cmd(bundle: str, data: str, max_drop: float, holdout: Optional[str], rule: Optional[str],
-                  objective: str, margin_z: float, threads: Optional[int], as_json: bool) -> None:
-    """Fit per-exit thresholds for least expected latency within an accuracy drop; rewrites the bundle."""
-    from edgekit.convert.calibrate import CalibrateOptions, calibrate
+def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: float, holdout: Optional[str],
+                  rule: Optional[str], objective: str, margin_z: float, threads: Optional[int], as_json: bool) -> None:
+    """Fit per-exit thresholds for least expected latency within an accuracy drop (on the bundle's stage costs, e.g.
+    measured on the board by `edgekit profile`); rewrites the bundle."""
+    from edgekit.convert.calibrate import CalibrateOptions, calibrate, fitted_on
 
-    section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z, threads))
+    data, part = fitted_on(bundle, data, held_out)
+    section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z, threads,
+                                         part))
     for warning in section.get("warnings", []):
         click.echo("edgekit: warning: {}".format(warning), err=True)
     if as_json:
@@ -281,7 +286,7 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
     acc = "n/a (no labels)" if result["accuracy"] is None else "{:.2%}".format(result["accuracy"])
     click.echo("{}{} samples  accuracy {}  exit histogram {}  ({}){}".format(
         "{}: ".format(result["host"]) if "host" in result else "", len(result["exits"]), acc,
-        result["exit_histogram"], "; ".join(delegates), _budget_note(result, budget_ms)))
+        result["exit_histogram"], "; ".join(delegates), budget_note(result, budget_ms)))
 
 
 @main.command("bench")
@@ -359,13 +364,6 @@ def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
                "accuracy lost: {}"
                .format(", ".join("{:.3f}".format(t) for t in summary["thresholds"])))
     click.echo("bundle: {}".format(summary["bundle_dir"]))
-
-
-def _budget_note(result: Any, budget_ms: Optional[float]) -> str:
-    if budget_ms is None or "budget_stopped" not in result:
-        return ""
-    return "\nbudget {:g} ms stopped {} of {} samples before their exit's threshold was reached".format(
-        budget_ms, result["budget_stopped"], len(result["exits"]))
 
 
 def _pct(v: Optional[float]) -> str:

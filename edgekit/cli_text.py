@@ -48,3 +48,11 @@ def threshold_lines(report: Dict[str, Any]) -> List[str]:
         out.append("on {} ({} samples): accuracy {:.2%}, full depth {:.2%}".format(
             h["data"], h["samples"], h["reached"]["accuracy"], h["full_depth"]["accuracy"]))
     return out
+
+
+def budget_note(result: Dict[str, Any], budget_ms: Any) -> str:
+    """`run --budget-ms`: a second line saying how many samples the budget stopped early."""
+    if budget_ms is None or "budget_stopped" not in result:
+        return ""
+    return "\nbudget {:g} ms stopped {} of {} samples before their exit's threshold was reached".format(
+        budget_ms, result["budget_stopped"], len(result["exits"]))

@@ -111,3 +111,18 @@ def test_threshold_data_the_model_was_trained_on_is_kept_but_warned_about(fitted
     with open(os.path.join(copy, "report.json")) as f:
         th = json.load(f)["thresholds"]
     assert th["part"] == "all" and th["samples"] == 1078 and len(th["warnings"]) == 1
+
+
+def test_calibrate_refits_on_what_the_bundle_was_fitted_on(fitted, tmp_path):
+    import shutil
+
+    _, bundle = fitted
+    copy = str(tmp_path / "b")
+    shutil.copytree(bundle, copy)
+    got = CliRunner().invoke(main, ["calibrate", copy, "--max-accuracy-drop", "0.01", "--json"])
+    assert got.exit_code == 0, got.output
+    section = json.loads(got.stdout)
+    assert (section["data"], section["part"], section["samples"], section["warnings"]) == (CALIB, "held-out", 274, [])
+    os.remove(os.path.join(copy, "report.json"))
+    got = CliRunner().invoke(main, ["calibrate", copy, "--max-accuracy-drop", "0.01"])
+    assert got.exit_code == 2 and "records no data its thresholds were fitted on; give --data" in got.stderr

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
-from edgekit.convert.provenance import ALL, PARTS, fit_data
+from edgekit.convert.provenance import ALL, HELD_OUT, PARTS, fit_data
 from edgekit.data import Dataset, load_data
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle
@@ -61,6 +61,16 @@ def _rules(manifest: Manifest, rule: Optional[str]) -> List[str]:
         if r != "learned" and s.exit.score is not None:
             raise ConfigError("exit {!r} carries a learned score; its rule must be 'learned'".format(s.exit.name))
     return rules
+
+
+def fitted_on(bundle_dir: str, data: Optional[str], held_out: bool) -> Tuple[str, str]:
+    """(data path, part) to fit on: as given, else what the bundle's thresholds were last fitted on."""
+    if data is not None:
+        return data, HELD_OUT if held_out else ALL
+    last = _report(bundle_dir).get("thresholds") or {}
+    if not isinstance(last.get("data"), str) or last.get("part", ALL) not in PARTS:
+        raise ConfigError("bundle {} records no data its thresholds were fitted on; give --data".format(bundle_dir))
+    return last["data"], HELD_OUT if held_out else last.get("part", ALL)
 
 
 def stage_costs(manifest: Manifest, threads: Optional[int]) -> Tuple[List[float], str]:
