@@ -175,7 +175,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
             exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(stages) - 1 else 0.0,
                           classes=int(out.shape[-1]), rule=_rule(opts, st),
                           score=st.score_name),
-            flops=model_flops(st.model), size_bytes=len(blob), latency_ms=round(ms, 4)))
+            flops=model_flops(st.model), size_bytes=len(blob), latency_ms=ms))
     manifest = Manifest(
         model_name=model.name, target=target.name, edgekit_version=edgekit.__version__,
         input=InputSpec(name=input_name, shape=(None,) + tuple(int(d) for d in model.inputs[0].shape[1:]),
@@ -347,7 +347,7 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
         outputs=tuple(_typed(TensorSpec(n, sm.outputs[n]), q) for n in st.carried_names + (st.exit_name,)),
         exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(split.stages) - 1 else 0.0,
                       classes=int(out.shape[-1]), rule=_rule(opts, st)),
-        flops=st.flops, size_bytes=len(blob), latency_ms=round(ms, 4))
+        flops=st.flops, size_bytes=len(blob), latency_ms=ms)
         for st, sm, blob, ms, out, q in zip(split.stages, saved, blobs, latency, lite_out, quant))
     manifest = Manifest(
         model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
