@@ -6,7 +6,6 @@ edgekit trains use only the rest. report.json records a fingerprint of each data
 the threshold data overlaps data the model (its training record, a sidecar next to the model file) or edgekit
 was fitted on, since thresholds fitted there are overconfident.
 """
-from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
