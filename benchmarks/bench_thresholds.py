@@ -77,18 +77,19 @@ def thresholds_part(args, data, tmp):
         print("   {:<12} {:>9.2%} {:>9.4f} {:>9.4f} {:>9.4f}  {}".format(name, r["accuracy"], lat["mean"], lat["p50"],
                                                                       lat["p99"], r["exit_histogram"]))
     bound = oracle_speedup(runner, test, fd["stage_mean_ms"])
-    print("   accuracy drop on test: {:.2f} points -> goal <= 1 point: {}".format(100 * drop, goal(drop <= 0.01)))
-    print("   speedup (full-depth mean / early-exit mean): {:.2f}x (oracle bound {:.2f}x, per-stage means {}) -> goal "
-          ">= 3.0x: {}".format(b["speedup"], bound, ["{:.4f}".format(m) for m in fd["stage_mean_ms"]],
-                               goal(b["speedup"] >= 3.0)))
+    print("goal test accuracy within 1 point of full depth, no threshold data: drop {:.2f} points -> {}".format(
+        100 * drop, goal(drop <= 0.01)))
+    print("goal early exit >= 3.0x faster than full depth (means, batch 1): {:.2f}x (oracle bound {:.2f}x at per-stage "
+          "means {}) -> {}".format(b["speedup"], bound, ["{:.4f}".format(m) for m in fd["stage_mean_ms"]],
+                                   goal(b["speedup"] >= 3.0)))
     ratio = fit["chosen_vs_oracle_cost"]
-    print("2. expected cost {:.4f} ms vs oracle {:.4f} ms: {:.2f}x -> goal <= 1.3x: {}".format(
+    print("goal expected cost <= 1.3x the oracle's: {:.4f} ms vs {:.4f} ms, {:.2f}x -> {}".format(
         fit["chosen"]["cost_ms"], fit["oracle_cost_ms"], ratio, goal(ratio <= 1.3)))
     budget = 0.6 * fd["latency_ms"]["mean"]
     within, exits = budget_calls(runner, test.x, budget, args.calls, anytime=False)
     within_any, exits_any = budget_calls(runner, test.x, budget, args.calls, anytime=True)
-    print("   budget {:.4f} ms (60% of full depth), {} calls: {:.2%} within budget + 1 ms, exits {} -> goal >= 99%: {}"
-          .format(budget, args.calls, within, exits, goal(within >= 0.99)))
+    print("goal >= 99% of calls within budget + 1 ms, budget {:.4f} ms (60% of the full-depth mean), {} calls: {:.2%}, "
+          "exits {} -> {}".format(budget, args.calls, within, exits, goal(within >= 0.99)))
     print("   anytime, same budget: {:.2%} within budget + 1 ms, exits {}".format(within_any, exits_any))
     p50 = fd["latency_ms"]["p50"]
     plain = evaluate(runner, test.x, test.y)
@@ -96,8 +97,8 @@ def thresholds_part(args, data, tmp):
     lost = plain["accuracy"] - at["accuracy"]
     print("   the bundle's stage costs (measured at conversion): {}".format(
         ["{:.4f}".format(s.latency_ms) for s in runner.manifest.stages]))
-    print("3. budget at the full-depth p50 ({:.4f} ms): accuracy {:.2%} vs {:.2%} unbudgeted, exits {} vs {}, the budget "
-          "stopped {} of {} samples -> goal within 1 point: {}".format(
+    print("goal budget at the full-depth p50 ({:.4f} ms) within 1 point of unbudgeted: {:.2%} vs {:.2%}, exits {} vs "
+          "{}, the budget stopped {} of {} samples -> {}".format(
               p50, at["accuracy"], plain["accuracy"], at["exit_histogram"], plain["exit_histogram"],
               at["budget_stopped"], len(test), goal(lost <= 0.01)))
 
@@ -119,7 +120,8 @@ def threads_part(data, tmp):
               rt["num_threads"], rt["stage_threads"], runners["default"].stage_threads))
     for name, c in costs.items():
         print("   {:<12} {:.4f} [{:.4f}-{:.4f}] ({} calls)".format(name, c.median_ms, c.p10_ms, c.p90_ms, c.calls))
-    print("   default / best thread count: {:.2f}x -> goal <= 1.1x: {}".format(ratio, goal(ratio <= 1.1)))
+    print("goal raspberry-pi-5 bundle with default options within 1.1x of its best thread count: {:.2f}x -> {}".format(
+        ratio, goal(ratio <= 1.1)))
 
 
 def main():
