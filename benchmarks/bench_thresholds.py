@@ -9,7 +9,8 @@
 4. A raspberry-pi-5 bundle (profile: 4 threads) run here with default options against each thread count from 1
    to this machine's cores, all interleaved call by call under the shared cost protocol.
 Goals: (1) test accuracy within 1 point, speed-up >= 3.0x; (2) <= 1.3x the oracle's cost, >= 99% of budget calls
-within budget + 1 ms; (3) within 1 point; (4) default within 1.1x of the best thread count.
+and of anytime calls within budget + 1 ms (anytime gives up on a stage in flight at the deadline); (3) within 1
+point; (4) default within 1.1x of the best thread count.
 
     python benchmarks/bench_thresholds.py [--runs 400] [--calls 2000]
 """
@@ -90,7 +91,8 @@ def thresholds_part(args, data, tmp):
     within_any, exits_any = budget_calls(runner, test.x, budget, args.calls, anytime=True)
     print("goal >= 99% of calls within budget + 1 ms, budget {:.4f} ms (60% of the full-depth mean), {} calls: {:.2%}, "
           "exits {} -> {}".format(budget, args.calls, within, exits, goal(within >= 0.99)))
-    print("   anytime, same budget: {:.2%} within budget + 1 ms, exits {}".format(within_any, exits_any))
+    print("goal >= 99% of anytime calls within budget + 1 ms, same budget: {:.2%}, exits {} -> {}".format(
+        within_any, exits_any, goal(within_any >= 0.99)))
     p50 = fd["latency_ms"]["p50"]
     plain = evaluate(runner, test.x, test.y)
     at = evaluate(runner, test.x, test.y, budget_ms=p50)
