@@ -168,7 +168,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
 @main.command("calibrate")
 @click.argument("bundle", type=click.Path())
 @click.option("--data", default=None, type=click.Path(dir_okay=False),
-              help="Held-out data (x, y) to fit on (default: the data and part the bundle's thresholds were fitted on).")
+              help="Held-out data (x, y) to fit on (default: the data and part the thresholds were last fitted on).")
 @click.option("--held-out", is_flag=True, help="Fit on the held-out quarter of --data (as convert does with --calib).")
 @click.option("--max-accuracy-drop", "max_drop", required=True, type=float,
               help="Allowed accuracy loss against full depth, in [0, 1] (0.01 = one point).")

@@ -80,7 +80,8 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
     env = result["environment"]
     out = ["{} (target {}, bundle {})  {} {}  threads per stage {}  governor {}  CPU {}".format(
         b.get("model_name", "?"), b.get("target", "?"), b.get("bundle_id", "?"), env["interpreter"]["name"],
-        env["interpreter"]["version"], env.get("stage_threads", env["threads"]), env.get("cpu_governor") or "unreadable",
+        env["interpreter"]["version"], env.get("stage_threads", env["threads"]),
+        env.get("cpu_governor") or "unreadable",
         "unreadable" if env.get("cpu_temp_c") is None else "{:.1f} C".format(env["cpu_temp_c"]))]
     rows = []
     for mode in MODES:

@@ -4,7 +4,8 @@ Stage costs grow with depth (about 4, 6 and 83 MFLOPs) so that early exit has so
 It is trained on the fit part of the calib split only (edgekit.fingerprint.holdout_split): the held-out quarter is
 what `convert --max-accuracy-drop` fits thresholds on when no --threshold-data is given, so those thresholds
 are fitted on samples the model never saw. What it was trained on is recorded next to it
-(demo_digits.keras.training.json), so that convert warns when threshold data overlaps it. Retrain (about a minute on 2 cores) and overwrite the shipped file with:
+(demo_digits.keras.training.json), so that convert warns when threshold data overlaps it. Retrain (about a minute
+on 2 cores) and overwrite the shipped file with:
 
     python -m edgekit.models.demo
 """

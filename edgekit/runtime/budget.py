@@ -1,8 +1,8 @@
 """Latency-budget and anytime execution of a bundle's stages (Python 3.8, numpy only).
 
 Budget mode runs stage k only while the bundle's measured stage costs up to its end fit in the budget and the
-call is not running late (online stage costs, see costs.py); anytime mode starts stages while time is left and returns the best answer
-so far when the deadline passes, abandoning a stage in flight (it finishes in the background on its own
+call is not running late (online stage costs, see costs.py); anytime mode starts stages while time is left and
+returns the best answer so far when the deadline passes, abandoning a stage in flight (it finishes in the background on its own
 interpreter; a later call waits only if it needs that same stage). Samples that stop because of time answer from the
 deepest exit they reached, and the result counts them (BudgetResult.stopped).
 """
@@ -20,10 +20,11 @@ from edgekit.runtime.runner import Result
 
 # The plan uses the bundle's stage costs (measured alone under the cost protocol, on this board after `edgekit
 # profile`), which add up to about what a full-depth call costs; SLACK covers what a call spends between stages
-# and that those costs were measured at another moment (another load) than the budget's reference. Between stages an early-exit call also scores exits and selects samples (numpy on caches the interpreter
-# just evicted), so its stages run somewhat slower than their measured costs. runner.costs learns how long calls
-# usually take to reach each stage; one that takes more than LATE longer is running late (a stall, a busy board),
-# and then a stage starts only when the time spent plus the stage's learnt cost ends within the budget.
+# and that those costs were measured at another moment (another load) than the budget's reference. Between
+# stages an early-exit call also scores exits and selects samples (numpy on caches the interpreter just evicted),
+# so its stages run somewhat slower than their measured costs. runner.costs learns how long calls usually take to
+# reach each stage; one that takes more than LATE longer is running late (a stall, a busy board), and then a stage
+# starts only when the time spent plus the stage's learnt cost ends within the budget.
 SLACK = 0.25
 LATE = 0.5
 

@@ -43,6 +43,7 @@ def test_profile_host_needs_the_bundle_flashed_and_run_host_takes_threads(tmp_pa
     got = edgekit("run", "current", data_file, "--threads", "2", "--json", *common)
     assert got.returncode == 0, got.stderr
     assert json.loads(got.stdout)["predictions"] == local["predictions"]
-    assert "threads 0: allowed an integer from 1 to 256" in one_line_error(edgekit("run", "current", data_file, "--threads", "0", *common))
+    refused = one_line_error(edgekit("run", "current", data_file, "--threads", "0", *common))
+    assert "threads 0: allowed an integer from 1 to 256" in refused
     msg = one_line_error(edgekit("profile", bundles["B"], *common))
     assert "no release" in msg and "flash a bundle first" in msg
