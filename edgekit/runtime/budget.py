@@ -2,9 +2,9 @@
 
 Budget mode runs stage k only while the bundle's measured stage costs up to its end fit in the budget and the
 call is not running late (online stage costs, see costs.py); anytime mode starts stages while time is left and
-returns the best answer so far when the deadline passes, abandoning a stage in flight (it finishes in the background on its own
-interpreter; a later call waits only if it needs that same stage). Samples that stop because of time answer from the
-deepest exit they reached, and the result counts them (BudgetResult.stopped).
+returns the best answer so far when the deadline passes, abandoning a stage in flight (it finishes in the
+background on its own interpreter; a later call waits only if it needs that same stage). Samples that stop
+because of time answer from the deepest exit they reached, and the result counts them (BudgetResult.stopped).
 """
 import math
 import time
