@@ -38,7 +38,7 @@ def threshold_lines(report: Dict[str, Any]) -> List[str]:
     fit = th["fit"]
     fp = th.get("fingerprint") or {}
     out = ["thresholds {} fitted on {} of {}: expected accuracy {:.2%} there (full depth {:.2%}), expected cost "
-           "{:.4f} ms ({})".format(
+           "{:.4f} ms (stage costs {})".format(
                ", ".join("never" if t >= 1e9 else "{:.3f}".format(t) for t in fit["chosen"]["thresholds"]),
                fp.get("described", "{} samples".format(th.get("samples"))), th.get("data"),
                fit["chosen"]["accuracy"], fit["full_depth"]["accuracy"], fit["chosen"]["cost_ms"],

@@ -101,45 +101,45 @@ def test_params_budget_counts_parameters_exactly():
 
 
 def _compute_bound():
-    """Two 96-channel 3x3 convs at 24x24: latency dominated by the convs, not by per-op overhead (at 48 channels,
-    int8 on an AVX-512 VNNI host, the fixed cost of each call was most of it)."""
+    """Two 48-channel 3x3 convs at 24x24: latency dominated by the convs, not by per-op overhead."""
     import keras
 
     inp = keras.Input((24, 24, 8), name="img")
-    x = keras.layers.Conv2D(96, 3, padding="same", activation="relu", name="c1")(inp)
-    x = keras.layers.Conv2D(96, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.Conv2D(48, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(48, 3, padding="same", activation="relu", name="c2")(x)
     out = keras.layers.Dense(5, name="out")(keras.layers.GlobalAveragePooling2D(name="gap")(x))
     return keras.Model(inp, out, name="compute_bound")
 
 
 def test_latency_budget_uses_measured_layers(monkeypatch):
-    """Each conv/dense layer is converted alone and timed; the layer timer is replaced by a machine whose time
-    is a layer's work (input positions x weight bytes of the TFLite file), so that the fitted cost model and the
-    pruning it drives are the same on every machine. The real timer still runs once on a timed layer."""
+    """Each conv/dense layer is converted alone and timed (full and half width together, under the shared cost
+    protocol); the layer timer is replaced by a machine whose time is a layer's work (input positions x weight
+    bytes of the TFLite file), so that the fitted cost model and the pruning it drives are the same on every
+    machine. The real timer still runs once on a timed layer."""
     from edgekit.convert.prune import PruneOptions, prune
     from edgekit.convert.pruning import latency
     from edgekit.data import Dataset
 
     timed = []
 
-    def work_ms(blob: bytes, shape: tuple) -> float:
-        timed.append((blob, shape))
-        return float(np.prod(shape[:-1])) * len(blob) * 1e-7
+    def work_ms(blobs: dict, shapes: dict) -> dict:
+        timed.extend((blobs[f], shapes[f]) for f in blobs)
+        return {f: float(np.prod(shapes[f][:-1])) * len(blobs[f]) * 1e-7 for f in blobs}
 
-    real_timer = latency.time_blob
-    monkeypatch.setattr(latency, "time_blob", work_ms)
+    real_timer = latency.time_blobs
+    monkeypatch.setattr(latency, "time_blobs", work_ms)
     model = _compute_bound()
     res = prune(model, PruneOptions(fraction=0.8, budget="latency", samples=16, ratios=(0.5, 0.75)),
                 Dataset(inputs_for(model, 32)))
     b = res.report["budget"]
     assert b["kind"] == "latency" and b["unit"] == "ms" and b["full"] > 0
     assert b["pruned"] <= 0.8 * b["full"] and "timed alone" in b["note"]
-    assert res.model.get_layer("c1").filters < 96 or res.model.get_layer("c2").filters < 96
+    assert res.model.get_layer("c1").filters < 48 or res.model.get_layer("c2").filters < 48
     assert res.report["options"]["latency_precision"] == "int8"
     # c1, c2 and the dense head, each timed at full width and with the channels it touches halved
     assert [shape for _, shape in timed] == [(24, 24, 8), (24, 24, 4), (24, 24, 48), (24, 24, 24), (48,), (24,)]
     blob, shape = timed[2]
-    assert real_timer(blob, shape, repeats=3) > 0         # the real timer runs on what was built (any speed)
+    assert real_timer({1.0: blob}, {1.0: shape})[1.0] > 0    # the real timer runs on what was built (any speed)
 
 
 def test_unsupported_layer_is_named_and_pruning_goes_around_it():

@@ -77,8 +77,7 @@ def stage_costs(manifest: Manifest, threads: Optional[int]) -> Tuple[List[float]
     """The per-stage costs thresholds are fitted on, and where they were measured: the bundle's measured costs
     (at `threads` when given: `edgekit profile` must have measured that count), else each stage's FLOPs."""
     record = manifest.extra.get("costs") or {}
-    where = "{} ({})".format(record.get("measured_on", "converting-machine"),
-                             (record.get("machine") or {}).get("hostname", "unknown host"))
+    where = "measured on the {}".format(record.get("measured_on", "converting-machine"))
     if threads is not None:
         try:
             return [float(st["by_threads"][str(threads)]["median_ms"]) for st in record["stages"]], \
