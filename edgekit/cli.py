@@ -34,14 +34,14 @@ def main() -> None:
 
 
 @main.command("targets")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {targets: [profile, ...]}.")
 def targets_cmd(as_json: bool) -> None:
     """List the board profiles in targets/."""
     from edgekit.targets import list_targets
 
     profiles = list_targets()
     if as_json:
-        echo_json([t.to_dict() for t in profiles])
+        echo_json({"targets": [t.to_dict() for t in profiles]})
         return
     rows = [(t.name, t.arch, str(t.cores), t.runtime_package, ",".join(t.precisions), t.energy_meter)
             for t in profiles]

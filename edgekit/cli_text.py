@@ -37,12 +37,12 @@ def threshold_lines(report: Dict[str, Any]) -> List[str]:
         return []
     fit = th["fit"]
     fp = th.get("fingerprint") or {}
-    out = ["thresholds {} fitted on {} of {}: expected accuracy {:.2%} there (full depth {:.2%}), expected cost "
-           "{:.4f} ms (stage costs {})".format(
-               ", ".join("never" if t >= 1e9 else "{:.3f}".format(t) for t in fit["chosen"]["thresholds"]),
-               fp.get("described", "{} samples".format(th.get("samples"))), th.get("data"),
+    out = ["thresholds fitted on {}: {}".format(th.get("data"), fp.get("described", "{} samples".format(
+        th.get("samples")))),
+           "thresholds {}  expected accuracy {:.2%} there (full depth {:.2%}), expected cost {:.4f} ms ({})".format(
+               " ".join("never" if t >= 1e9 else "{:.3f}".format(t) for t in fit["chosen"]["thresholds"]),
                fit["chosen"]["accuracy"], fit["full_depth"]["accuracy"], fit["chosen"]["cost_ms"],
-               th.get("stage_costs_from", "stage costs"))]
+               "stage costs " + th.get("stage_costs_from", "unknown"))]
     if "holdout" in th:
         h = th["holdout"]
         out.append("on {} ({} samples): accuracy {:.2%}, full depth {:.2%}".format(

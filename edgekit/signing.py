@@ -220,6 +220,17 @@ def _write_atomic(path: str, data: bytes, mode: int) -> None:
         raise
 
 
+def _make_key_dir(parent: str, prefix: str) -> None:
+    """Create a missing key directory (e.g. ~/.edgekit on a fresh machine) readable by its owner only."""
+    if os.path.isdir(parent):
+        return
+    try:
+        os.makedirs(parent, mode=0o700)
+    except OSError as exc:
+        raise ConfigError("cannot create directory {} for --out {}: {}; allowed: a path whose parent is or can be "
+                          "a directory".format(parent, prefix, exc.strerror or exc))
+
+
 def generate_key(prefix: str, comment: str = "", passphrase: Optional[bytes] = None,
                  force: bool = False) -> Tuple[str, str, str]:
     """Write PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub; return (key path, pub path, key id)."""
@@ -227,11 +238,9 @@ def generate_key(prefix: str, comment: str = "", passphrase: Optional[bytes] = N
     for p in (key_path, pub_path):
         if os.path.exists(p) and not force:
             raise ConfigError("{} exists; choose another --out or pass --force to replace it".format(p))
-    parent = os.path.dirname(os.path.abspath(prefix))
-    if not os.path.isdir(parent):
-        raise ConfigError("directory {} does not exist (for --out {})".format(parent, prefix))
     ed = _crypto("hazmat.primitives.asymmetric.ed25519")
     ser = _crypto("hazmat.primitives.serialization")
+    _make_key_dir(os.path.dirname(os.path.abspath(prefix)), prefix)
     private = ed.Ed25519PrivateKey.generate()
     enc = ser.BestAvailableEncryption(passphrase) if passphrase else ser.NoEncryption()
     pem = private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, enc)

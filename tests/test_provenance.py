@@ -85,7 +85,7 @@ def fitted(tmp_path_factory):
 def test_convert_fits_thresholds_on_the_held_out_part_and_says_so(fitted):
     got, bundle = fitted
     assert got.exit_code == 0, got.output
-    assert "fitted on a held-out part of the calibration data (274 of 1078 samples" in got.output
+    assert ": a held-out part of the calibration data (274 of 1078 samples" in got.output
     assert "edgekit: warning" not in got.output
     with open(os.path.join(bundle, "report.json")) as f:
         report = json.load(f)

@@ -56,6 +56,18 @@ def test_keygen_writes_a_private_key_only_the_owner_reads(keys):
     assert again.returncode == 2 and "exists; choose another --out or pass --force" in again.stderr
 
 
+def test_keygen_creates_a_missing_key_directory_for_the_owner_only(tmp_path):
+    """A fresh machine has no ~/.edgekit: keygen makes it, mode 0700; a parent that is a file is refused."""
+    got = edgekit("keygen", "--out", tmp_path / "home" / ".edgekit" / "owner")
+    assert got.returncode == 0, got.stderr
+    assert os.stat(tmp_path / "home" / ".edgekit").st_mode & 0o777 == 0o700
+    assert os.stat(tmp_path / "home" / ".edgekit" / "owner.key").st_mode & 0o777 == 0o600
+    (tmp_path / "plain").write_text("not a directory")
+    bad = edgekit("keygen", "--out", tmp_path / "plain" / "keys" / "owner")
+    assert bad.returncode == 2 and bad.stderr.startswith("edgekit: error: cannot create directory "), bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and (tmp_path / "plain").read_text() == "not a directory"
+
+
 def test_a_correctly_signed_bundle_runs(signed, keys, test_split):
     r = EarlyExitRunner(signed, trusted_keys=[keys["pub"]], require_signature=True)
     assert r.signed_by == keys["id"]

@@ -181,7 +181,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         input=InputSpec(name=input_name, shape=(None,) + tuple(int(d) for d in model.inputs[0].shape[1:]),
                         dtype="float32", preprocessing={"layout": "NHWC"}),
         stages=tuple(specs),
-        extra=_runtime_extra(target, costs))
+        extra=_board_extra(target, costs))
     report = _report(opts, target, precision, manifest, calib, split_err,
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
@@ -199,16 +199,6 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     result = _write(opts, manifest, files, report)
     step(total, total, "bundle written")
     return result
-
-
-def _runtime_extra(target, costs: Dict[str, Any]) -> Dict[str, Any]:
-    """The manifest's runtime section (threads per stage as measured, the profile's count as their upper bound)
-    and the measured stage costs they were chosen from."""
-    return {"runtime": {"num_threads": target.default_threads,
-                        "stage_threads": [s["threads"] for s in costs["stages"]],
-                        "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
-                                      for d in target.delegates]},
-            "costs": costs}
 
 
 def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str):
@@ -234,6 +224,19 @@ def _exit_outputs(model, stages, x: np.ndarray) -> List[np.ndarray]:
     outs = model([x], training=False)
     by_name = {_sanitize(n): np.asarray(o) for n, o in zip(model.output_names, outs)}
     return [by_name[st.exit_name] for st in stages]
+
+
+def _board_extra(target, costs: Dict[str, Any]) -> Dict[str, Any]:
+    """What the board needs from its profile, carried in the manifest: threads (per stage as measured, the
+    profile's count as their upper bound) and delegates for the runtime, the measured stage costs the threads
+    were chosen from, the energy meter and power model for `python -m edgekit.bench` (the board has no targets/)."""
+    from edgekit.bench.energy import manifest_energy
+
+    return {"runtime": {"num_threads": target.default_threads,
+                        "stage_threads": [s["threads"] for s in costs["stages"]],
+                        "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
+                                      for d in target.delegates]},
+            "costs": costs, "energy": manifest_energy(target)}
 
 
 def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any]) -> ConvertResult:
@@ -353,7 +356,7 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
         model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
         input=InputSpec(name=split.input_name, shape=split.bundle_shape, dtype="float32",
                         preprocessing=split.preprocessing()),
-        stages=specs, extra=_runtime_extra(target, costs))
+        stages=specs, extra=_board_extra(target, costs))
     report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
                      measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
     report.update(onnx=onnx_report(split, saved), notes=notes,
