@@ -87,6 +87,10 @@ class _StepBar:
 @click.option("--latency-budget", type=float, default=None,
               help="adaptive: least loss within this full-depth latency (ms, batch 1, measured here).")
 @click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32.")
+@click.option("--objective", default=None,
+              help="adaptive: latency (default: no slower than the fastest uniform precision, smallest size at "
+                   "int8's accuracy), size (smallest, whatever the kernels cost) or accuracy (least loss at that "
+                   "speed).")
 @click.option("--threshold", default=0.9, show_default=True, type=float, help="Softmax confidence needed to exit early.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("--input-shape", default=None, help="ONNX: the input's sizes after the batch, in the model's own "
@@ -119,7 +123,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                 holdout: Optional[str],
                 exit_rule: Optional[str], as_json: bool, tolerance: Optional[float] = None,
                 size_budget: Optional[str] = None, latency_budget: Optional[float] = None,
-                rungs: Optional[str] = None, exits: Optional[str] = None, exit_data: Optional[str] = None,
+                rungs: Optional[str] = None, objective: Optional[str] = None, exits: Optional[str] = None,
+                exit_data: Optional[str] = None,
                 head_epochs: Optional[int] = None, head_target: Optional[str] = None,
                 head_budget: Optional[float] = None, max_crossing: Optional[int] = None,
                 seed: Optional[int] = None, prune_flops: Optional[float] = None,
@@ -139,6 +144,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                                         tolerance=tolerance, latency_budget_ms=latency_budget,
                                         size_budget=None if size_budget is None else parse_size(size_budget),
                                         rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
+                                        objective=objective,
                                         exits=ExitOptions.from_cli(exits, data_path=exit_data, epochs=head_epochs,
                                                                    target=head_target, head_budget=head_budget,
                                                                    max_crossing=max_crossing, seed=seed),
@@ -159,6 +165,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
         click.echo(line)
     for warning in result.report.get("thresholds", {}).get("warnings", []):
         click.echo("edgekit: warning: {}".format(warning), err=True)
+    for line in (result.report.get("precision_plan") or {}).get("summary", ()):
+        click.echo(line)
     if "exits" in result.report:
         click.echo(exits_table(result.report["exits"]))
     for line in summary_lines(result.report["prune"]) if "prune" in result.report else ():
@@ -277,7 +285,7 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
         delegates = result.get("delegates", [])
     else:
         runner = EarlyExitRunner(bundle, num_threads=threads)
-        ds = load_data(data)
+        ds = load_data(data, max_batch=runner.max_batch)
         result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         delegates = runner.delegate_status
     if as_json:

@@ -22,12 +22,14 @@ def precision_lines(bundle: str) -> List[str]:
     if not plan or not plan.get("layers"):
         return []
     num = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
-    rows = [(str(r["stage"]), r["layer"], r["op"], r["rung"], num(r.get("sqnr_db"), "{:.1f}"),
-             num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0),
-             "{:.1%}".format(r.get("latency_share", 0.0))) for r in plan["layers"]]
-    return ["", "per-layer precision ({}; SQNR and KL at the exits with only that layer quantized):".format(
-        plan.get("mode"))] + table_lines(("stage", "layer", "op", "rung", "SQNR dB", "KL nats", "size",
-                                          "latency share"), rows)
+    rows = [(str(r["stage"]), r["layer"], r["op"], r["rung"], r.get("kernel", "-"), num(r.get("ms_vs_int8"),
+                                                                                         "{:+.4f}"),
+             num(r.get("sqnr_db"), "{:.1f}"), num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0))
+            for r in plan["layers"]]
+    return ["", "per-layer precision ({}; SQNR and KL at the exits with only that layer quantized; ms: the op's "
+            "measured time over int8, batch 1, on the converting machine):".format(plan.get("mode"))] + table_lines(
+        ("stage", "layer", "op", "rung", "kernel", "ms vs int8", "SQNR dB", "KL nats", "size"), rows) + \
+        list(plan.get("summary", ()))
 
 
 def threshold_lines(report: Dict[str, Any]) -> List[str]:

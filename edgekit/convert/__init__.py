@@ -46,6 +46,7 @@ class ConvertOptions:
     size_budget: Optional[int] = None      # adaptive: bundle bytes
     latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
     rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)
+    objective: Optional[str] = None        # adaptive: latency (default), size or accuracy (precision.objective)
     exits: Optional[ExitOptions] = None    # attach and train exit heads on a single-output model (issue 4)
     prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split (issue 5)
 
