@@ -38,7 +38,7 @@ def _blobs(runner: EarlyExitRunner) -> List[bytes]:
     """The stage files' bytes, checked against the manifest again (they are read a second time here)."""
     out = []
     for st in runner.manifest.stages:
-        data, _ = read_bundle_file(runner.bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
+        data = read_bundle_file(runner.bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
         if hashlib.sha256(data).hexdigest() != st.sha256:
             raise BundleError("stage file {} changed while the bundle was profiled".format(st.file))
         out.append(data)
