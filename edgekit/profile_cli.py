@@ -1,4 +1,5 @@
-"""`edgekit profile BUNDLE [--host USER@BOARD] [--threads N]`: per-stage costs measured and written into BUNDLE."""
+"""`edgekit profile BUNDLE [--host USER@BOARD] [--threads N] [--ops]`: per-stage costs measured and written into
+BUNDLE; --ops prints where each stage's time goes, op by op (edgekit/bench/ops.py, this machine only)."""
 import json
 from typing import Optional
 
@@ -17,10 +18,12 @@ from edgekit.deploy.cli import board_from_options, ssh_options
               help="Measure on this board over SSH (BUNDLE must be flashed there); default: this machine.")
 @click.option("--dry-run", is_flag=True, help="Measure and print; do not write the bundle.")
 @click.option("--json", "as_json", is_flag=True, help="Print the costs record as JSON.")
+@click.option("--ops", is_flag=True, help="Only print the time of each op of each stage here (each op timed alone); "
+                                          "writes nothing.")
 @ssh_options
 def profile(bundle: str, data: Optional[str], threads: Optional[int], host: Optional[str], dry_run: bool,
-            as_json: bool, identity: Optional[str], known_hosts: str, accept_new_host_key: bool, remote_dir: str,
-            remote_python: str, timeout_s: float) -> None:
+            as_json: bool, ops: bool, identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
+            remote_dir: str, remote_python: str, timeout_s: float) -> None:
     """Measure each stage's cost at each thread count (warmed up, interleaved, until the median is stable) here
     or on the board, and write the costs and the fastest thread count per stage into BUNDLE. `edgekit
     calibrate` then fits thresholds on these costs."""
@@ -31,6 +34,9 @@ def profile(bundle: str, data: Optional[str], threads: Optional[int], host: Opti
     from edgekit.manifest import load_bundle
 
     check_threads(threads)
+    if ops:
+        _ops(bundle, data, host, as_json)
+        return
     manifest = load_bundle(bundle)
     if host is not None:
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
@@ -50,3 +56,18 @@ def profile(bundle: str, data: Optional[str], threads: Optional[int], host: Opti
     if signed:
         click.echo("edgekit: note: {} was signed; its manifest changed, so the signature was removed: sign it "
                    "again (edgekit sign {} --key KEY)".format(bundle, bundle), err=True)
+
+
+def _ops(bundle: str, data: Optional[str], host: Optional[str], as_json: bool) -> None:
+    from edgekit.bench.ops import ops_table, profile_ops
+    from edgekit.bench.profile import sample_input
+    from edgekit.data import load_data
+    from edgekit.errors import ConfigError
+    from edgekit.runtime import EarlyExitRunner
+
+    if host is not None or as_json:
+        raise ConfigError("--ops runs on this machine and prints a table; got {}; allowed: --ops with --data".format(
+            "--host" if host is not None else "--json"))
+    runner = EarlyExitRunner(bundle)
+    x = load_data(data).x[:1] if data is not None else sample_input(runner.manifest)
+    click.echo(ops_table(profile_ops(runner, x)))

@@ -1,9 +1,11 @@
 """int8 stages with some ops kept float (convert/quantize.int8_stage: a thin stem convolution, ops the delegate
 takes only at float32) and the per-op profile (bench/ops.py)."""
+import os
+
 import numpy as np
 import pytest
 
-from edgekit.bench.ops import ops_table, profile_stage
+from edgekit.bench.ops import profile_stage
 from edgekit.convert.precision.graph import read_ops
 from edgekit.bench.ops import delegated_alone
 from edgekit.convert.quantize import int8_stage, off_delegate_scopes, quantize_stage, stem_scopes
@@ -113,3 +115,18 @@ def test_inspect_ops_prints_a_table_per_stage(demo_bundles):
     heads = [line for line in res.stdout.splitlines() if line.startswith("stage ") and "whole stage" in line]
     assert len(heads) == len(stages)
     assert "CONV_2D" in res.stdout and "share" in res.stdout
+
+
+def test_profile_ops_prints_the_tables_and_writes_nothing(demo_bundles):
+    from click.testing import CliRunner
+
+    from edgekit.cli import main
+
+    bundle = demo_bundles("int8")
+    before = {f: open(os.path.join(bundle, f), "rb").read() for f in sorted(os.listdir(bundle))}
+    res = CliRunner().invoke(main, ["profile", bundle, "--ops"])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("whole stage") == 3 and "FULLY_CONNECTED" in res.stdout
+    assert {f: open(os.path.join(bundle, f), "rb").read() for f in sorted(os.listdir(bundle))} == before
+    bad = CliRunner().invoke(main, ["profile", bundle, "--ops", "--json"])
+    assert bad.exit_code == 2 and "--ops" in bad.stderr
