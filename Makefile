@@ -9,7 +9,7 @@ PIP_PIN := pip==24.3.1
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(PIP_PIN)
-	$(PY) -m pip install -q -c constraints.txt -e ".[convert,onnx,runtime,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[convert,onnx,runtime,dev,ansible]"
 	touch $(STAMP)
 
 ## make demo: convert the shipped demo model for the host and time early exit against full depth
