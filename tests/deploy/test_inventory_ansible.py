@@ -1,5 +1,6 @@
 """Ansible INI/YAML inventories read by ansible-core's own loader, edgekit's YAML still read by edgekit."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -7,6 +8,7 @@ import textwrap
 import pytest
 import yaml
 
+from edgekit.deploy.ansible_task import Link, run_task
 from edgekit.deploy.hosts import BoardDefaults, make_ssh_options
 from edgekit.deploy.inventory_ansible import inventory_format, load_fleet_inventory
 from edgekit.errors import ConfigError
@@ -144,3 +146,23 @@ def test_cli_flashes_only_the_limited_group(tmp_path, sshd_factory, client_keys,
     err = one_line_error(subprocess.run(base + [str(bundles["A"]), "--limit", "nanos"], capture_output=True,
                                         text=True, timeout=60))
     assert "--limit 'nanos' matches no host" in err and not os.path.exists(dirs[2])
+
+
+class _NoLink(Link):
+    """A task refused on its arguments never reaches the board."""
+
+    def run(self, argv, stdin, timeout_s):
+        raise AssertionError("the board was contacted: {}".format(argv))
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"bundle": "x", "keeep": 3}, "unknown argument(s) keeep; allowed: state, bundle"),
+    ({"state": "present"}, "state 'present'; allowed: flashed, rolled_back, listed"),
+    ({"state": "flashed"}, "state=flashed needs bundle"),
+    ({"bundle": "x", "remote_dir": "/"}, "remote_dir: '/' is too broad"),
+    ({"bundle": "x", "remote_python": "python3; rm -rf /"}, "remote_python: invalid interpreter"),
+    ({"bundle": "x", "force": "yes"}, "force: expected true or false, got 'yes'"),
+])
+def test_the_ansible_action_refuses_bad_arguments_before_connecting(args, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        run_task("pi-0", args, _NoLink())
