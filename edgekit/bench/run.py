@@ -86,6 +86,12 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
         b.get("model_name", "?"), b.get("target", "?"), b.get("bundle_id", "?"), env["interpreter"]["name"],
         env["interpreter"]["version"], env["threads"], env.get("cpu_governor") or "unreadable",
         "unreadable" if env.get("cpu_temp_c") is None else "{:.1f} C".format(env["cpu_temp_c"]))]
+    jet = env.get("jetson")
+    if jet:
+        mode, clocks = jet["nvpmodel"], jet["jetson_clocks"]["on"]
+        out.append("jetson: nvpmodel mode {} ({})  jetson_clocks {}".format(
+            mode["id"] if mode["id"] is not None else "?", mode["name"] or mode["source"],
+            "unknown" if clocks is None else "on" if clocks else "off"))
     rows = []
     for mode in MODES:
         r = result[mode]
