@@ -123,3 +123,13 @@ def test_a_failing_agent_stops_a_serial_rollout(lab, bundles, tmp_path, playbook
         broken) in got.stdout
     assert not os.path.exists(dirs["orin"])               # the rollout stopped before the third batch
     assert recap(got)["pi-1"]["failed"] == 1 and "orin" not in recap(got)
+    # Batches of two: pi-1 fails in the first one. The percentage decides whether the rollout goes on,
+    # so the play keyword really comes from the extra variable.
+    stopped = playbook(inventory, "flash.yml", "-e", "bundle=" + str(bundles["B"]), "-e", "edgekit_serial=2",
+                       "-e", "edgekit_max_fail_percentage=0")
+    assert stopped.returncode != 0 and "orin" not in recap(stopped) and not os.path.exists(dirs["orin"])
+    tolerated = playbook(inventory, "flash.yml", "-e", "bundle=" + str(bundles["B"]), "-e", "edgekit_serial=2",
+                         "-e", "edgekit_max_fail_percentage=50")
+    assert tolerated.returncode != 0                       # a host failed, so ansible-playbook still says so
+    assert recap(tolerated)["orin"] == {"ok": 1, "changed": 1, "unreachable": 0, "failed": 0}
+    assert link(dirs["orin"]) == read_manifest(str(bundles["B"])).bundle_id
