@@ -166,3 +166,15 @@ class _NoLink(Link):
 def test_the_ansible_action_refuses_bad_arguments_before_connecting(args, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         run_task("pi-0", args, _NoLink())
+
+
+def test_an_inventory_directory_with_group_vars_and_host_vars(tmp_path):
+    inv = tmp_path / "inventory"
+    (inv / "group_vars").mkdir(parents=True)
+    (inv / "host_vars").mkdir()
+    (inv / "hosts.ini").write_text("[pis]\npi-1 ansible_host=10.0.0.1\npi-2 ansible_host=10.0.0.2\n")
+    (inv / "group_vars" / "pis.yml").write_text("edgekit_remote_dir: /srv/edgekit\nedgekit_target: raspberry-pi-4\n")
+    (inv / "host_vars" / "pi-2.yml").write_text("edgekit_target: raspberry-pi-5\nansible_user: admin\n")
+    boards = {b.name: b for b in load_fleet_inventory(str(inv))}
+    assert (boards["pi-1"].remote_dir, boards["pi-1"].target) == ("/srv/edgekit", "raspberry-pi-4")
+    assert (boards["pi-2"].target, boards["pi-2"].host.user) == ("raspberry-pi-5", "admin")   # host_vars win
