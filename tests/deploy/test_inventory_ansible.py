@@ -1,4 +1,5 @@
 """Ansible INI/YAML inventories read by ansible-core's own loader, edgekit's YAML still read by edgekit."""
+import json
 import os
 import re
 import subprocess
@@ -178,3 +179,16 @@ def test_an_inventory_directory_with_group_vars_and_host_vars(tmp_path):
     boards = {b.name: b for b in load_fleet_inventory(str(inv))}
     assert (boards["pi-1"].remote_dir, boards["pi-1"].target) == ("/srv/edgekit", "raspberry-pi-4")
     assert (boards["pi-2"].target, boards["pi-2"].host.user) == ("raspberry-pi-5", "admin")   # host_vars win
+
+
+def test_the_action_documentation_lists_exactly_its_arguments():
+    from edgekit.deploy.ansible_task import ARGS
+
+    library = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                           "edgekit", "deploy", "ansible", "library")
+    got = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-doc"), "-M", library, "--json",
+                          "edgekit_release"], capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0, got.stderr
+    doc = json.loads(got.stdout)["edgekit_release"]["doc"]
+    assert sorted(doc["options"]) == sorted(ARGS)
+    assert doc["options"]["state"]["choices"] == ["flashed", "rolled_back", "listed"]
