@@ -24,8 +24,9 @@ test: $(STAMP) system-deps
 test-slow: $(STAMP) system-deps
 	$(PY) -m pytest -q -m slow
 
-## make test-arm64: the bundle on an emulated Raspberry Pi stack (arm64 Debian 12, Python 3.11, tflite-runtime
-## 2.14 under qemu-user, root needed), compared with x86; exit 3 = skipped, never a pass (tests/emulated/)
+## make test-arm64: the bundle on emulated Raspberry Pi stacks (arm64 Debian 12 / Python 3.11 / tflite-runtime
+## 2.14 and Debian 11 / Python 3.9 / tflite-runtime 2.13, under qemu-user, root needed), compared with x86;
+## exit 3 = skipped, never a pass (tests/emulated/)
 test-arm64: $(STAMP)
 	$(PY) tests/emulated/run_arm64.py
 
