@@ -3,8 +3,9 @@
 One run: convert the demo at int8, fit thresholds on the val split with --max-accuracy-drop 0.01,
 then on the test split measure early exit against full depth with the latency protocol (interleaved,
 batch 1), the fitted point's expected cost against the oracle's, and a latency budget of 60% of the
-full-depth mean (budget and anytime modes). Goals (issue 3): test accuracy within 1 point of full depth,
-mean latency >= 2.5x lower, expected cost <= 1.3x the oracle's, >= 99% of budget calls within budget + 1 ms.
+full-depth mean (budget and anytime modes). Goals: test accuracy within 1 point of full depth,
+mean latency >= 2.5x lower, expected cost <= 1.3x the oracle's, >= 99% of budget calls and of anytime calls
+within budget + 1 ms (anytime gives up on a stage in flight at the deadline).
 
     python benchmarks/bench_thresholds.py [--runs 400] [--calls 2000]
 """
@@ -77,7 +78,8 @@ def main():
         fit["chosen"]["cost_ms"], fit["oracle_cost_ms"], ratio, goal(ratio <= 1.3)))
     print("budget {:.4f} ms (60% of full depth), {} calls: {:.2%} within budget + 1 ms, exits {} -> goal >= 99%: {}"
           .format(budget, args.calls, within, exits, goal(within >= 0.99)))
-    print("anytime, same budget: {:.2%} within budget + 1 ms, exits {}".format(within_any, exits_any))
+    print("anytime, same budget: {:.2%} within budget + 1 ms, exits {} -> goal >= 99%: {}".format(
+        within_any, exits_any, goal(within_any >= 0.99)))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,10 @@ import json
 import os
 import shutil
 import struct
-from typing import Any, Callable, Dict
+from dataclasses import replace
+from typing import Any, Callable, Dict, Sequence
 
+from edgekit.manifest import MANIFEST_NAME, read_manifest
 from edgekit.runtime.tflite_check import _Reader
 
 
@@ -24,6 +26,18 @@ def edit_manifest(bundle: str, fn: Callable[[Dict[str, Any]], Any]) -> None:
     fn(d)
     with open(manifest_path(bundle), "w") as f:
         json.dump(d, f)
+
+
+def set_stage_costs(bundle: str, costs_ms: Sequence[float]) -> None:
+    """Write fixed stage costs (manifest latency_ms) in place of the ones measured at conversion, through the
+    Manifest type so that the bundle stays consistent: whatever decides from stage costs then decides the
+    same way on every machine, however busy."""
+    m = read_manifest(bundle)
+    if len(costs_ms) != len(m.stages):
+        raise ValueError("{} costs for {} stages".format(len(costs_ms), len(m.stages)))
+    stages = tuple(replace(s, latency_ms=float(c)) for s, c in zip(m.stages, costs_ms))
+    with open(os.path.join(bundle, MANIFEST_NAME), "w", encoding="utf-8") as f:
+        f.write(replace(m, stages=stages).to_json())
 
 
 def stage_path(bundle: str, k: int) -> str:

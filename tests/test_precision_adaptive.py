@@ -183,10 +183,13 @@ def test_size_and_latency_budget_plans_end_to_end(tiny_plan):
     assert sized.report["mode"] == "size" and b["limit"] == limit
     assert b["built_bytes"] == sum(len(x) for x in sized.blobs) <= limit and b["holds"]
     assert _row(sized, "b")["rung"] not in ("int4w", "int8")         # 8-bit activations lose b's channels
+    # a budget no machine's measured latencies come near (these stages take microseconds): what is checked
+    # is how the plan spends it, not how fast this machine is
+    generous_ms = 60000.0
     timed = choose_precision(stages, pi4, _x(), None,
-                             PrecisionOptions(latency_budget_ms=10.0, sensitivity_samples=64), "image")
+                             PrecisionOptions(latency_budget_ms=generous_ms, sensitivity_samples=64), "image")
     b = timed.report["budget"]
-    assert timed.report["mode"] == "latency" and b["estimated"] <= 10.0 and b["measured_ms"] > 0
+    assert timed.report["mode"] == "latency" and b["estimated"] <= generous_ms and b["measured_ms"] > 0
     # a generous budget lets whole stages stay float; pi-4 has no FP16 arithmetic, so float16 there is for size
     for row in timed.layers:
         assert ("size only" in row["reason"]) if row["rung"] == "float16" else ("latency budget" in row["reason"])

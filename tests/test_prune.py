@@ -111,10 +111,22 @@ def _compute_bound():
     return keras.Model(inp, out, name="compute_bound")
 
 
-def test_latency_budget_uses_measured_layers():
+def test_latency_budget_uses_measured_layers(monkeypatch):
+    """Each conv/dense layer is converted alone and timed; the layer timer is replaced by a machine whose time
+    is a layer's work (input positions x weight bytes of the TFLite file), so that the fitted cost model and the
+    pruning it drives are the same on every machine. The real timer still runs once on a timed layer."""
     from edgekit.convert.prune import PruneOptions, prune
+    from edgekit.convert.pruning import latency
     from edgekit.data import Dataset
 
+    timed = []
+
+    def work_ms(blob: bytes, shape: tuple) -> float:
+        timed.append((blob, shape))
+        return float(np.prod(shape[:-1])) * len(blob) * 1e-7
+
+    real_timer = latency.time_blob
+    monkeypatch.setattr(latency, "time_blob", work_ms)
     model = _compute_bound()
     res = prune(model, PruneOptions(fraction=0.8, budget="latency", samples=16, ratios=(0.5, 0.75)),
                 Dataset(inputs_for(model, 32)))
@@ -123,6 +135,10 @@ def test_latency_budget_uses_measured_layers():
     assert b["pruned"] <= 0.8 * b["full"] and "timed alone" in b["note"]
     assert res.model.get_layer("c1").filters < 48 or res.model.get_layer("c2").filters < 48
     assert res.report["options"]["latency_precision"] == "int8"
+    # c1, c2 and the dense head, each timed at full width and with the channels it touches halved
+    assert [shape for _, shape in timed] == [(24, 24, 8), (24, 24, 4), (24, 24, 48), (24, 24, 24), (48,), (24,)]
+    blob, shape = timed[2]
+    assert real_timer(blob, shape, repeats=3) > 0         # the real timer runs on what was built (any speed)
 
 
 def test_unsupported_layer_is_named_and_pruning_goes_around_it():

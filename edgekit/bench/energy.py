@@ -16,15 +16,16 @@ A block that lasts far longer than asked (over 1.5x, and over +0.5 s: the proces
 overloaded machine) is discarded and run again, at most MAX_RETRIES times; the result lists such blocks.
 A meter that fails during the run (unreadable, garbage, gone) is excluded, the next available meter is
 picked in auto order, and the energy part starts again with it; the result lists every failure.
+Every duration (blocks, idle, the meter's timestamps) comes from one `Clock`, the system's unless a caller
+passes a simulated one.
 """
-import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from edgekit.bench.meters import (AUTO, METERS, EnergyReading, Meter, MeterChoice, MeterError, energy_per_inference,
-                                  measure_idle, meter_names, pick_meter, sum_readings)
+from edgekit.bench.meters import (AUTO, METERS, SYSTEM_CLOCK, Clock, EnergyReading, Meter, MeterChoice, MeterError,
+                                  energy_per_inference, measure_idle, meter_names, pick_meter, sum_readings)
 from edgekit.bench.meters.base import RailStats, merge_rails
 from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError
@@ -107,12 +108,12 @@ def block_order(blocks: int) -> List[str]:
 
 
 def _run_block(runner: EarlyExitRunner, samples: List[np.ndarray], full: bool, seconds: float,
-               start: int) -> int:
+               start: int, clock: Clock) -> int:
     """Batch-1 calls of one mode, back to back, for at least `seconds`; returns the number of calls."""
-    clock = time.perf_counter
+    now = clock.now
     n, calls = len(samples), 0
-    t0 = clock()
-    while calls == 0 or clock() - t0 < seconds:
+    t0 = now()
+    while calls == 0 or now() - t0 < seconds:
         runner.run(samples[(start + calls) % n], full_depth=full)
         calls += 1
     return calls
@@ -125,12 +126,12 @@ def overran(reading: EnergyReading, block_seconds: float) -> bool:
 
 
 def _block(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarray], mode: str, opts: EnergyOptions,
-           start: int, discarded: List[Dict[str, Any]]) -> Tuple[EnergyReading, int]:
+           start: int, discarded: List[Dict[str, Any]], clock: Clock) -> Tuple[EnergyReading, int]:
     """One block of `mode` in its own meter session; an overrun block is discarded and run again
     (at most MAX_RETRIES times; the last one is then kept and the discard list says so)."""
     for attempt in range(MAX_RETRIES + 1):
-        with meter.session(opts.interval_s) as s:
-            n = _run_block(runner, samples, mode == "full_depth", opts.block_seconds, start)
+        with meter.session(opts.interval_s, clock) as s:
+            n = _run_block(runner, samples, mode == "full_depth", opts.block_seconds, start, clock)
         r = s.result()
         if not overran(r, opts.block_seconds):
             return r, n
@@ -140,19 +141,19 @@ def _block(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarray], mod
 
 
 def _measure_with(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarray],
-                  opts: EnergyOptions) -> Dict[str, Any]:
+                  opts: EnergyOptions, clock: Clock) -> Dict[str, Any]:
     half = opts.idle_seconds / 2.0
-    idle_before = measure_idle(meter, half, opts.interval_s)
+    idle_before = measure_idle(meter, half, opts.interval_s, clock)
     rails = {"idle": [meter.rail_powers()]}    # type: Dict[str, List[Dict[str, RailStats]]]
     readings = {m: [] for m in MODES}     # type: Dict[str, List[EnergyReading]]
     calls = {m: 0 for m in MODES}
     discarded = []                        # type: List[Dict[str, Any]]
     for mode in block_order(opts.blocks):
-        r, n = _block(meter, runner, samples, mode, opts, calls[mode], discarded)
+        r, n = _block(meter, runner, samples, mode, opts, calls[mode], discarded, clock)
         readings[mode].append(r)
         rails.setdefault(mode, []).append(meter.rail_powers())
         calls[mode] += n
-    idle = sum_readings([idle_before, measure_idle(meter, half, opts.interval_s)])
+    idle = sum_readings([idle_before, measure_idle(meter, half, opts.interval_s, clock)])
     rails["idle"].append(meter.rail_powers())
     out = {"idle": idle.to_dict(), "overrun_blocks": discarded}   # type: Dict[str, Any]
     table = rail_table(rails)
@@ -217,9 +218,10 @@ def preflight(opts: EnergyOptions, profile: Optional[EnergyProfile],
 
 
 def measure_energy(runner: EarlyExitRunner, x: np.ndarray, opts: EnergyOptions, profile: Optional[EnergyProfile],
-                   meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
+                   meters: Optional[Mapping[str, Meter]] = None, clock: Clock = SYSTEM_CLOCK) -> Dict[str, Any]:
     """Energy per inference for both modes from one meter, with an idle baseline from the same run.
-    `meters` overrides registry meters by name (recorded sensor trees in tests), as in pick_meter.
+    `meters` overrides registry meters by name (recorded sensor trees in tests), as in pick_meter;
+    `clock` times the blocks, the idle baseline and the meter's samples.
     Without a profile (None) there is no power model: only real sensors can be used."""
     opts.check()
     meters = _with_profile(profile, meters)
@@ -236,7 +238,7 @@ def measure_energy(runner: EarlyExitRunner, x: np.ndarray, opts: EnergyOptions, 
             raise MeterError("every energy meter failed during the run ({}); last: {}".format(
                 "; ".join("{}: {}".format(f["meter"], f["error"]) for f in failures), exc))
         try:
-            measured = _measure_with(choice.meter, runner, samples, opts)
+            measured = _measure_with(choice.meter, runner, samples, opts, clock)
         except MeterError as exc:
             failures.append({"meter": choice.meter.name, "error": str(exc)})
             exclude.append(choice.meter.name)

@@ -1,12 +1,12 @@
 """Energy in the bench run: alternating blocks, idle baseline from the same run, a meter that fails mid-run.
 
-RAPL is driven through its real sysfs-reading code on a copied fixture tree whose counters a thread
-advances at a known power, so the expected joules are computed by hand from that power.
+RAPL is driven through its real sysfs-reading code on a copied fixture tree. Time is simulated
+(tests/simulated.py): a call takes the bundle's fixed stage costs, the idle baseline takes its seconds, and
+the package counter follows that clock at a known power, so the expected joules are computed by hand and
+nothing depends on how busy the machine is.
 """
 import os
 import shutil
-import threading
-import time
 
 import numpy as np
 import pytest
@@ -19,16 +19,21 @@ from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError, EdgekitError
 from edgekit.runtime import EarlyExitRunner
 from edgekit.targets import get_target
+from tests.bundle_edit import copy_bundle, set_stage_costs
+from tests.simulated import CostedRunner, SimulatedClock
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 START_UJ = 73820964519                 # rapl-server intel-rapl:0 energy_uj
 WRAP_UJ = 262143328850
 FAST = dict(blocks=1, block_seconds=1.0, idle_seconds=0.4, interval_s=0.02)
+STAGE_MS = (1.0, 2.0, 4.0)             # fixed stage costs written into the test bundle
 
 
 @pytest.fixture(scope="module")
-def runner(demo_bundles):
-    return EarlyExitRunner(demo_bundles("float32", "host-x86_64"))
+def runner(demo_bundles, tmp_path_factory):
+    bundle = copy_bundle(demo_bundles("float32", "host-x86_64"), str(tmp_path_factory.mktemp("energy") / "b"))
+    set_stage_costs(bundle, STAGE_MS)
+    return EarlyExitRunner(bundle)
 
 
 @pytest.fixture(scope="module")
@@ -49,19 +54,16 @@ def _write(path: str, text: str) -> None:
     os.replace(path + ".tmp", path)
 
 
-class ConstantPower(threading.Thread):
-    """Advances intel-rapl:0/energy_uj as a package drawing `watts` would, from the wall clock."""
+class ConstantPower:
+    """Moves intel-rapl:0/energy_uj as a package drawing `watts` would, on the simulated clock."""
 
     def __init__(self, root: str, watts: float, start_uj: int = START_UJ) -> None:
-        super().__init__(daemon=True)
         self.path = os.path.join(root, "intel-rapl:0", "energy_uj")
-        self.watts, self.start_uj, self.stop = watts, start_uj, threading.Event()
+        self.watts, self.start_uj = watts, start_uj
         _write(self.path, str(start_uj % WRAP_UJ))    # the counter holds its start before any meter reads it
 
-    def run(self) -> None:
-        t0 = time.perf_counter()
-        while not self.stop.wait(0.002):
-            _write(self.path, str(int(self.start_uj + self.watts * (time.perf_counter() - t0) * 1e6) % WRAP_UJ))
+    def __call__(self, now: float) -> None:
+        _write(self.path, str(int(round(self.start_uj + self.watts * now * 1e6)) % WRAP_UJ))
 
 
 def _absent(tmp_path) -> dict:
@@ -111,33 +113,52 @@ def test_profiles_from_targets_and_json():
 
 def test_rapl_at_constant_power_gives_hand_computed_joules_and_nothing_above_idle(tmp_path, runner, x):
     root = _rapl_tree(tmp_path)
-    writer = ConstantPower(root, watts=20.0, start_uj=WRAP_UJ - 3_000_000)   # wraps 0.15 s into the run
-    writer.start()
-    try:
-        e = measure_energy(runner, x, EnergyOptions(**FAST), host_profile(), dict(_absent(tmp_path),
-                                                                                 rapl=RaplMeter(root)))
-    finally:
-        writer.stop.set()
-        writer.join()
+    sim = SimulatedClock(ConstantPower(root, 20.0, start_uj=WRAP_UJ - 3_000_000))   # wraps 0.15 s into the idle
+    e = measure_energy(CostedRunner(runner, sim), x, EnergyOptions(**FAST), host_profile(),
+                       dict(_absent(tmp_path), rapl=RaplMeter(root)), sim.clock())
     assert (e["meter"], e["measured"], e["kind"], e["failed_during_run"]) == ("rapl", True, "measured", [])
-    assert all(b["seconds"] > 1.5 for b in e["overrun_blocks"])   # normally empty; a stalled block is re-run
-    assert e["warnings"] == []                                     # RAPL has no "active power" to be stuck at
+    assert e["overrun_blocks"] == [] and e["warnings"] == []       # RAPL has no "active power" to be stuck at
     assert e["reason"].startswith("the profile's energy_meter")
-    assert e["idle"]["mean_watts"] == pytest.approx(20.0, rel=0.05)
+    assert e["idle"]["seconds"] == pytest.approx(0.4) and e["idle"]["mean_watts"] == pytest.approx(20.0)
+    full_call_s = sum(STAGE_MS) / 1000.0
     for mode in ("early_exit", "full_depth"):
         m = e[mode]
         blocks = m["blocks"]
-        assert len(blocks) == 1 and blocks[0]["seconds"] >= 1.0
+        # a block runs calls until its second has passed: it ends within one full-depth call of it
+        assert len(blocks) == 1 and 1.0 <= blocks[0]["seconds"] < 1.0 + full_call_s + 1e-9
         # 20 W for the block's seconds, divided by its calls (the counter wrapped on the way: still 20 W)
-        assert m["joules_total"] == pytest.approx(20.0 * m["seconds"] / m["inferences"], rel=0.05)
+        assert m["joules_total"] == pytest.approx(20.0 * m["seconds"] / m["inferences"], rel=1e-6)
         assert m["joules_total"] * m["inferences"] == pytest.approx(sum(b["joules"] for b in blocks))
-        # nothing but the constant 20 W: above idle is zero up to the counter's sampling steps
-        assert abs(m["joules_above_idle"]) <= 0.05 * m["joules_total"]
+        # nothing but the constant 20 W: nothing above idle, up to the counter's microjoule steps
+        assert abs(m["joules_above_idle"]) <= 1e-6 * m["joules_total"]
         assert m["joules_above_idle"] == pytest.approx(
             (m["joules_total"] * m["inferences"] - e["idle"]["mean_watts"] * m["seconds"]) / m["inferences"])
-    # same watts, more calls in the same time: early exit costs less per inference than full depth
+    # full depth runs every stage: 7 ms a call, so 143 calls fill the second (142 leave 6 ms of it)
+    assert e["full_depth"]["inferences"] == 143
+    assert e["full_depth"]["joules_total"] == pytest.approx(20.0 * full_call_s, rel=1e-6)
+    # same watts, fewer stages per call: early exit costs less per inference than full depth
     assert e["early_exit"]["inferences"] > e["full_depth"]["inferences"]
+    assert e["early_exit"]["joules_total"] < e["full_depth"]["joules_total"]
     assert e["ratio_total"] == pytest.approx(e["full_depth"]["joules_total"] / e["early_exit"]["joules_total"])
+
+
+def test_a_stalled_block_is_run_again_and_listed(tmp_path, runner, x):
+    """The process stalls for 10 s in the middle of the first block (an overloaded machine): that block's
+    joules are not the calls' joules, so it is discarded and run again, and the result says so."""
+    root = _rapl_tree(tmp_path)
+    sim = SimulatedClock(ConstantPower(root, 20.0))
+
+    def stall(n: int) -> None:
+        if n == 50:
+            sim.advance(10.0)
+
+    e = measure_energy(CostedRunner(runner, sim, stall), x, EnergyOptions(**FAST), host_profile(),
+                       dict(_absent(tmp_path), rapl=RaplMeter(root)), sim.clock())
+    [stalled] = e["overrun_blocks"]
+    assert (stalled["mode"], stalled["kept"]) == ("early_exit", False) and stalled["seconds"] > 10.0
+    assert e["meter"] == "rapl" and e["failed_during_run"] == []
+    for mode in ("early_exit", "full_depth"):
+        assert len(e[mode]["blocks"]) == 1 and e[mode]["blocks"][0]["seconds"] < 1.5
 
 
 @pytest.mark.parametrize("fault, needle", [("remove", "does not exist"), ("garbage", "expected an integer")])
@@ -145,17 +166,17 @@ def test_a_meter_failing_mid_run_drops_to_the_next_and_says_so(tmp_path, runner,
     root = _rapl_tree(tmp_path)
     energy_uj = os.path.join(root, "intel-rapl:0", "energy_uj")
 
-    def break_sensor() -> None:
+    def break_sensor(n: int) -> None:   # at the 5th call: inside the first block (after the idle baseline)
+        if n != 5:
+            return
         if fault == "remove":
             os.remove(energy_uj)
         else:
             _write(energy_uj, "garbage")
 
-    timer = threading.Timer(0.6, break_sensor)     # inside the first block (idle takes 0.2 s)
-    timer.start()
-    e = measure_energy(runner, x, EnergyOptions(**FAST), host_profile(), dict(_absent(tmp_path),
-                                                                             rapl=RaplMeter(root)))
-    timer.join()
+    sim = SimulatedClock()
+    e = measure_energy(CostedRunner(runner, sim, break_sensor), x, EnergyOptions(**FAST), host_profile(),
+                       dict(_absent(tmp_path), rapl=RaplMeter(root)), sim.clock())
     assert e["meter"] == "power-model" and e["kind"] == "estimated" and e["measured"] is False
     assert [f["meter"] for f in e["failed_during_run"]] == ["rapl"]
     assert needle in e["failed_during_run"][0]["error"]

@@ -1,6 +1,5 @@
 """Integration math on known sample series, the power model, the idle baseline and energy per inference."""
 import os
-import time
 
 import pytest
 
@@ -9,6 +8,7 @@ from edgekit.bench.meters import (EnergyReading, MeterError, PowerModelMeter, en
 from edgekit.bench.meters.base import check_watts
 from edgekit.bench.meters.power_model import read_cpu_times, utilizations
 from edgekit.errors import EdgekitError
+from tests.simulated import SimulatedClock, wait_for_samples
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -66,12 +66,13 @@ def test_power_model_session_reads_proc_stat_in_the_background(tmp_path):
     stat.write_text("cpu  1000 0 0 3000 0 0 0 0 0 0\n")
     m = PowerModelMeter(idle_w=3.0, active_w=8.0, source="test profile", proc_stat=str(stat))
     with m.session(0.02) as s:
-        time.sleep(0.15)
+        wait_for_samples(s, 3)                                          # the start sample + 2 in the background
         _write_atomic(str(stat), "cpu  1050 0 0 3050 0 0 0 0 0 0\n")   # +50 busy of +100: 50 %
-        time.sleep(0.15)
+        wait_for_samples(s, len(s.samples) + 2)                         # seen by the background sampler
     r = s.result()
     assert r.meter == "power-model" and r.measured is False
-    assert r.samples >= 6
+    assert r.samples == len(s.samples) >= 6
+    assert s.samples[0][1] == (1000, 4000) and s.samples[-1][1] == (1050, 4100)
     # intervals without a jiffy tick take the whole session's 50 %: 3 + (8 - 3) * 0.5 = 5.5 W throughout
     assert r.mean_watts == pytest.approx(5.5)
     assert "estimated" in r.source and "test profile" in r.source
@@ -112,8 +113,8 @@ def test_measure_idle_and_session_misuse(tmp_path):
     stat = tmp_path / "stat"
     stat.write_text("cpu  1000 0 0 3000 0 0 0 0 0 0\n")
     m = PowerModelMeter(1.5, 10.0, "t", proc_stat=str(stat))
-    idle = measure_idle(m, 0.1, interval_s=0.02)
-    assert idle.seconds == pytest.approx(0.1, abs=0.05)
+    idle = measure_idle(m, 0.1, interval_s=0.02, clock=SimulatedClock().clock())
+    assert idle.seconds == pytest.approx(0.1)          # exactly the time it waited, on the clock it was given
     assert idle.mean_watts == pytest.approx(10.0)     # no jiffy moved: utilization unknown -> active_w
     with pytest.raises(MeterError, match="allowed: more than 0 and at most 3600 seconds"):
         measure_idle(m, 0)

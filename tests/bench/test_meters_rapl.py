@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from edgekit.bench.meters import MeterError, RaplMeter, pick_meter
+from tests.simulated import wait_for_samples
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,14 +50,14 @@ def test_session_energy_is_the_counter_difference(tmp_path):
     root = _copy("rapl-server", str(tmp_path))
     m = RaplMeter(root)
     with m.session(0.02) as s:
-        time.sleep(0.1)
+        wait_for_samples(s, 2)
         # package-0 +1.5 J, package-1 +0.5 J
         _write_atomic(os.path.join(root, "intel-rapl:0", "energy_uj"), str(73820964519 + 1500000))
         _write_atomic(os.path.join(root, "intel-rapl:1", "energy_uj"), str(41187395214 + 500000))
-        time.sleep(0.1)
+        wait_for_samples(s, len(s.samples) + 2)
     r = s.result()
     assert r.joules == pytest.approx(1.5 + 0.5)
-    assert r.measured and r.meter == "rapl" and r.samples >= 4
+    assert r.measured and r.meter == "rapl" and r.samples == len(s.samples) >= 5
     assert r.mean_watts == pytest.approx(2.0 / r.seconds)
 
 
@@ -66,9 +67,9 @@ def test_wrap_around_at_max_energy_range(tmp_path):
     _write_atomic(e0, str(WRAP - 500000))          # 0.5 J below the top
     m = RaplMeter(root)
     with m.session(0.02) as s:
-        time.sleep(0.1)
+        wait_for_samples(s, 2)
         _write_atomic(e0, "1500000")                # wrapped: 0.5 J to the top + 1.5 J from zero
-        time.sleep(0.1)
+        wait_for_samples(s, len(s.samples) + 2)
     # (WRAP - (WRAP - 500000)) + 1500000 = 2000000 uJ = 2.0 J; package-1 did not move
     assert s.result().joules == pytest.approx(2.0)
     # the same series through integrate(): one reading per sample, as the session holds them
@@ -108,6 +109,7 @@ _PROBE = """
 import json, sys
 from types import SimpleNamespace
 from edgekit.bench.meters import MeterError, RaplMeter, pick_meter
+from tests.simulated import wait_for_samples
 root, pm = sys.argv[1], json.loads(sys.argv[2])
 target = SimpleNamespace(name="host-x86_64", energy_meter="rapl", power_model=SimpleNamespace(**pm))
 rapl = RaplMeter(root)

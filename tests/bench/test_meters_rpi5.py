@@ -12,6 +12,7 @@ import pytest
 
 from edgekit.bench.meters import MeterError, RaspberryPi5PmicMeter
 from edgekit.bench.meters.rpi5_pmic import parse_pmic
+from tests.simulated import wait_for_samples
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 RECORDED = os.path.join(FIXTURES, "rpi5", "pmic_read_adc.txt")
@@ -97,14 +98,14 @@ def test_sampler_runs_the_command_repeatedly(vcgencmd):
     live = vcgencmd(RECORDED)
     m = RaspberryPi5PmicMeter()
     with m.session(0.03) as s:
-        time.sleep(0.3)
+        wait_for_samples(s, 3)
         with open(live + ".tmp", "w") as f:      # VDD_CORE doubles its current: +0.779907 W
             f.write(open(RECORDED).read().replace("current(7)=1.08053000A", "current(7)=2.16106000A"))
         os.replace(live + ".tmp", live)
-        time.sleep(0.3)
+        wait_for_samples(s, len(s.samples) + 2)
     r = s.result()
     watts = [w for _, w in s.samples]
-    assert r.samples >= 6
+    assert r.samples == len(s.samples) >= 6
     assert watts[0] == pytest.approx(TOTAL_W)
     assert watts[-1] == pytest.approx(TOTAL_W + 2.16106 * 0.721782 - 1.08053 * 0.721782)
     assert TOTAL_W < r.mean_watts < watts[-1]

@@ -1,7 +1,6 @@
 """External USB meter over a serial line, driven through a pseudo-terminal: the meter opens the pty's
 device path, sets it raw with termios and reads lines, exactly as it would /dev/ttyUSB0."""
 import os
-import threading
 import time
 import tty
 
@@ -9,6 +8,7 @@ import pytest
 
 from edgekit.bench.meters import MeterError, UsbSerialMeter
 from edgekit.bench.meters.usb_serial import parse_line
+from tests.simulated import wait_for_samples
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
@@ -50,27 +50,15 @@ def test_recorded_stream_gives_the_newest_reading(pty_pair):
 
 def test_session_integrates_what_the_meter_sends(pty_pair):
     master, path = pty_pair
-    m = UsbSerialMeter(path, baud=115200, stale_s=1.0)
-    stop = threading.Event()
-
-    def device() -> None:   # a meter that reports 10 times a second: 2.0 W, then 3.0 W
-        t0 = time.monotonic()
-        while not stop.is_set():
-            os.write(master, b"5.00V,0.400A\r\n" if time.monotonic() - t0 < 0.3 else b"3.0W\r\n")
-            time.sleep(0.02)
-
-    writer = threading.Thread(target=device)
-    writer.start()
-    try:
-        time.sleep(0.05)
-        with m.session(0.02) as s:
-            time.sleep(0.6)
-    finally:
-        stop.set()
-        writer.join()
+    m = UsbSerialMeter(path, baud=115200, stale_s=60.0)   # a reading stays valid all through the test
+    os.write(master, b"5.00V,0.400A\r\n")                  # the meter reports 2.0 W ...
+    with m.session(0.02) as s:
+        wait_for_samples(s, 3)
+        os.write(master, b"3.0W\r\n")                      # ... then 3.0 W
+        wait_for_samples(s, len(s.samples) + 2)
     r = s.result()
     watts = [w for _, w in s.samples]
-    assert watts[0] == pytest.approx(5.00 * 0.400) and watts[-1] == pytest.approx(3.0)
+    assert watts[:3] == [pytest.approx(5.00 * 0.400)] * 3 and watts[-1] == pytest.approx(3.0)
     assert 2.0 < r.mean_watts < 3.0 and r.measured and r.meter == "usb-serial"
 
 
@@ -96,9 +84,8 @@ def test_meter_unplugged_mid_run(pty_pair):
     master, path = pty_pair
     os.write(master, b"2.0W\n")
     m = UsbSerialMeter(path, stale_s=0.3)
-    s = m.session(0.02).start()
-    time.sleep(0.05)
+    s = m.session(0.02).start()   # the start sample read 2.0 W
     os.close(master)              # the cable is pulled: reads now fail (EIO) or go stale
-    time.sleep(0.5)
+    time.sleep(0.5)               # at least 0.5 s, so the last reading is stale (a busy machine only makes it older)
     with pytest.raises(MeterError, match=r"meter usb-serial failed during the session"):
         s.stop()

@@ -91,7 +91,7 @@ def make_board(server: SshServer, remote_dir: Path, known_hosts: Path, identity:
                remote_python: str = REMOTE_PYTHON, target: Optional[str] = None, accept_new: bool = False) -> Board:
     return Board(host=HostSpec(user=_user(), host="127.0.0.1", port=server.port),
                  ssh=SshOptions(identity=str(identity), known_hosts=str(known_hosts), accept_new_host_key=accept_new,
-                                timeout_s=10.0),
+                                timeout_s=30.0),     # generous: a loaded machine answers slowly
                  remote_dir=str(remote_dir), remote_python=remote_python, target=target)
 
 

@@ -80,7 +80,7 @@ class SshServer:
             self.stop()
         raise RuntimeError("sshd did not start; log: {}".format((self.root / "sshd.log").read_text()[-2000:]))
 
-    def _wait_ready(self, timeout_s: float = 10.0) -> bool:
+    def _wait_ready(self, timeout_s: float = 30.0) -> bool:   # generous: a loaded machine starts sshd slowly
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

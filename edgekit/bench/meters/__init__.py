@@ -12,8 +12,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type
 
-from edgekit.bench.meters.base import (EnergyReading, Meter, MeterError, PowerMeter, Session, integrate_counter,
-                                       integrate_power)
+from edgekit.bench.meters.base import (SYSTEM_CLOCK, Clock, EnergyReading, Meter, MeterError, PowerMeter, Session,
+                                       integrate_counter, integrate_power)
 from edgekit.bench.meters.baseline import EnergyPerInference, energy_per_inference, measure_idle, sum_readings
 from edgekit.bench.meters.jetson_ina3221 import JetsonIna3221Meter
 from edgekit.bench.meters.power_model import PowerModelMeter
@@ -36,8 +36,8 @@ METERS = OrderedDict([
 ])   # type: Dict[str, Type[Meter]]
 AUTO = "auto"
 
-__all__ = ["METERS", "AUTO", "MeterChoice", "make_meter", "pick_meter", "meter_names", "EnergyReading",
-           "EnergyPerInference", "Meter", "PowerMeter", "Session", "MeterError", "measure_idle",
+__all__ = ["METERS", "AUTO", "Clock", "SYSTEM_CLOCK", "MeterChoice", "make_meter", "pick_meter", "meter_names",
+           "EnergyReading", "EnergyPerInference", "Meter", "PowerMeter", "Session", "MeterError", "measure_idle",
            "energy_per_inference", "sum_readings", "integrate_power", "integrate_counter", "RaplMeter",
            "JetsonIna3221Meter", "RaspberryPi5PmicMeter", "UsbSerialMeter", "PowerModelMeter"]
 

@@ -6,12 +6,13 @@ A meter reads one *raw sample* at a time (`Meter.read`): watts for a power senso
 counter for RAPL, CPU time counters for the power model. A `Session` takes a sample when it starts,
 then one every `interval_s` in a background thread, then one when it stops, and hands the timestamped
 series to `Meter.integrate`, which turns it into joules. No meter trusts anyone else's averaging.
+Timestamps come from a `Clock` (the system's by default), so that a simulated one can stand in for it.
 """
 import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from edgekit.errors import EdgekitError
 
@@ -20,6 +21,18 @@ MAX_PLAUSIBLE_WATTS = 10000.0   # a reading above this (or negative, or NaN) is 
 
 class MeterError(EdgekitError):
     """An energy meter is absent, unreadable, returned garbage, or failed during a session."""
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Where sessions take their timestamps (`now`, seconds) and where an idle baseline waits (`sleep`).
+    The system's clock by default; a simulated one makes seconds and joules independent of how busy the
+    machine is (the background sampler still wakes on real time: that only changes how many samples)."""
+    now: Callable[[], float] = time.perf_counter
+    sleep: Callable[[float], None] = time.sleep
+
+
+SYSTEM_CLOCK = Clock()
 
 
 @dataclass(frozen=True)
@@ -175,8 +188,8 @@ class Meter:
     def close(self) -> None:
         """Release what `open` acquired; called when a session stops, also after a failure."""
 
-    def session(self, interval_s: Optional[float] = None) -> "Session":
-        return Session(self, self.default_interval_s if interval_s is None else interval_s)
+    def session(self, interval_s: Optional[float] = None, clock: Clock = SYSTEM_CLOCK) -> "Session":
+        return Session(self, self.default_interval_s if interval_s is None else interval_s, clock)
 
 
 class PowerMeter(Meter):
@@ -200,12 +213,13 @@ class Session:
         reading = s.result()
     """
 
-    def __init__(self, meter: Meter, interval_s: float) -> None:
+    def __init__(self, meter: Meter, interval_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         if isinstance(interval_s, bool) or not isinstance(interval_s, (int, float)) or not 0.001 <= interval_s <= 60:
             raise MeterError("sampling interval for {}: got {!r}; allowed: 0.001 to 60 seconds".format(
                 meter.name, interval_s))
         self.meter = meter
         self.interval_s = float(interval_s)
+        self.clock = clock
         self._times = []          # type: List[float]
         self._raw = []            # type: List[Any]
         self._error = None        # type: Optional[BaseException]
@@ -224,7 +238,7 @@ class Session:
 
     @property
     def samples(self) -> List[Tuple[float, Any]]:
-        """(perf_counter time, raw sample) pairs so far: a power trace for plots, or for tests."""
+        """(clock time, raw sample) pairs so far: a power trace for plots, or for tests."""
         return list(zip(list(self._times), list(self._raw)))
 
     def start(self) -> "Session":
@@ -271,9 +285,9 @@ class Session:
         return self._times[-1] - self._times[0] if len(self._times) > 1 else 0.0
 
     def _sample(self) -> None:
-        before = time.perf_counter()
+        before = self.clock.now()
         raw = self.meter.read()
-        after = time.perf_counter()
+        after = self.clock.now()
         self._times.append((before + after) / 2.0)   # a slow read (a subprocess) is stamped at its middle
         self._raw.append(raw)
 

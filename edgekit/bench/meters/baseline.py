@@ -2,11 +2,10 @@
 
 Runs on the board: stdlib only, Python 3.8 syntax.
 """
-import time
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Sequence
 
-from edgekit.bench.meters.base import EnergyReading, Meter, MeterError
+from edgekit.bench.meters.base import SYSTEM_CLOCK, Clock, EnergyReading, Meter, MeterError
 
 
 @dataclass(frozen=True)
@@ -26,13 +25,14 @@ class EnergyPerInference:
                 "mean_watts": self.mean_watts, "idle_watts": self.idle_watts, "seconds": self.seconds}
 
 
-def measure_idle(meter: Meter, seconds: float = 5.0, interval_s: Optional[float] = None) -> EnergyReading:
+def measure_idle(meter: Meter, seconds: float = 5.0, interval_s: Optional[float] = None,
+                 clock: Clock = SYSTEM_CLOCK) -> EnergyReading:
     """Sample `meter` for `seconds` while this thread does nothing; its mean_watts is the idle baseline."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= 3600:
         raise MeterError("idle baseline duration: got {!r}; allowed: more than 0 and at most 3600 seconds".format(
             seconds))
-    with meter.session(interval_s) as s:
-        time.sleep(seconds)
+    with meter.session(interval_s, clock) as s:
+        clock.sleep(seconds)
     return s.result()
 
 
