@@ -101,7 +101,7 @@ def test_garbage_and_a_sensor_that_disappears_mid_run(tmp_path):
 def test_every_rail_is_read_beside_the_total_jetpack4():
     m = JetsonIna3221Meter(NANO)
     with m.session(0.02) as s:
-        time.sleep(0.1)
+        wait_for_samples(s, 3)
     rails = m.rail_powers()
     assert list(rails) == ["POM_5V_IN", "POM_5V_GPU", "POM_5V_CPU"]        # rail_name_0..2, in file order
     n = s.result().samples
@@ -117,7 +117,7 @@ def test_every_rail_is_read_beside_the_total_jetpack5(tmp_path):
     os.remove(str(tmp_path / "sys" / ORIN_IN / "curr2_input"))          # a rail whose current cannot be read
     m = JetsonIna3221Meter(str(tmp_path / "sys"))
     with m.session(0.02) as s:
-        time.sleep(0.1)
+        wait_for_samples(s, 3)
     assert s.result().mean_watts == pytest.approx(5.072 * 1.184)           # the total does not depend on it
     rails = m.rail_powers()
     assert list(rails) == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]
