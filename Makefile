@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 PIP_PIN := pip==24.3.1
 
-.PHONY: demo test test-slow test-arm64 bench system-deps clean
+.PHONY: demo test test-slow test-readme test-arm64 bench system-deps clean
 
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP) system-deps
 ## make test-slow: the tests marked slow
 test-slow: $(STAMP) system-deps
 	$(PY) -m pytest -q -m slow
+
+## make test-readme: every `$ edgekit ...` command of README.md, in order, in a scratch directory with a fresh
+## HOME; board commands run against a loopback sshd (tests/test_readme.py, marked slow: about 10 minutes)
+test-readme: $(STAMP) system-deps
+	$(PY) -m pytest -q tests/test_readme.py
 
 ## make test-arm64: the bundle on emulated Raspberry Pi stacks (arm64 Debian 12 / Python 3.11 / tflite-runtime
 ## 2.14 and Debian 11 / Python 3.9 / tflite-runtime 2.13, under qemu-user, root needed), compared with x86;

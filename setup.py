@@ -1,12 +1,41 @@
+import glob
+import os
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# targets/ at the top of the repository is the one table of board profiles. An installed edgekit (a wheel, or
+# `pip install .`) carries a copy as edgekit/_targets/, which edgekit.targets.targets_dir() looks for first. An
+# editable install keeps reading targets/ itself.
+TARGETS_PACKAGE_DIR = os.path.join("edgekit", "_targets")
+
+
+class BuildPyWithTargets(build_py):
+    """build_py plus the board profiles copied into the built package."""
+
+    def run(self) -> None:
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return
+        dest = os.path.join(self.build_lib, TARGETS_PACKAGE_DIR)
+        self.mkpath(dest)
+        for path in sorted(glob.glob(os.path.join(HERE, "targets", "*.yaml"))):
+            self.copy_file(path, os.path.join(dest, os.path.basename(path)))
+
 
 setup(
     name="edgekit",
     version="0.1.0",
     description="Deploy dynamic (early-exit) neural networks to Raspberry Pi and Jetson boards",
     packages=find_packages(include=["edgekit", "edgekit.*"]),
-    package_data={"edgekit": ["assets/*.keras", "assets/*.json", "deploy/ansible/*.yml", "deploy/ansible/*.md",
-                              "deploy/ansible/action_plugins/*.py", "deploy/ansible/library/*.py"]},
+    # The demo models (edgekit/assets/*.keras, 9 MB) and the digits splits (calibration/) are not package data:
+    # a board installs edgekit without them. `edgekit demo` and the README's examples run from a source checkout
+    # (editable install, `make demo`), where they are read in place. The Ansible playbooks and the
+    # edgekit_release action (edgekit/deploy/ansible/) are: ansible-playbook runs them from the installed package.
+    package_data={"edgekit": ["deploy/ansible/*.yml", "deploy/ansible/*.md", "deploy/ansible/action_plugins/*.py",
+                              "deploy/ansible/library/*.py"]},
+    cmdclass={"build_py": BuildPyWithTargets},
     python_requires=">=3.8",
     install_requires=["numpy", "click", "pyyaml"],
     extras_require={

@@ -1,27 +1,24 @@
-"""Adaptive precision (issue 6): a word length per layer from measured loss, against uniform float32/float16/int8.
+"""Adaptive precision against uniform int8: size, accuracy and speed, all ratios measured in one run.
 
-Demo (the 3-exit digits CNN, target raspberry-pi-4): `convert --precision adaptive` with its defaults (tolerance
-mode, every op measured at every rung) beside uniform float32, float16 and int8 bundles: bundle size (sum of the
-stage files) and test accuracy (360 test images, every stage run, last exit; early-exit accuracy with the bundle's
-thresholds beside it). Goals: adaptive <= 0.30x float32's size, within 0.3 points of float32's accuracy, and at
-least as accurate as int8 at <= 1.15x int8's size.
+Demo (the 3-exit digits CNN, target raspberry-pi-4): uniform int8 (and float32 for reference) beside
+`--precision adaptive` with its defaults (objective latency) and with `--objective size`. Size = the bundle's
+stage files; accuracy = last exit with every stage run on the 360 test images; latency = full depth through the
+runtime (EarlyExitRunner, every stage), batch 1, 1 thread, each bundle timed interleaved call by call with the
+int8 bundle (median; the machine may be shared with other work, which interleaving spreads over both alike;
+pairs, because a bundle with large weights in the same rounds leaves the others cold caches). Goals: default adaptive accuracy >= int8's, size <= 0.70x int8, latency <= 1.05x int8; objective size
+<= 0.55x int8 size, with its latency factor printed.
 
-MobileNetV2 (keras.applications, alpha 1.0, 96x96x3, weights=None: random weights) with a second exit (global
-pooling + a 1000-way dense layer after block_6_expand_relu) beside its own output. With Keras' initial batch-norm
-statistics the random network's activations shrink ~10x per block (exit std ~1e-11), which int8 flattens to zero;
-so the batch-norm statistics are set from the calibration images (one forward pass with batch statistics): random
-weights, activations at their natural scale. Inputs: the digits images resized to 96x96, three channels, in
-[-1, 1]. Adaptive runs in size-budget mode with the budget = uniform int8's stage bytes (least total loss that
-fits int8's size). SQNR of each exit against float Keras on held-out test images; latency batch 1 on this machine.
-Goal: every exit's SQNR higher than uniform int8's at <= 1.15x its size. (The held-out check of the plan is top-1
-agreement with float; a random network's flat logits make it fragile, so it is printed but is not the goal.)
+MobileNetV2 (keras.applications, alpha 0.35, 96x96x3, weights=None: random weights, nothing downloaded) with a
+second exit (global pooling + a 1000-way dense layer after block_6_expand_relu) beside its own output. Keras'
+initial batch-norm statistics make the random network's activations vanish, so the moving statistics are set
+from the calibration images (one forward pass with batch statistics). Inputs: the digits images resized to
+96x96, three channels, in [-1, 1]. Adaptive with the default objective (latency) and with objective accuracy,
+rungs int4w,int8,float32 (int16x8 runs on reference kernels and every op would be timed at it). SQNR of each
+exit against float Keras on 64 held-out images; latency = both stages at batch 1, 1 thread, each build interleaved with int8.
+Goal (default objective): adaptive exit SQNR >= int8's at <= 1.0x int8's latency. The uniform builds here are
+calibrated on all 160 images, the plan's on the images it does not hold out.
 
-Default: 32 sensitivity samples on MobileNetV2 and its ladder without int16x8 (reference kernels: a whole
-MobileNetV2 stage at int16x8 measured 58-87 ms here against 0.4 ms at int8, and every op must be measured at it):
-a cold run (no sensitivity cache) takes about 2 minutes of CPU time on this machine. --full: 128 samples and the whole ladder. The cache
-(EDGEKIT_CACHE_DIR) is a fresh temporary directory unless --warm is given.
-
-    python benchmarks/bench_precision.py [--full] [--warm] [--target raspberry-pi-4]
+    python benchmarks/bench_precision.py [--skip-mobilenet] [--warm] [--target raspberry-pi-4]
 """
 import argparse
 import os
@@ -37,7 +34,8 @@ sys.path.insert(0, ROOT)
 CALIB = os.path.join(ROOT, "calibration", "digits_calib.npz")
 TEST = os.path.join(ROOT, "calibration", "digits_test.npz")
 DEMO = os.path.join(ROOT, "edgekit", "assets", "demo_digits.keras")
-UNIFORM = ("float32", "float16", "int8")
+DEMO_RUNS = (("int8", "int8", None), ("float32", "float32", None), ("adaptive", "adaptive", None),
+             ("adaptive size", "adaptive", "size"))
 
 
 def goal(ok):
@@ -51,58 +49,78 @@ class Clock:
         self.wall, self.cpu = time.perf_counter(), time.process_time()
 
     def __str__(self):
-        return "{:.1f} s wall, {:.1f} s CPU".format(time.perf_counter() - self.wall, time.process_time() - self.cpu)
+        return "{:.0f} s wall, {:.0f} s CPU".format(time.perf_counter() - self.wall, time.process_time() - self.cpu)
+
+
+def _protocol():
+    from edgekit.convert.precision.timing import Protocol
+
+    return Protocol(warmup=20, chunk=50, min_rounds=300, max_rounds=3000, rel_tol=0.01, max_seconds=60.0)
 
 
 # ----------------------------------------------------------------------------------------------------- demo
 def demo(target, tmp):
     from edgekit.convert import ConvertOptions, convert
+    from edgekit.convert.precision.timing import measure_candidates
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner, evaluate
 
     test = load_data(TEST)
-    rows = {}
-    for p in UNIFORM + ("adaptive",):
+    rows, calls = {}, {}
+    for name, precision, objective in DEMO_RUNS:
         clock = Clock()
-        res = convert(ConvertOptions(DEMO, target, CALIB, os.path.join(tmp, "demo-" + p), precision=p))
-        runner = EarlyExitRunner(res.bundle_dir)
-        full = evaluate(runner, test.x, test.y, full_depth=True)["accuracy"]
-        early = evaluate(runner, test.x, test.y)["accuracy"]
-        rows[p] = {"size": res.report["bundle_size_bytes"], "acc": full, "early": early, "time": str(clock),
-                   "stages": [s.precision for s in res.manifest.stages], "plan": res.report.get("precision_plan")}
+        res = convert(ConvertOptions(DEMO, target, CALIB, os.path.join(tmp, "demo-" + name.replace(" ", "-")),
+                                     precision=precision, objective=objective))
+        runner = EarlyExitRunner(res.bundle_dir, num_threads=1)
+        rows[name] = {"size": res.report["bundle_size_bytes"], "time": str(clock),
+                      "acc": evaluate(runner, test.x, test.y, full_depth=True)["accuracy"],
+                      "plan": res.report.get("precision_plan")}
+        one = test.x[:1].astype(np.float32)
+        calls[name] = (lambda r: lambda: r.run(one, full_depth=True))(runner)
+    for name in calls:                       # each bundle against int8, the pair interleaved call by call
+        if name == "int8":
+            continue
+        got = measure_candidates({"int8": calls["int8"], name: calls[name]}, _protocol())
+        rows[name].update(ms=got[name].median_ms, iqr=got[name].iqr_ms, vs8=got[name].median_ms /
+                          got["int8"].median_ms, ms8=got["int8"].median_ms)
+    rows["int8"].update(ms=rows["adaptive"]["ms8"], iqr=0.0, vs8=1.0)
     return rows
 
 
 def print_demo(rows, target):
-    f32, i8, ad = rows["float32"], rows["int8"], rows["adaptive"]
-    print("demo digits CNN, target {}, test {} images; accuracy = last exit with every stage run".format(
-        target, 360))
-    print("{:<10} {:>10} {:>8} {:>10} {:>11}  {:<26} {}".format("precision", "size KiB", "x f32", "accuracy",
-                                                                "early-exit", "stages", "convert time"))
-    for p in UNIFORM + ("adaptive",):
-        r = rows[p]
-        print("{:<10} {:>10.1f} {:>7.3f}x {:>9.2%} {:>11.2%}  {:<26} {}".format(
-            p, r["size"] / 1024.0, r["size"] / float(f32["size"]), r["acc"], r["early"], ",".join(r["stages"]),
-            r["time"]))
-    plan = ad["plan"]
-    rungs = [ly["rung"] for ly in plan["layers"]]
-    print("adaptive per-layer rungs: " + ", ".join("{}={}".format(ly["layer"], ly["rung"]) for ly in plan["layers"]))
-    print("adaptive: {} distinct rungs over {} layers; held-out check {} (back-offs {})".format(
-        len(set(rungs)), len(rungs), "holds" if plan["verification"]["holds"] else "FAILS",
-        len(plan["verification"]["backoff"])))
-    ratio = ad["size"] / float(f32["size"])
-    print("goal adaptive size <= 0.30x float32: {:.3f}x -> {}".format(ratio, goal(ratio <= 0.30)))
-    drop = 100.0 * (f32["acc"] - ad["acc"])
-    print("goal adaptive accuracy within 0.3 points of float32: {:.2%} vs {:.2%} ({:+.2f} points) -> {}".format(
-        ad["acc"], f32["acc"], -drop, goal(drop <= 0.3 + 1e-9)))
-    vs8 = ad["size"] / float(i8["size"])
-    print("goal adaptive at least as accurate as int8 at <= 1.15x its size: {:.2%} vs {:.2%}, {:.3f}x -> {}".format(
-        ad["acc"], i8["acc"], vs8, goal(ad["acc"] >= i8["acc"] and vs8 <= 1.15)))
+    i8 = rows["int8"]
+    print("demo digits CNN, target {}: accuracy = last exit, every stage run, 360 test images; latency = full depth "
+          "through the runtime, batch 1, 1 thread, each bundle interleaved call by call with the int8 one (median, "
+          "IQR; int8's ms from its pair with adaptive)".format(target))
+    print("{:<14} {:>9} {:>7} {:>9} {:>9} {:>8} {:>7}  {}".format("bundle", "size KiB", "x int8", "accuracy", "ms",
+                                                                  "IQR ms", "x int8", "convert time"))
+    for name, _, _ in DEMO_RUNS:
+        r = rows[name]
+        print("{:<14} {:>9.1f} {:>6.3f}x {:>9.2%} {:>9.4f} {:>8.4f} {:>6.2f}x  {}".format(
+            name, r["size"] / 1024.0, r["size"] / float(i8["size"]), r["acc"], r["ms"], r["iqr"],
+            r["vs8"], r["time"]))
+    for name in ("adaptive", "adaptive size"):
+        plan = rows[name]["plan"]
+        print("{} per-op: {}".format(name, ", ".join("{}={}/{}/{}".format(
+            ly["layer"], ly["rung"], ly["kernel"], "-" if ly["ms_vs_int8"] is None else "{:+.3f}".format(
+                ly["ms_vs_int8"])) for ly in plan["layers"])))
+        for line in plan["summary"]:
+            print("  convert said: " + line)
+    ad, sz = rows["adaptive"], rows["adaptive size"]
+    s, t = ad["size"] / float(i8["size"]), ad["vs8"]
+    print("goal demo adaptive (defaults) accuracy >= int8: {:.2%} vs {:.2%} -> {}".format(
+        ad["acc"], i8["acc"], goal(ad["acc"] >= i8["acc"])))
+    print("goal demo adaptive (defaults) size <= 0.70x int8: {:.3f}x -> {}".format(s, goal(s <= 0.70)))
+    print("goal demo adaptive (defaults) latency <= 1.05x int8: {:.3f}x -> {}".format(t, goal(t <= 1.05)))
+    s = sz["size"] / float(i8["size"])
+    print("goal demo --objective size <= 0.55x int8 size: {:.3f}x (latency {:.2f}x int8, printed by convert: {}) "
+          "-> {}".format(s, sz["vs8"], "yes" if any("slower" in ln for ln in sz["plan"]["summary"]) or
+                         sz["vs8"] <= 1.03 else "no", goal(s <= 0.55)))
 
 
 # ----------------------------------------------------------------------------------------------- MobileNetV2
 def mobilenet(n_calib):
-    """2-exit random MobileNetV2, calibration images (n_calib) and held-out test images (64)."""
+    """2-exit random MobileNetV2 (alpha 0.35), calibration images (n_calib) and held-out test images (64)."""
     import keras
 
     from edgekit.convert.tf import tensorflow
@@ -110,7 +128,7 @@ def mobilenet(n_calib):
 
     tf = tensorflow()
     keras.utils.set_random_seed(0)
-    base = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=1.0, weights=None,
+    base = keras.applications.MobileNetV2(input_shape=(96, 96, 3), alpha=0.35, weights=None,
                                           classifier_activation=None)
     mid = base.get_layer("block_6_expand_relu").output
     e0 = keras.layers.Dense(1000, name="exit0")(keras.layers.GlobalAveragePooling2D(name="exit0_pool")(mid))
@@ -130,104 +148,95 @@ def mobilenet(n_calib):
     return model, calib, test
 
 
-def _sqnr(ref, out):
-    from edgekit.convert.precision.sensitivity import sqnr_db
-
-    return [sqnr_db(r, o) for r, o in zip(ref, out)]
-
-
-def _latency(blobs, stages, x, name):
-    from edgekit.convert.measure import stage_latency_ms
-
-    return float(sum(stage_latency_ms(blobs, stages, x[:8], name)))
-
-
-def run_mobilenet(args, target):
+def run_mobilenet(target, samples):
     from edgekit.convert.measure import full_depth_outputs
     from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.precision.costs import full_depth
+    from edgekit.convert.precision.sensitivity import sqnr_db
     from edgekit.convert.quantize import quantize_stage
     from edgekit.convert.split import split_model, stage_inputs
 
-    clock = Clock()
-    model, calib, test = mobilenet(args.mobilenet_calib)
+    model, calib, test = mobilenet(160)
     stages = split_model(model)
     name = stages[0].input_names[0]
     ref = [np.asarray(o) for o in model(test)]
     feeds = stage_inputs(stages, calib, name)
     rows = {}
-    for p in UNIFORM:
+    for p in ("int8", "float32"):
         c = Clock()
-        blobs = [quantize_stage(st.model, p, f) for st, f in zip(stages, feeds)]
-        rows[p] = {"size": sum(len(b) for b in blobs), "time": str(c), "blobs": blobs}
-    c = Clock()
-    opts = PrecisionOptions(size_budget=rows["int8"]["size"], tolerance=args.floor, rungs=args.rungs,
-                            sensitivity_samples=args.mobilenet_samples)
-    plan = choose_precision(stages, target, calib, None, opts, name)
-    rows["adaptive"] = {"size": sum(len(b) for b in plan.blobs), "time": str(c), "blobs": list(plan.blobs),
-                        "plan": plan}
-    for r in rows.values():
-        r["sqnr"] = _sqnr(ref, full_depth_outputs(r["blobs"], stages, test, name))
-        r["ms"] = _latency(r["blobs"], stages, test, name)
-    return rows, str(clock)
+        rows[p] = {"blobs": [quantize_stage(st.model, p, f) for st, f in zip(stages, feeds)], "time": str(c)}
+    rungs = tuple(r for r in ("int4w", "int8", "float32") if r in target.precisions + ("int4w",))
+    for objective in ("latency", "accuracy"):
+        c = Clock()
+        plan = choose_precision(stages, target, calib, None, PrecisionOptions(
+            rungs=rungs, sensitivity_samples=samples, objective=objective), name)
+        rows["adaptive " + objective] = {"blobs": list(plan.blobs), "time": str(c), "plan": plan}
+    tfeeds = stage_inputs(stages, test[:1], name)
+    for k, r in rows.items():
+        r["size"] = sum(len(b) for b in r["blobs"])
+        r["sqnr"] = [sqnr_db(a, b) for a, b in zip(ref, full_depth_outputs(r["blobs"], stages, test, name))]
+        if k != "int8":                          # each build against int8, the pair interleaved call by call
+            timed = full_depth({"int8": rows["int8"]["blobs"], k: r["blobs"]}, tfeeds, _protocol())
+            r.update(ms=timed[k].median_ms, iqr=timed[k].iqr_ms, vs8=timed[k].median_ms / timed["int8"].median_ms)
+            rows["int8"].setdefault("ms", timed["int8"].median_ms)
+    rows["int8"].update(iqr=0.0, vs8=1.0)
+    return rows
 
 
-def print_mobilenet(rows, total, args):
-    i8, ad = rows["int8"], rows["adaptive"]
-    print("MobileNetV2 alpha 1.0 96x96, random weights, 2 exits; SQNR vs float Keras on 64 test images; latency "
-          "batch 1 here (1 thread, both stages)")
-    print("{:<10} {:>10} {:>8} {:>11} {:>11} {:>9}  {}".format("precision", "size KiB", "x int8", "exit0 dB",
-                                                               "exit1 dB", "ms", "build time"))
-    for p in UNIFORM + ("adaptive",):
-        r = rows[p]
-        print("{:<10} {:>10.1f} {:>7.3f}x {:>11.2f} {:>11.2f} {:>9.2f}  {}".format(
-            p, r["size"] / 1024.0, r["size"] / float(i8["size"]), r["sqnr"][0], r["sqnr"][1], r["ms"], r["time"]))
-    plan = ad["plan"]
-    counts = {}
-    for ly in plan.layers:
-        counts[ly["rung"]] = counts.get(ly["rung"], 0) + 1
-    print("adaptive: size budget {} bytes (= uniform int8), loss floor {:g} nats, rungs {}, {} sensitivity "
-          "samples, {} ops: {}; held-out agreement check {} (back-offs {}); skipped builds {}".format(
-              plan.report["budget"]["limit"], args.floor, ",".join(r["rung"] for r in plan.report["ladder"]),
-              plan.report["sensitivity_samples"], len(plan.layers),
-              ", ".join("{} {}".format(n, r) for r, n in sorted(counts.items())),
-              "holds" if plan.report["verification"]["holds"] else "fails",
-              len(plan.report["verification"]["backoff"]), len(plan.report["rungs_skipped"])))
-    print("MobileNetV2 part: {}".format(total))
-    ratio = ad["size"] / float(i8["size"])
-    better = all(a > b for a, b in zip(ad["sqnr"], i8["sqnr"]))
-    print("goal MobileNetV2 adaptive exit SQNR above int8's at <= 1.15x its size: {} vs {} dB, {:.3f}x -> {}".format(
-        "/".join("{:.2f}".format(v) for v in ad["sqnr"]), "/".join("{:.2f}".format(v) for v in i8["sqnr"]), ratio,
-        goal(better and ratio <= 1.15)))
+def print_mobilenet(rows):
+    i8 = rows["int8"]
+    print("MobileNetV2 alpha 0.35 96x96, random weights, 2 exits; SQNR vs float Keras on 64 test images; latency "
+          "both stages, batch 1, 1 thread, each build interleaved with int8 (median, IQR)")
+    print("{:<18} {:>9} {:>7} {:>9} {:>9} {:>8} {:>8} {:>7}  {}".format(
+        "build", "size KiB", "x int8", "exit0 dB", "exit1 dB", "ms", "IQR ms", "x int8", "build time"))
+    for k, r in rows.items():
+        print("{:<18} {:>9.1f} {:>6.3f}x {:>9.2f} {:>9.2f} {:>8.4f} {:>8.4f} {:>6.2f}x  {}".format(
+            k, r["size"] / 1024.0, r["size"] / float(i8["size"]), r["sqnr"][0], r["sqnr"][1], r["ms"], r["iqr"],
+            r["vs8"], r["time"]))
+    for k in ("adaptive latency", "adaptive accuracy"):
+        plan = rows[k]["plan"]
+        counts = {}
+        for ly in plan.layers:
+            key = "{} on {}".format(ly["rung"], ly["kernel"])
+            counts[key] = counts.get(key, 0) + 1
+        print("{}: {} ops: {}".format(k, len(plan.layers), ", ".join("{} {}".format(n, c) for c, n in
+                                                                       sorted(counts.items()))))
+        for line in plan.report["summary"]:
+            print("  plan said: " + line)
+    for k in ("adaptive latency", "adaptive accuracy"):
+        r = rows[k]
+        ok = all(a >= b - 1e-9 for a, b in zip(r["sqnr"], i8["sqnr"])) and r["vs8"] <= 1.0
+        print("{} MobileNetV2 {} exit SQNR >= int8's at <= 1.0x its latency: {} vs {} dB, {:.3f}x -> {}".format(
+            "goal" if k == "adaptive latency" else "(objective accuracy, not a goal)", k,
+            "/".join("{:.2f}".format(v) for v in r["sqnr"]), "/".join("{:.2f}".format(v) for v in i8["sqnr"]),
+            r["vs8"], goal(ok)))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--full", action="store_true", help="MobileNetV2: 128 sensitivity samples, the whole ladder")
+    ap.add_argument("--skip-mobilenet", action="store_true")
     ap.add_argument("--warm", action="store_true", help="keep the user's sensitivity cache (default: a cold one)")
     ap.add_argument("--target", default="raspberry-pi-4")
-    ap.add_argument("--floor", type=float, default=1e-7,
-                    help="MobileNetV2 size-budget mode: a loss at or below this (KL nats) counts as none")
+    ap.add_argument("--samples", type=int, default=32, help="MobileNetV2 sensitivity samples")
     args = ap.parse_args()
-    args.mobilenet_calib = 192 if args.full else 160
-    args.mobilenet_samples = 128 if args.full else 32
-    from edgekit.convert.precision.ladder import target_rungs
+    from edgekit.convert.precision.timing import machine
     from edgekit.targets import get_target
 
-    target = get_target(args.target)
-    args.rungs = None if args.full else tuple(r for r in ("int4w", "int8", "float32") if r in target_rungs(target)[0])
     total = Clock()
+    print("machine: {} (load average {})".format(machine(), " ".join("{:.1f}".format(v) for v in os.getloadavg())))
     with tempfile.TemporaryDirectory() as tmp:
         if not args.warm:
             os.environ["EDGEKIT_CACHE_DIR"] = os.path.join(tmp, "precision-cache")
         clock = Clock()
-        rows = demo(args.target, tmp)
-        print_demo(rows, args.target)
+        print_demo(demo(args.target, tmp), args.target)
         print("demo part: {}".format(clock))
-        print()
-        mrows, mtime = run_mobilenet(args, target)
-        print_mobilenet(mrows, mtime, args)
-    print()
-    print("total: {} ({} sensitivity cache)".format(total, "warm" if args.warm else "cold"))
+        if not args.skip_mobilenet:
+            print()
+            clock = Clock()
+            print_mobilenet(run_mobilenet(get_target(args.target), args.samples))
+            print("MobileNetV2 part: {}".format(clock))
+    print("total: {}; load average at the end {}".format(total, " ".join("{:.1f}".format(v)
+                                                                        for v in os.getloadavg())))
 
 
 if __name__ == "__main__":

@@ -33,14 +33,14 @@ def main() -> None:
 
 
 @main.command("targets")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object {targets: [profile, ...]}.")
 def targets_cmd(as_json: bool) -> None:
     """List the board profiles in targets/."""
     from edgekit.targets import list_targets
 
     profiles = list_targets()
     if as_json:
-        echo_json([t.to_dict() for t in profiles])
+        echo_json({"targets": [t.to_dict() for t in profiles]})
         return
     rows = [(t.name, t.arch, str(t.cores), t.runtime_package, ",".join(t.precisions), t.energy_meter)
             for t in profiles]
@@ -90,6 +90,10 @@ class _StepBar:
 @click.option("--latency-budget", type=float, default=None,
               help="adaptive: least loss within this full-depth latency (ms, batch 1, measured here).")
 @click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32.")
+@click.option("--objective", default=None,
+              help="adaptive: latency (default: no slower than the fastest uniform precision, smallest size at "
+                   "int8's accuracy), size (smallest, whatever the kernels cost) or accuracy (least loss at that "
+                   "speed).")
 @click.option("--threshold", default=0.9, show_default=True, type=float, help="Softmax confidence needed to exit early.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle.")
 @click.option("--input-shape", default=None, help="ONNX: the input's sizes after the batch, in the model's own "
@@ -122,7 +126,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                 holdout: Optional[str],
                 exit_rule: Optional[str], as_json: bool, tolerance: Optional[float] = None,
                 size_budget: Optional[str] = None, latency_budget: Optional[float] = None,
-                rungs: Optional[str] = None, exits: Optional[str] = None, exit_data: Optional[str] = None,
+                rungs: Optional[str] = None, objective: Optional[str] = None, exits: Optional[str] = None,
+                exit_data: Optional[str] = None,
                 head_epochs: Optional[int] = None, head_target: Optional[str] = None,
                 head_budget: Optional[float] = None, max_crossing: Optional[int] = None,
                 seed: Optional[int] = None, prune_flops: Optional[float] = None,
@@ -142,6 +147,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                                         tolerance=tolerance, latency_budget_ms=latency_budget,
                                         size_budget=None if size_budget is None else parse_size(size_budget),
                                         rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
+                                        objective=objective,
                                         exits=ExitOptions.from_cli(exits, data_path=exit_data, epochs=head_epochs,
                                                                    target=head_target, head_budget=head_budget,
                                                                    max_crossing=max_crossing, seed=seed),
@@ -158,6 +164,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
         result.bundle_dir, len(result.manifest.stages), result.report["precision"],
         result.report["bundle_size_bytes"] / 1024.0))
+    for line in (result.report.get("precision_plan") or {}).get("summary", ()):
+        click.echo(line)
     if "exits" in result.report:
         click.echo(exits_table(result.report["exits"]))
     for line in summary_lines(result.report["prune"]) if "prune" in result.report else ():
@@ -239,12 +247,15 @@ def _precision_table(bundle: str) -> None:
     if not plan or not plan.get("layers"):
         return
     num = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
-    rows = [(str(r["stage"]), r["layer"], r["op"], r["rung"], num(r.get("sqnr_db"), "{:.1f}"),
-             num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0),
-             "{:.1%}".format(r.get("latency_share", 0.0))) for r in plan["layers"]]
-    click.echo("\nper-layer precision ({}; SQNR and KL at the exits with only that layer quantized):".format(
-        plan.get("mode")))
-    _table(("stage", "layer", "op", "rung", "SQNR dB", "KL nats", "size", "latency share"), rows)
+    rows = [(str(r["stage"]), r["layer"], r["op"], r["rung"], r.get("kernel", "-"), num(r.get("ms_vs_int8"),
+                                                                                         "{:+.4f}"),
+             num(r.get("sqnr_db"), "{:.1f}"), num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0))
+            for r in plan["layers"]]
+    click.echo("\nper-layer precision ({}; SQNR and KL at the exits with only that layer quantized; ms: the op's "
+               "measured time over int8, batch 1, on the converting machine):".format(plan.get("mode")))
+    _table(("stage", "layer", "op", "rung", "kernel", "ms vs int8", "SQNR dB", "KL nats", "size"), rows)
+    for line in plan.get("summary", ()):
+        click.echo(line)
 
 
 from edgekit.deploy.cli import board_from_options, ssh_options  # noqa: E402  (--host on run and bench)
@@ -283,7 +294,7 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
         delegates = result.get("delegates", [])
     else:
         runner = EarlyExitRunner(bundle)
-        ds = load_data(data)
+        ds = load_data(data, max_batch=runner.max_batch)
         result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         delegates = runner.delegate_status
     if as_json:

@@ -1,5 +1,6 @@
 """Calibration and input data: .npz (x, optional y) and .npy (x). numpy only; runs on the board too."""
 import os
+import stat
 import tokenize
 import zipfile
 import zlib
@@ -12,6 +13,11 @@ from edgekit.errors import DataError
 
 FORMATS = (".npz", ".npy")
 MAX_ARRAY_BYTES = 4 << 30          # what one array of a data file may declare (checked before numpy allocates it)
+# A compressed (.npz) array may declare at most MAX_RATIO times its compressed bytes (real data: ~5-50x; deflate
+# reaches ~1000x on zeros), or one batch of `max_batch` samples, whichever is more; a batch at most BATCH_BYTES.
+MAX_RATIO = 256
+DEFAULT_MAX_BATCH = 1024
+BATCH_BYTES = 256 << 20
 # what numpy's and zipfile's readers raise on damaged files (found by tests/test_fuzz.py)
 _UNREADABLE = (ValueError, OSError, zipfile.BadZipFile, EOFError, MemoryError, NotImplementedError, RuntimeError,
                SyntaxError, tokenize.TokenError, zlib.error)
@@ -30,26 +36,44 @@ class Dataset:
         return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.source)
 
 
-def load_data(path: str, limit: Optional[int] = None) -> Dataset:
-    """Load x (and y when present). Nothing is unpickled."""
+def open_data_file(path: str) -> Any:
+    """The data file opened for reading: DataError when it is missing or not a regular file (a FIFO, device or
+    directory is refused without blocking on it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise DataError("data file not found: {}".format(path))
+    except OSError as exc:
+        raise DataError("data file {} cannot be opened: {}".format(path, exc.strerror or exc))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError("data file {} is not a regular file (a FIFO, device or directory); allowed: a .npz or .npy "
+                        "file".format(path))
+    return os.fdopen(fd, "rb")
+
+
+def load_data(path: str, limit: Optional[int] = None, max_batch: int = DEFAULT_MAX_BATCH) -> Dataset:
+    """Load x (and y when present). Nothing is unpickled. Every array's declared size is checked against the
+    bytes behind it before numpy allocates it (see MAX_RATIO; max_batch: the runner's most samples per call)."""
     ext = os.path.splitext(path)[1].lower()
     if ext not in FORMATS:
         raise DataError("data file {}: unsupported format {!r}; allowed: {}".format(path, ext, ", ".join(FORMATS)))
-    if not os.path.isfile(path):
-        raise DataError("data file not found: {}".format(path))
-    try:
-        _check_declared_sizes(path, ext)
-        if ext == ".npy":
-            x, y = np.load(path, allow_pickle=False), None
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                if "x" not in z.files:
-                    raise DataError("data file {} has no array 'x' (found: {}); an .npz needs x and optionally y"
-                                    .format(path, ", ".join(z.files) or "nothing"))
-                x = z["x"]
-                y = z["y"] if "y" in z.files else None
-    except _UNREADABLE as exc:
-        raise DataError("data file {} cannot be read as {}: {}".format(path, ext, str(exc)[:300] or type(exc).__name__))
+    with open_data_file(path) as f:
+        try:
+            _check_declared_sizes(f, ext, max_batch)
+            f.seek(0)
+            if ext == ".npy":
+                x, y = np.load(f, allow_pickle=False), None
+            else:
+                with np.load(f, allow_pickle=False) as z:
+                    if "x" not in z.files:
+                        raise DataError("data file {} has no array 'x' (found: {}); an .npz needs x and optionally "
+                                        "y".format(path, ", ".join(z.files) or "nothing"))
+                    x = z["x"]
+                    y = z["y"] if "y" in z.files else None
+        except _UNREADABLE as exc:
+            raise DataError("data file {} cannot be read as {}: {}".format(path, ext, str(exc)[:300] or
+                                                                           type(exc).__name__))
     if x.ndim < 1 or x.shape[0] == 0:
         raise DataError("data file {}: x is empty (shape {})".format(path, x.shape))
     if not np.issubdtype(x.dtype, np.number):
@@ -64,8 +88,10 @@ def load_data(path: str, limit: Optional[int] = None) -> Dataset:
     return Dataset(x=x, y=y, source=path)
 
 
-def _declared_bytes(fp: Any, available: int, what: str) -> None:
-    """Read an .npy header from fp and refuse arrays larger than the data behind them or MAX_ARRAY_BYTES."""
+def _declared_bytes(fp: Any, stored: int, compressed: Optional[int], max_batch: int, what: str) -> None:
+    """Read an .npy header from fp and refuse an array larger than what can be behind it: `stored` bytes (the
+    file, or the zip member's declared size), and for a compressed member MAX_RATIO times its `compressed`
+    bytes or one batch of max_batch samples; never more than MAX_ARRAY_BYTES."""
     fmt = np.lib.format
     version = fmt.read_magic(fp)
     if version == (1, 0):
@@ -79,22 +105,31 @@ def _declared_bytes(fp: Any, available: int, what: str) -> None:
         declared *= d
     if dtype.hasobject:
         raise ValueError("{}: object arrays are not loaded (they need pickle)".format(what))
-    if declared > min(available, MAX_ARRAY_BYTES):
-        raise ValueError("{}: the header declares shape {} of {} ({} bytes) but {} bytes are there{}".format(
-            what, shape, dtype, declared, available, "" if declared <= MAX_ARRAY_BYTES else
+    allowed, why = min(stored, MAX_ARRAY_BYTES), "{} bytes are there".format(stored)
+    if compressed is not None:
+        batch = min(BATCH_BYTES, max_batch * (declared // shape[0] if shape and shape[0] else declared))
+        allowed = min(allowed, max(compressed * MAX_RATIO, batch))
+        why = "the member has {} compressed bytes; allowed: at most {}x that, or one batch of {} samples ({} " \
+              "bytes)".format(compressed, MAX_RATIO, max_batch, batch)
+    if declared > allowed:
+        raise ValueError("{}: the header declares shape {} of {} ({} bytes) but {}{}".format(
+            what, shape, dtype, declared, why, "" if declared <= MAX_ARRAY_BYTES else
             "; allowed: at most {} bytes per array".format(MAX_ARRAY_BYTES)))
 
 
-def _check_declared_sizes(path: str, ext: str) -> None:
+def _check_declared_sizes(f: Any, ext: str, max_batch: int) -> None:
     if ext == ".npy":
-        with open(path, "rb") as f:
-            _declared_bytes(f, os.path.getsize(path), "x")
+        _declared_bytes(f, os.fstat(f.fileno()).st_size, None, max_batch, "x")
         return
-    with zipfile.ZipFile(path) as z:
+    with zipfile.ZipFile(f) as z:
         for info in z.infolist():
             if info.filename in ("x.npy", "y.npy"):
-                with z.open(info) as f:
-                    _declared_bytes(f, info.file_size, info.filename[:-4])
+                with z.open(info) as member:
+                    if info.compress_type == zipfile.ZIP_STORED:
+                        _declared_bytes(member, min(info.file_size, info.compress_size), None, max_batch,
+                                        info.filename[:-4])
+                    else:
+                        _declared_bytes(member, info.file_size, info.compress_size, max_batch, info.filename[:-4])
 
 
 def check_input_shape(x: np.ndarray, shape: Sequence[Optional[int]], what: str) -> None:

@@ -7,14 +7,25 @@ from typing import Any, Callable, Dict, Optional
 
 from edgekit.bench.latency import Protocol, bench
 from edgekit.data import load_data
+from edgekit.errors import ConfigError
 from edgekit.models.demo import ASSET, CALIB_DIR
 from edgekit.runtime import EarlyExitRunner
 
 MAX_DROP = 0.01
 
 
+def _check_checkout() -> None:
+    """The demo model and the digits splits are read in place from a source checkout; an installed wheel
+    does not carry them (a board install stays small)."""
+    for path in (ASSET, CALIB_DIR):
+        if not os.path.exists(path):
+            raise ConfigError("the demo needs a source checkout of edgekit: {} is missing (installed packages carry "
+                              "no demo models or data); clone the repository and run `make demo` there".format(path))
+
+
 def run_demo(target: str, out_dir: Optional[str], runs: int,
              progress: Optional[Callable[[int, int, str], None]] = None) -> Dict[str, Any]:
+    _check_checkout()
     from edgekit.convert import ConvertOptions, convert
 
     keep = out_dir is not None

@@ -11,14 +11,15 @@ Files
 
 Where the runtime finds trusted keys (EarlyExitRunner, python -m edgekit.runtime):
   trusted_keys=... / --trusted-key PATH   given by the caller (files, or directories of *.pub files);
-  EDGEKIT_TRUSTED_KEYS                     device setting: paths separated by ':' (files or directories);
-  <remote_dir>/trusted_keys/*.pub          device setting for flashed releases (<remote_dir>/releases/<id>).
+  the device's setting                     EDGEKIT_TRUSTED_KEYS, and <remote_dir>/trusted_keys/ of the remote
+                                           dirs recorded in the device config (edgekit/device_keys.py).
 Each source that is present must trust the bundle's key (the device's setting cannot be overridden by a
 caller's keys); require_signature=True / --require-signature refuses unsigned bundles even when no device
 setting exists, and then needs keys from one of the sources.
 
-Python 3.8 syntax, standard library only at import time: `cryptography` is imported (by name) only when a
-signature is checked or made, so the runtime imports and runs without it when no signature is required.
+Python 3.8 syntax, standard library only: a signature is checked with `cryptography` when it is installed,
+else with edgekit/ed25519.py (pure Python), so a board verifies without third-party packages; making keys and
+signatures (the owner's laptop) needs `cryptography`.
 """
 import base64
 import binascii
@@ -29,13 +30,12 @@ import os
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from edgekit.device_keys import DEVICE_KEYS_DIR, ENV_TRUSTED_KEYS, device_key_paths
 from edgekit.errors import BundleError, ConfigError
 
 SIGNATURE_NAME = "manifest.sig"
 FORMAT = "edgekit-signature-v1"
 KEY_TYPE = "edgekit-ed25519"
-ENV_TRUSTED_KEYS = "EDGEKIT_TRUSTED_KEYS"
-DEVICE_KEYS_DIR = "trusted_keys"
 MAX_SIG_BYTES = 4096
 MAX_KEY_FILE_BYTES = 1 << 16
 _PREFIX = (FORMAT + "\n").encode("ascii")
@@ -60,6 +60,23 @@ def _crypto(module: str) -> Any:
     except ImportError as exc:
         raise ConfigError("signed bundles need the 'cryptography' package, which is not installed here ({}); "
                           "pip install cryptography".format(exc))
+
+
+def signature_valid(raw_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Ed25519 verification: with `cryptography` when it is installed, else in pure Python (edgekit/ed25519.py),
+    so that a board without third-party packages still verifies what it runs."""
+    try:
+        ed = importlib.import_module("cryptography.hazmat.primitives.asymmetric.ed25519")
+        invalid = importlib.import_module("cryptography.exceptions").InvalidSignature
+    except ImportError:
+        from edgekit.ed25519 import verify
+
+        return verify(raw_key, message, signature)
+    try:
+        ed.Ed25519PublicKey.from_public_bytes(raw_key).verify(signature, message)
+    except (invalid, ValueError):
+        return False
+    return True
 
 
 def format_public_key(raw: bytes, comment: str = "") -> str:
@@ -114,21 +131,6 @@ def load_trusted_keys(paths: Sequence[str]) -> Dict[str, PublicKey]:
     return keys
 
 
-def device_key_paths(bundle_dir: str) -> List[Tuple[str, List[str]]]:
-    """The device's settings that apply to bundle_dir: [(name of the setting, paths)], possibly empty."""
-    found = []
-    env = os.environ.get(ENV_TRUSTED_KEYS)
-    if env:
-        found.append((ENV_TRUSTED_KEYS, [p for p in env.split(os.pathsep) if p]))
-    real = os.path.realpath(bundle_dir)
-    releases = os.path.dirname(real)
-    if os.path.basename(releases) == "releases":
-        device_dir = os.path.join(os.path.dirname(releases), DEVICE_KEYS_DIR)
-        if os.path.isdir(device_dir):
-            found.append((device_dir, [device_dir]))
-    return found
-
-
 def read_signature(bundle_dir: str) -> Optional[Dict[str, str]]:
     """The bundle's manifest.sig, checked for form; None when the bundle is unsigned."""
     path = os.path.join(bundle_dir, SIGNATURE_NAME)
@@ -167,11 +169,7 @@ def verify_manifest(bundle_dir: str, manifest_bytes: bytes, trusted: Dict[str, P
         blob = base64.b64decode(sig["signature"].encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError):
         blob = b""
-    ed = _crypto("hazmat.primitives.asymmetric.ed25519")
-    invalid = _crypto("exceptions").InvalidSignature
-    try:
-        ed.Ed25519PublicKey.from_public_bytes(key.raw).verify(blob, _PREFIX + manifest_bytes)
-    except (invalid, ValueError):
+    if not signature_valid(key.raw, _PREFIX + manifest_bytes, blob):
         raise BundleError("bundle {}: the signature by key {} does not verify (manifest or signature "
                           "altered)".format(bundle_dir, kid))
     return kid
@@ -220,6 +218,17 @@ def _write_atomic(path: str, data: bytes, mode: int) -> None:
         raise
 
 
+def _make_key_dir(parent: str, prefix: str) -> None:
+    """Create a missing key directory (e.g. ~/.edgekit on a fresh machine) readable by its owner only."""
+    if os.path.isdir(parent):
+        return
+    try:
+        os.makedirs(parent, mode=0o700)
+    except OSError as exc:
+        raise ConfigError("cannot create directory {} for --out {}: {}; allowed: a path whose parent is or can be "
+                          "a directory".format(parent, prefix, exc.strerror or exc))
+
+
 def generate_key(prefix: str, comment: str = "", passphrase: Optional[bytes] = None,
                  force: bool = False) -> Tuple[str, str, str]:
     """Write PREFIX.key (PKCS#8 PEM, mode 0600) and PREFIX.pub; return (key path, pub path, key id)."""
@@ -227,11 +236,9 @@ def generate_key(prefix: str, comment: str = "", passphrase: Optional[bytes] = N
     for p in (key_path, pub_path):
         if os.path.exists(p) and not force:
             raise ConfigError("{} exists; choose another --out or pass --force to replace it".format(p))
-    parent = os.path.dirname(os.path.abspath(prefix))
-    if not os.path.isdir(parent):
-        raise ConfigError("directory {} does not exist (for --out {})".format(parent, prefix))
     ed = _crypto("hazmat.primitives.asymmetric.ed25519")
     ser = _crypto("hazmat.primitives.serialization")
+    _make_key_dir(os.path.dirname(os.path.abspath(prefix)), prefix)
     private = ed.Ed25519PrivateKey.generate()
     enc = ser.BestAvailableEncryption(passphrase) if passphrase else ser.NoEncryption()
     pem = private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, enc)

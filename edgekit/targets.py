@@ -13,15 +13,19 @@ ENERGY_METERS = ("rapl", "jetson-ina3221", "rpi5-pmic", "usb-serial", "power-mod
 _REQUIRED = ("name", "description", "arch", "cpu", "cores", "default_threads", "memory_mb", "runtime_package",
              "python", "precisions", "fp16_compute", "delegates", "energy_meter", "power_model")
 _OPTIONAL = ("channel_multiple",)
+PACKAGED_TARGETS = "_targets"     # the copy of targets/ that an installed edgekit carries (setup.py writes it)
 
 
 def targets_dir() -> str:
-    """targets/ beside the package in a source checkout, or the copy installed inside the package."""
+    """The board profiles: the copy inside an installed package (edgekit/_targets), else targets/ beside the
+    package in a source checkout or editable install, where targets/ is the one source of truth."""
     here = os.path.dirname(os.path.abspath(__file__))
-    for cand in (os.path.join(os.path.dirname(here), "targets"), os.path.join(here, "assets", "targets")):
+    candidates = (os.path.join(here, PACKAGED_TARGETS), os.path.join(os.path.dirname(here), "targets"))
+    for cand in candidates:
         if os.path.isdir(cand):
             return cand
-    raise ConfigError("no targets/ directory found next to {}".format(here))
+    raise ConfigError("no board profiles found: looked in {}; an installed edgekit carries them in "
+                      "edgekit/{}, a source checkout in targets/".format(" and ".join(candidates), PACKAGED_TARGETS))
 
 
 @dataclass(frozen=True)

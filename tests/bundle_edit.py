@@ -89,3 +89,20 @@ def put_u32(data: bytes, pos: int, value: int) -> bytes:
     b = bytearray(data)
     struct.pack_into("<I", b, pos, value)
     return bytes(b)
+
+
+def zero_weights(data: bytes, min_bytes: int = 256) -> bytes:
+    """The same stage file, same size, with every constant buffer of at least min_bytes (the weight tensors;
+    small ones may hold shapes) zeroed: a file that loads and runs and answers differently."""
+    r = _Reader(data, "test")
+    model = r.table(r.target(0, "root"), "model")
+    out = bytearray(data)
+    zeroed = 0
+    for buf in r.tables_at(model, 4, "buffers"):
+        start, count = r.vector(buf, 0, 1, "buffer.data")
+        if count >= min_bytes:
+            out[start:start + count] = bytes(count)
+            zeroed += count
+    if not zeroed:
+        raise ValueError("no weights stored in the flatbuffer")
+    return bytes(out)

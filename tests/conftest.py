@@ -9,6 +9,15 @@ TEST = os.path.join(ROOT, "calibration", "digits_test.npz")
 DEMO = os.path.join(ROOT, "edgekit", "assets", "demo_digits.keras")
 
 
+@pytest.fixture(autouse=True)
+def device_config(tmp_path_factory, monkeypatch):
+    """Each test's device config (the remote dirs whose trusted_keys/ the device enforces) is its own, empty
+    one, never the developer's ~/.config/edgekit/device.json (edgekit/device_keys.py)."""
+    path = tmp_path_factory.mktemp("device") / "device.json"
+    monkeypatch.setenv("EDGEKIT_DEVICE_CONFIG", str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def demo_bundles(tmp_path_factory):
     """precision -> bundle directory, converted lazily (each conversion takes a few seconds)."""

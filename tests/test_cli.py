@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from tests.conftest import CALIB, DEMO, TEST
+from tests.conftest import CALIB, DEMO, ROOT, TEST
 
 
 def cli(*args):
@@ -30,7 +30,11 @@ def assert_one_line_error(res, *needles):
 def test_targets_json():
     res = cli("targets", "--json")
     assert res.exit_code == 0
-    names = [t["name"] for t in json.loads(res.stdout)]
+    got = json.loads(res.stdout)
+    assert set(got) == {"targets"}                  # one object, as every --json
+    names = [t["name"] for t in got["targets"]]
+    assert names == sorted(f[:-5] for f in os.listdir(os.path.join(ROOT, "targets"))
+                           if f.endswith(".yaml") and not f.startswith("_"))
     assert "raspberry-pi-5" in names and "jetson-orin-nano" in names
 
 

@@ -60,7 +60,7 @@ def tiny_plan(cache_dir):
 
     stages = split_model(_tiny_model())
     plan = choose_precision(stages, get_target("raspberry-pi-4"), _x(), None,
-                            PrecisionOptions(tolerance=1e-3, sensitivity_samples=64), "image")
+                            PrecisionOptions(tolerance=1e-3, sensitivity_samples=64, objective="size"), "image")
     return stages, plan
 
 
@@ -94,7 +94,7 @@ def test_sensitivity_is_cached(tiny_plan, cache_dir):
     stages, plan = tiny_plan
     assert os.listdir(cache_dir)
     again = choose_precision(stages, get_target("raspberry-pi-4"), _x(), None,
-                             PrecisionOptions(tolerance=1e-3, sensitivity_samples=64), "image")
+                             PrecisionOptions(tolerance=1e-3, sensitivity_samples=64, objective="size"), "image")
     assert again.report["cache_hits"] >= len(plan.layers)
     assert [r["rung"] for r in again.layers] == [r["rung"] for r in plan.layers]
 

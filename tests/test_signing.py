@@ -56,6 +56,18 @@ def test_keygen_writes_a_private_key_only_the_owner_reads(keys):
     assert again.returncode == 2 and "exists; choose another --out or pass --force" in again.stderr
 
 
+def test_keygen_creates_a_missing_key_directory_for_the_owner_only(tmp_path):
+    """A fresh machine has no ~/.edgekit: keygen makes it, mode 0700; a parent that is a file is refused."""
+    got = edgekit("keygen", "--out", tmp_path / "home" / ".edgekit" / "owner")
+    assert got.returncode == 0, got.stderr
+    assert os.stat(tmp_path / "home" / ".edgekit").st_mode & 0o777 == 0o700
+    assert os.stat(tmp_path / "home" / ".edgekit" / "owner.key").st_mode & 0o777 == 0o600
+    (tmp_path / "plain").write_text("not a directory")
+    bad = edgekit("keygen", "--out", tmp_path / "plain" / "keys" / "owner")
+    assert bad.returncode == 2 and bad.stderr.startswith("edgekit: error: cannot create directory "), bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and (tmp_path / "plain").read_text() == "not a directory"
+
+
 def test_a_correctly_signed_bundle_runs(signed, keys, test_split):
     r = EarlyExitRunner(signed, trusted_keys=[keys["pub"]], require_signature=True)
     assert r.signed_by == keys["id"]
@@ -185,25 +197,37 @@ sys.meta_path.insert(0, Block())
 import numpy as np
 import edgekit.runtime
 from edgekit.runtime import EarlyExitRunner
-from edgekit.errors import ConfigError
+from edgekit.errors import BundleError
 r = EarlyExitRunner(sys.argv[1])
 print(r.run(np.zeros((1, 32, 32, 1), np.float32)).predictions.shape)
+print(EarlyExitRunner(sys.argv[2], trusted_keys=[sys.argv[3]], require_signature=True).signed_by)
 try:
-    EarlyExitRunner(sys.argv[2], trusted_keys=[sys.argv[3]])
-except ConfigError as exc:
+    EarlyExitRunner(sys.argv[4], trusted_keys=[sys.argv[3]])
+except BundleError as exc:
     print(exc)
 print("cryptography" in sys.modules, "tensorflow" in sys.modules)
 """
 
 
-def test_runtime_runs_without_cryptography_unless_a_signature_is_required(demo_bundles, signed, keys):
-    out = subprocess.run([sys.executable, "-c", _NO_CRYPTO, demo_bundles("int8"), signed, keys["pub"]],
+def test_runtime_verifies_signatures_without_cryptography(demo_bundles, signed, keys, tmp_path):
+    """A board without `cryptography` checks signatures in pure Python: a signed bundle runs, a forged one
+    (manifest re-signed by another key under the trusted key's id) is refused."""
+    forged = copy_bundle(signed, str(tmp_path / "forged"))
+    other = sign_bundle(forged, keys["other_key"])
+    with open(os.path.join(forged, SIGNATURE_NAME)) as f:
+        sig = json.load(f)
+    sig["key_id"] = keys["id"]                                  # claims the trusted key, signed by another one
+    with open(os.path.join(forged, SIGNATURE_NAME), "w") as f:
+        json.dump(sig, f)
+    assert other.key_id != keys["id"]
+    out = subprocess.run([sys.executable, "-c", _NO_CRYPTO, demo_bundles("int8"), signed, keys["pub"], forged],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "(1,)"
-    assert "signed bundles need the 'cryptography' package" in lines[1]
-    assert lines[2] == "False False"
+    assert lines[1] == keys["id"]
+    assert "the signature by key {} does not verify".format(keys["id"]) in lines[2]
+    assert lines[3] == "False False"
 
 
 def test_python_m_runtime_options(signed, demo_bundles, keys, tmp_path):

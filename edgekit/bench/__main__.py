@@ -1,8 +1,10 @@
 """On the board: python -m edgekit.bench BUNDLE DATA [--json] [--meter auto|NAME] [--profiles JSON] ...
 
 Latency, energy and accuracy of early exit against full depth from one run (see edgekit/bench/run.py).
-Prints the same JSON object as `edgekit bench --json` (with the raw per-call times, which the laptop
-turns into the report); exit code 2 with one line `edgekit: error: ...` on bad input.
+The energy profile (meter and power model) is the one the bundle's manifest carries, written at conversion
+from its target; `--profiles` replaces it. Prints the same JSON object as `edgekit bench --json` (with the
+raw per-call times, which the laptop turns into the report); exit code 2 with one line `edgekit: error: ...`
+on bad input.
 numpy + a TFLite interpreter only, Python 3.8 syntax.
 """
 import argparse
@@ -10,7 +12,7 @@ import json
 import sys
 from typing import Any, List, Optional
 
-from edgekit.bench.energy import EnergyOptions, EnergyProfile, pick_profile
+from edgekit.bench.energy import EnergyOptions, EnergyProfile, pick_profile, profile_from_manifest
 from edgekit.bench.latency import Protocol
 from edgekit.bench.meters import meter_names
 from edgekit.bench.run import run_bench, text_lines
@@ -33,8 +35,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--block-seconds", type=float, default=1.0, help="seconds per energy block, >= 1 (default 1)")
     ap.add_argument("--idle-seconds", type=float, default=2.0, help="idle baseline seconds (default 2)")
     ap.add_argument("--profiles", default=None,
-                    help='JSON {target: {energy_meter, power_model: {idle_w, active_w, source}}}; without it there is '
-                         'no power model, only real sensors')
+                    help='JSON {target: {energy_meter, power_model: {idle_w, active_w, source}}}, used instead of '
+                         "the profile the bundle's manifest carries (its 'energy' section)")
     ap.add_argument("--interpreter", choices=BACKENDS, default=None)
     ap.add_argument("--threads", type=int, default=None)
     return ap
@@ -47,15 +49,16 @@ def _data_path(args: Any) -> str:
     return args.data if args.data is not None else args.data_opt
 
 
-def _profile(profiles: Optional[str], target: str) -> Optional[EnergyProfile]:
-    """The bundle target's profile from --profiles; None without it (then only real sensors can be used)."""
+def _profile(profiles: Optional[str], manifest: Any) -> Optional[EnergyProfile]:
+    """The bundle target's energy profile: from --profiles when given, else the one the manifest carries; None
+    when neither has one (then only real sensors can be used)."""
     if profiles is None:
-        return None
+        return profile_from_manifest(manifest)
     try:
         table = json.loads(profiles)
     except ValueError as exc:
         raise ConfigError("--profiles: not JSON ({}); allowed: a JSON object {{target: profile}}".format(exc))
-    return pick_profile(table, target)
+    return pick_profile(table, manifest.target)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -69,7 +72,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                block_seconds=args.block_seconds, idle_seconds=args.idle_seconds).check()
         data = load_data(_data_path(args))
         runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads)
-        profile = _profile(args.profiles, runner.manifest.target)
+        profile = _profile(args.profiles, runner.manifest)
         result = run_bench(runner, data.x, data.y, protocol, energy, profile)
     except EdgekitError as exc:
         print("edgekit: error: {}".format(exc), file=sys.stderr)

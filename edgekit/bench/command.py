@@ -2,7 +2,8 @@
 
 Laptop side. Here: the bundle's target profile from targets/ gives the power model. On a board: the
 release is flashed already; `python -m edgekit.bench` runs there with every profile's energy data passed
-as JSON (the board has no YAML parser and no targets/), and its JSON result comes back.
+as JSON (the board has no YAML parser and no targets/; this laptop's profiles take precedence over the copy
+that the bundle's manifest carries for runs by hand), and its JSON result comes back.
 """
 import json
 import os

@@ -34,6 +34,7 @@ from edgekit.runtime.runner import EarlyExitRunner
 MODES = ("early_exit", "full_depth")
 MIN_BLOCK_SECONDS = 1.0
 MAX_RETRIES = 2          # an overrun block (the process was stalled) is run again at most this often
+MANIFEST_KEY = "energy"  # the manifest section that carries the bundle target's energy meter and power model
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,34 @@ class EnergyProfile:
                               "{!r} ({})".format(where, d, exc))
         if meter not in METERS:
             raise ConfigError("{}.energy_meter: got {!r}; allowed: {}".format(where, meter, ", ".join(METERS)))
+        if not 0.0 <= spec.idle_w <= spec.active_w < float("inf"):
+            raise ConfigError("{}.power_model: idle_w {!r}, active_w {!r}; allowed: finite watts with 0 <= idle_w "
+                              "<= active_w".format(where, pm["idle_w"], pm["active_w"]))
         return cls(name, meter, spec)
 
 
 def profile_from_target(target: Any) -> EnergyProfile:
     """From an edgekit.targets.Target."""
     return EnergyProfile(target.name, target.energy_meter, target.power_model)
+
+
+def manifest_energy(target: Any) -> Dict[str, Any]:
+    """The bundle manifest's `energy` section, written at conversion from an edgekit.targets.Target:
+    {energy_meter, power_model: {idle_w, active_w, source}}, the same shape as one `--profiles` entry."""
+    d = profile_from_target(target).to_dict()
+    del d["name"]
+    return d
+
+
+def profile_from_manifest(manifest: Any) -> Optional[EnergyProfile]:
+    """The energy profile a bundle carries (manifest `energy`), or None for a bundle made without one."""
+    section = manifest.extra.get(MANIFEST_KEY)
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError("manifest.{}: expected an object {{energy_meter, power_model}}, got {!r}".format(
+            MANIFEST_KEY, section))
+    return EnergyProfile.from_dict(dict(section, name=manifest.target), "manifest." + MANIFEST_KEY)
 
 
 def pick_profile(profiles: Mapping[str, Any], target: str) -> EnergyProfile:
@@ -189,11 +212,13 @@ def rail_table(per_phase: Mapping[str, List[Mapping[str, RailStats]]]) -> List[D
 
 
 class NoPowerModel(Meter):
-    """Stands in for the power model when no board profile was given (a board run by hand without
-    --profiles): never available, and says why, so that auto can still pick a real sensor."""
+    """Stands in for the power model when there is no board profile (a bundle whose manifest has no `energy`
+    section, run by hand without --profiles): never available, and says why, so that auto can still pick a
+    real sensor."""
     name = "power-model"
     measured = False
-    WHY = "no board profile was given, so there is no power model (pass --profiles; edgekit bench --host does)"
+    WHY = ("the bundle's manifest carries no power model (convert it again with this edgekit) and no board profile "
+           "was given (pass --profiles; edgekit bench --host does)")
 
     def available(self) -> Tuple[bool, str]:
         return False, self.WHY

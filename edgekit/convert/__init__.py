@@ -45,6 +45,7 @@ class ConvertOptions:
     size_budget: Optional[int] = None      # adaptive: bundle bytes
     latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
     rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)
+    objective: Optional[str] = None        # adaptive: latency (default), size or accuracy (precision.objective)
     exits: Optional[ExitOptions] = None    # attach and train exit heads on a single-output model (issue 4)
     prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split (issue 5)
 
@@ -173,9 +174,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         input=InputSpec(name=input_name, shape=(None,) + tuple(int(d) for d in model.inputs[0].shape[1:]),
                         dtype="float32", preprocessing={"layout": "NHWC"}),
         stages=tuple(specs),
-        extra={"runtime": {"num_threads": target.default_threads,
-                           "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
-                                         for d in target.delegates]}})
+        extra=_board_extra(target))
     report = _report(opts, target, precision, manifest, calib, split_err,
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
@@ -217,6 +216,17 @@ def _exit_outputs(model, stages, x: np.ndarray) -> List[np.ndarray]:
     outs = model([x], training=False)
     by_name = {_sanitize(n): np.asarray(o) for n, o in zip(model.output_names, outs)}
     return [by_name[st.exit_name] for st in stages]
+
+
+def _board_extra(target) -> Dict[str, Any]:
+    """What the board needs from its profile, carried in the manifest: threads and delegates for the runtime,
+    the energy meter and power model for `python -m edgekit.bench` (the board has no targets/)."""
+    from edgekit.bench.energy import manifest_energy
+
+    return {"runtime": {"num_threads": target.default_threads,
+                        "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
+                                      for d in target.delegates]},
+            "energy": manifest_energy(target)}
 
 
 def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any]) -> ConvertResult:
@@ -329,8 +339,7 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
         model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
         input=InputSpec(name=split.input_name, shape=split.bundle_shape, dtype="float32",
                         preprocessing=split.preprocessing()),
-        stages=specs, extra={"runtime": {"num_threads": target.default_threads, "delegates": [
-            {"name": d.name, "library": d.library, "options": dict(d.options)} for d in target.delegates]}})
+        stages=specs, extra=_board_extra(target))
     report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
                      measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
     report.update(onnx=onnx_report(split, saved), notes=notes)

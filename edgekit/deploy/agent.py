@@ -1,4 +1,5 @@
-"""The board-side half of `edgekit flash`: sent as `python3 -c <this file> COMMAND ARGS`, JSON on stdin/stdout.
+"""The board-side half of `edgekit flash`: sent as `python3 -c <agent_device.py + this file> COMMAND ARGS`, JSON
+on stdin/stdout (upload.agent_source() joins the two files).
 
 Standard library only, Python 3.5 syntax (so an old board can still say which Python it has). Commands:
   probe DIR ID        board facts + the state of DIR/releases/ID against the expected files on stdin
@@ -22,14 +23,12 @@ import time
 MARKER = ".edgekit-release.json"
 ID_RE = re.compile(r"^[0-9a-f]{16}$")
 STAGING_RE = re.compile(r"^\.partial-[0-9a-f]{16}-[0-9a-f]{8,32}$")
+PARTIAL_FILE_RE = re.compile(r"\.partial-[0-9a-f]{8}$")      # a file of an in-place repair, beside its final name
 PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 STALE_STAGING_S = 600
-KEYS_DIR = "trusted_keys"       # DIR/trusted_keys/*.pub: the board runs only bundles signed by one of them
-MAX_KEY_FILE = 1 << 16
 
-
-class Refused(Exception):
-    pass
+if "device_keys" not in globals():     # imported as a module; on the board agent_device.py's source comes first
+    from edgekit.deploy.agent_device import Refused, device_keys, read_text, record_dir
 
 
 def sha256(path):
@@ -118,6 +117,17 @@ def free_bytes(path):
     return st.f_bavail * st.f_frsize
 
 
+def cmd_df(remote_dir):
+    """Free bytes where remote_dir is (or would be), whether that file system is read-only and the nearest
+    existing directory writable, and where current points now."""
+    path = remote_dir
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return {"free_bytes": free_bytes(remote_dir), "read_only": bool(st.f_flag & getattr(os, "ST_RDONLY", 1)),
+            "writable": os.access(path, os.W_OK), "checked": path, "current": link_id(remote_dir, "current")}
+
+
 def interpreters():
     found = {}
     for name in ("ai_edge_litert", "tflite_runtime"):
@@ -145,14 +155,6 @@ def dist_version(dist):
         return "unknown"
 
 
-def read_text(path, default=""):
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
-    except OSError:
-        return default
-
-
 def os_name():
     for line in read_text("/etc/os-release").splitlines():
         if line.startswith("PRETTY_NAME="):
@@ -167,19 +169,6 @@ def memory_mb():
     return None
 
 
-def trusted_keys(remote_dir):
-    """{file name: text (None if unreadable or too large)} of DIR/trusted_keys/*.pub; None without that dir."""
-    path = os.path.join(remote_dir, KEYS_DIR)
-    if not os.path.isdir(path):
-        return None
-    keys = {}
-    for name in sorted(os.listdir(path)):
-        full = os.path.join(path, name)
-        if name.endswith(".pub") and os.path.isfile(full):
-            keys[name] = read_text(full, None) if os.path.getsize(full) <= MAX_KEY_FILE else None
-    return keys
-
-
 def cmd_probe(remote_dir, rid, expected):
     import platform
     try:
@@ -188,6 +177,7 @@ def cmd_probe(remote_dir, rid, expected):
     except Exception:  # noqa: BLE001
         np_version = None
     release = os.path.join(remote_dir, "releases", check_id(rid))
+    cleaned = clean_leftovers(remote_dir)           # before free_bytes: what failed flashes left is not counted
     state, bad = "absent", []
     if os.path.isdir(release):
         bad = bad_files(release, expected["files"])
@@ -198,7 +188,7 @@ def cmd_probe(remote_dir, rid, expected):
             "interpreters": interpreters(), "free_bytes": free_bytes(remote_dir),
             "current": link_id(remote_dir, "current"), "previous": link_id(remote_dir, "previous"),
             "release": {"state": state, "bad": bad}, "remote_dir": remote_dir,
-            "trusted_keys": trusted_keys(remote_dir)}
+            "device_keys": device_keys(remote_dir), "cleaned": cleaned}
 
 
 def cmd_install(remote_dir, rid, src, keep, marker):
@@ -207,11 +197,32 @@ def cmd_install(remote_dir, rid, src, keep, marker):
     if src != "-" and not STAGING_RE.match(src):
         raise Refused("invalid staging name {!r}".format(src))
     work = release if src == "-" else os.path.join(releases, src)
-    bad = bad_files(work, marker["files"])
+    try:
+        bad = bad_files(work, marker["files"])
+        if not bad:
+            seal(releases, release, work, rid, marker)
+    except BaseException:                   # e.g. the disk filled up: leave no staging dir or marker behind
+        discard(work, release)
+        raise
     if bad:
-        if work != release:
-            shutil.rmtree(work, ignore_errors=True)
-        return {"ok": False, "bad": bad}
+        discard(work, release)
+        return {"ok": False, "bad": bad, "current": link_id(remote_dir, "current")}
+    record_dir(remote_dir)
+    old = switch(remote_dir, rid)
+    removed = prune(remote_dir, keep)
+    return {"ok": True, "current": rid, "previous": link_id(remote_dir, "previous"), "replaced": old,
+            "removed": removed}
+
+
+def discard(work, release):
+    if work != release:
+        shutil.rmtree(work, ignore_errors=True)
+    elif os.path.lexists(os.path.join(work, MARKER + ".tmp")):
+        os.unlink(os.path.join(work, MARKER + ".tmp"))
+
+
+def seal(releases, release, work, rid, marker):
+    """fsync the verified files, write the marker, move the staging dir into place."""
     for rel in marker["files"]:
         fsync_path(safe_join(work, rel))
     tmp = os.path.join(work, MARKER + ".tmp")
@@ -231,10 +242,41 @@ def cmd_install(remote_dir, rid, src, keep, marker):
             if bad_files(release, marker["files"]):
                 raise Refused("releases/{} appeared during the upload and does not match".format(rid))
         fsync_path(releases, directory=True)
-    old = switch(remote_dir, rid)
-    removed = prune(remote_dir, keep)
-    return {"ok": True, "current": rid, "previous": link_id(remote_dir, "previous"), "replaced": old,
-            "removed": removed}
+
+
+def newest_mtime(path):
+    newest = os.lstat(path).st_mtime
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+            except OSError:
+                pass
+    return newest
+
+
+def clean_leftovers(remote_dir):
+    """Remove what failed or killed flashes left, so it holds no space: staging dirs whose install began (they
+    hold a marker, a minute old) or that nothing wrote to for STALE_STAGING_S, and in every release the
+    *.partial-* files of an in-place repair that was cut off. A staging dir being uploaded now is kept."""
+    releases = os.path.join(remote_dir, "releases")
+    removed = []
+    now = time.time()
+    for name in sorted(os.listdir(releases)) if os.path.isdir(releases) else []:
+        path = os.path.join(releases, name)
+        if STAGING_RE.match(name) and os.path.isdir(path) and not os.path.islink(path):
+            began = [os.path.join(path, n) for n in (MARKER, MARKER + ".tmp")]
+            if any(os.path.lexists(m) and now - os.lstat(m).st_mtime > 60 for m in began) or \
+                    now - newest_mtime(path) > STALE_STAGING_S:
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+        elif ID_RE.match(name) and os.path.isdir(path) and not os.path.islink(path):
+            for root, _, files in os.walk(path):
+                for f in files:
+                    if PARTIAL_FILE_RE.search(f):
+                        os.unlink(os.path.join(root, f))
+                        removed.append(os.path.relpath(os.path.join(root, f), releases))
+    return removed
 
 
 def switch(remote_dir, rid):
@@ -251,12 +293,10 @@ def prune(remote_dir, keep):
     pinned = {link_id(remote_dir, "current"), link_id(remote_dir, "previous")}
     dated = []
     removed = []
-    now = time.time()
+    clean_leftovers(remote_dir)
     for name in os.listdir(releases):
         path = os.path.join(releases, name)
-        if STAGING_RE.match(name) and now - os.path.getmtime(path) > STALE_STAGING_S:
-            shutil.rmtree(path, ignore_errors=True)
-        elif ID_RE.match(name) and os.path.isdir(path):
+        if ID_RE.match(name) and os.path.isdir(path):
             marker = read_marker(path) or {}
             dated.append((str(marker.get("flashed_at", "")), os.path.getmtime(path), name))
     dated.sort(reverse=True)
@@ -309,7 +349,7 @@ def cmd_list(remote_dir):
                     "target": marker.get("target", ""), "flashed_at": marker.get("flashed_at", ""),
                     "flashed_from": marker.get("flashed_from", ""), "size_bytes": size})
     return {"releases": out, "current": link_id(remote_dir, "current"),
-            "previous": link_id(remote_dir, "previous"), "trusted_keys": trusted_keys(remote_dir)}
+            "previous": link_id(remote_dir, "previous"), "device_keys": device_keys(remote_dir)}
 
 
 def resolve_dir(path):
@@ -337,7 +377,7 @@ def main(argv):
             shutil.rmtree(os.path.join(args[0], "releases", args[1]), ignore_errors=True)
             result = {"ok": True}
         elif cmd == "df":
-            result = {"free_bytes": free_bytes(args[0])}
+            result = cmd_df(args[0])
         else:
             raise Refused("unknown agent command {!r}".format(cmd))
     except (Refused, OSError, ValueError, KeyError, IndexError) as exc:

@@ -37,7 +37,7 @@ class BoardInfo:
     release_state: str                   # absent | complete | damaged (for the bundle being flashed)
     release_bad: Tuple[str, ...]
     remote_dir: str                      # absolute, as the board resolved it
-    trusted_keys: Optional[Dict[str, Optional[str]]] = None   # DIR/trusted_keys/*.pub (None: no such dir)
+    device_keys: Tuple["KeySource", ...] = ()    # the board's key settings (edgekit/device_keys.py); () = none
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], label: str) -> "BoardInfo":
@@ -49,7 +49,7 @@ class BoardInfo:
                        numpy=d["numpy"], interpreters=tuple(sorted(d["interpreters"].items())),
                        free_bytes=int(d["free_bytes"]), current=d["current"], previous=d["previous"],
                        release_state=str(rel["state"]), release_bad=tuple(str(b[0]) for b in rel["bad"]),
-                       remote_dir=str(d["remote_dir"]), trusted_keys=board_keys(d.get("trusted_keys")))
+                       remote_dir=str(d["remote_dir"]), device_keys=board_keys(d.get("device_keys")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DeployError("{}: the board's probe answer is malformed ({}: {})".format(label, type(exc).__name__, exc))
 
@@ -68,13 +68,27 @@ class BoardInfo:
                 "interpreters": dict(self.interpreters), "free_bytes": self.free_bytes}
 
 
-def board_keys(value: Any) -> Optional[Dict[str, Optional[str]]]:
-    """The agent's trusted_keys answer: {file name: text or None}, or None (the board has no trusted_keys/)."""
+@dataclass(frozen=True)
+class KeySource:
+    """One of the board's key settings: its key files' texts (None: unreadable), or why it is malformed."""
+    source: str
+    keys: Tuple[Tuple[str, Optional[str]], ...] = ()
+    error: Optional[str] = None
+
+
+def board_keys(value: Any) -> Tuple[KeySource, ...]:
+    """The agent's device_keys answer: [{"source", "keys": {file: text or None}} or {"source", "error"}]."""
     if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise TypeError("trusted_keys is a {}".format(type(value).__name__))
-    return {str(k): None if v is None else str(v) for k, v in value.items()}
+        return ()
+    if not isinstance(value, list):
+        raise TypeError("device_keys is a {}".format(type(value).__name__))
+    out = []
+    for item in value:
+        keys = item.get("keys") or {}
+        out.append(KeySource(str(item["source"]), tuple(sorted((str(k), None if v is None else str(v))
+                                                               for k, v in keys.items())),
+                             None if item.get("error") is None else str(item["error"])))
+    return tuple(out)
 
 
 def _version(text: str) -> Tuple[int, ...]:

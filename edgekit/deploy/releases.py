@@ -15,7 +15,7 @@ from edgekit.deploy.package import Payload, build_payload
 from edgekit.deploy.probe import BoardInfo, board_keys, check_board
 from edgekit.deploy.signature import SignaturePolicy
 from edgekit.deploy.ssh import Session
-from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent
+from edgekit.deploy.upload import EventHook, Uploader, UploadStats, call_agent, where_current
 from edgekit.errors import BundleError
 from edgekit.manifest import MANIFEST_NAME
 from edgekit.signing import SIGNATURE_NAME
@@ -130,7 +130,7 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
         hook("connected", board.label)
         info = probe(session, payload)
         hook("probed", info.remote_dir)
-        signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.trusted_keys, board.label)
+        signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.device_keys, board.label)
         need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
         warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
         up = Uploader(session, info.remote_dir, payload, info.current, hook)
@@ -180,7 +180,7 @@ def _install(session: Session, up: Uploader, info: BoardInfo, keep: int) -> Dict
         shown = "; ".join("{}: {}".format(rel, problem) for rel, problem in bad[:3])
         more = "" if len(bad) <= 3 else " (and {} more)".format(len(bad) - 3)
         raise VerifyError("{}: checksum mismatch on the board after upload: {}{}; the upload was discarded and "
-                          "current still points at {}".format(label, shown, more, info.current or "nothing"))
+                          "{}".format(label, shown, more, where_current(info.current, answer)))
     return answer
 
 
@@ -209,8 +209,11 @@ def rollback(board: Board, signature: Optional[SignaturePolicy] = None) -> Switc
 def _check_release_signature(session: Session, listing: Dict[str, Any], release: str, policy: SignaturePolicy,
                              label: str) -> Optional[str]:
     """Fetch a release's manifest.json and manifest.sig from the board and apply the signature policy to them."""
-    keys = board_keys(listing.get("trusted_keys"))
-    if keys is None and not policy.require and not policy.trusted_keys:
+    try:
+        keys = board_keys(listing.get("device_keys"))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise DeployError("{}: the board's list answer is malformed ({}: {})".format(label, type(exc).__name__, exc))
+    if not keys and not policy.require and not policy.trusted_keys:
         return None
     remote = posixpath.join(str(listing.get("remote_dir") or ""), "releases", release)
     with tempfile.TemporaryDirectory(prefix="edgekit-rollback-") as tmp:

@@ -6,7 +6,7 @@ import re
 import secrets
 from typing import Any, Dict, Optional, Sequence, Union
 
-from edgekit.data import FORMATS
+from edgekit.data import FORMATS, open_data_file
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.hosts import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, Board, SshOptions, check_remote_dir,
                                   check_remote_python, parse_host)
@@ -75,8 +75,7 @@ def _check_args(release: str, data_path: str, extra_args: Sequence[str], module:
     ext = os.path.splitext(data_path)[1].lower()
     if ext not in FORMATS:
         raise DataError("data file {}: unsupported format {!r}; allowed: {}".format(data_path, ext, ", ".join(FORMATS)))
-    if not os.path.isfile(data_path):
-        raise DataError("data file not found: {}".format(data_path))
+    open_data_file(data_path).close()                 # missing, or a FIFO / device / directory: refused here
     if isinstance(extra_args, str) or not all(isinstance(a, str) and not _BAD_ARG_RE.search(a) for a in extra_args):
         raise ConfigError("extra_args: expected a list of single-line strings, got {!r}".format(extra_args))
     if not _MODULE_RE.match(module):
@@ -91,15 +90,24 @@ def _absolute(home: str, remote_dir: str) -> str:
 
 
 def _release_dir(session: Session, base: str, release: str) -> str:
+    """The real directory of the release, which must be base/releases/<id> itself: a `current`, `releases/<id>`
+    or `releases/` linked elsewhere is refused (flash never makes one, and what it leads to was not verified)."""
     sftp = session.sftp
+    label = session.board.label
     link = posixpath.join(base, release if release in ("current", "previous") else "releases/" + release)
     try:
         real = sftp.normalize(link)
         sftp.stat(posixpath.join(real, "manifest.json"))
         sftp.stat(posixpath.join(real, RUNTIME_DIR, "edgekit", "runtime", "__main__.py"))
+        releases = posixpath.join(sftp.normalize(base), "releases")
+        real_releases = sftp.normalize(posixpath.join(base, "releases"))
     except (FileNotFoundError, IOError):
         raise DeployError("{}: no release {!r} in {}; flash a bundle first (edgekit flash BUNDLE --host {})".format(
-            session.board.label, release, base, session.board.host))
+            label, release, base, session.board.host))
+    if real_releases != releases or posixpath.dirname(real) != releases or \
+            not re.match(r"^[0-9a-f]{16}$", posixpath.basename(real)):
+        raise DeployError("{}: release {!r} resolves to {}, outside {}/; a release runs only from inside its own "
+                          "releases/ directory (a link out of it is refused)".format(label, release, real, releases))
     return real
 
 

@@ -3,19 +3,76 @@
 Remote commands are argv lists; each element is shlex-quoted, so no user-built string reaches the remote
 shell unquoted. Unknown host keys are refused unless accept_new_host_key; a changed key is always refused.
 """
+import logging
 import os
 import shlex
 import socket
 import tempfile
 import threading
 import time
-from typing import List, NamedTuple, Optional, Sequence
+from typing import Any, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from edgekit.deploy.errors import DeployError, HostKeyError
 from edgekit.deploy.hosts import Board
 
 KEEPALIVE_S = 5
 _KNOWN_HOSTS_LOCK = threading.Lock()
+# paramiko logs a transport's failure (with its traceback) before raising it; without a handler Python would
+# print that on stderr. The failure reaches the user once, as the DeployError below.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
+
+
+class KnownHosts(NamedTuple):
+    path: str
+    revoked: Set[Tuple[str, str]]         # (key type, base64) of the @revoked lines
+    cert_authorities: int                 # @cert-authority lines, ignored (edgekit checks plain host keys)
+
+    def note(self) -> str:
+        if not self.cert_authorities:
+            return ""
+        return " ({} @cert-authority line(s) in {} were ignored: edgekit checks plain host keys, not host " \
+               "certificates)".format(self.cert_authorities, self.path)
+
+
+def load_known_hosts(client: Any, path: str, label: str) -> KnownHosts:
+    """Read an OpenSSH known_hosts file into the client's host keys: @revoked keys are collected (and never
+    trusted), @cert-authority lines are counted and skipped; any other unreadable line is a HostKeyError."""
+    from paramiko import SSHException
+    from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
+
+    entries, revoked, cas = [], set(), 0
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise HostKeyError("{}: cannot read known hosts file {}: {}".format(label, path, _one_line(exc)))
+    for n, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        fields = line.split()
+        if fields[0] == "@cert-authority":
+            cas += 1
+            continue
+        if fields[0] == "@revoked" and len(fields) >= 4:
+            revoked.add((fields[2], fields[3]))
+            continue
+        if fields[0].startswith("@"):
+            raise HostKeyError("{}: {}:{}: unknown marker {}; allowed: @cert-authority, @revoked".format(
+                label, path, n, fields[0][:40]))
+        try:
+            entry = HostKeyEntry.from_line(" ".join(fields), n)     # None for a key type paramiko lacks
+        except (InvalidHostKey, SSHException, ValueError, TypeError):
+            raise HostKeyError("{}: {}:{}: not a known_hosts line ({!r}...); fix or remove that line".format(
+                label, path, n, line[:40]))
+        if entry is not None:
+            entries.append(entry)
+    keys = client.get_host_keys()
+    for e in entries:
+        if (e.key.get_name(), e.key.get_base64()) not in revoked:
+            for name in e.hostnames:
+                keys.add(name, e.key.get_name(), e.key)
+    return KnownHosts(path, revoked, cas)
 
 
 class CommandResult(NamedTuple):
@@ -32,17 +89,20 @@ def _fingerprint(key) -> str:
     return "{} SHA256:{}".format(key.get_name(), digest)
 
 
-def _policy(board: Board, known_hosts: str):
+def _policy(board: Board, known_hosts: KnownHosts):
     import paramiko
 
     class Strict(paramiko.MissingHostKeyPolicy):
         def missing_host_key(self, client, hostname, key):  # noqa: D401 - paramiko hook
+            if (key.get_name(), key.get_base64()) in known_hosts.revoked:
+                raise HostKeyError("{}: the host key {} of {} is marked @revoked in {}; refusing to connect".format(
+                    board.label, _fingerprint(key), hostname, known_hosts.path))
             if not board.ssh.accept_new_host_key:
                 raise HostKeyError(
                     "{}: unknown host key {} for {} (not in {}); check it on the board "
                     "(ssh-keygen -lf /etc/ssh/ssh_host_*_key.pub) and pass --accept-new-host-key, or add it to "
-                    "that file".format(board.label, _fingerprint(key), hostname, known_hosts))
-            _append_known_host(known_hosts, hostname, key)
+                    "that file{}".format(board.label, _fingerprint(key), hostname, known_hosts.path, known_hosts.note()))
+            _append_known_host(known_hosts.path, hostname, key)
             client.get_host_keys().add(hostname, key.get_name(), key)
 
     return Strict()
@@ -100,12 +160,10 @@ class Session:
         known_hosts = os.path.expanduser(opts.known_hosts)
         identity = None if opts.identity is None else os.path.expanduser(opts.identity)
         client = paramiko.SSHClient()
+        known = KnownHosts(known_hosts, set(), 0)
         if os.path.exists(known_hosts):
-            try:
-                client.load_host_keys(known_hosts)
-            except (OSError, paramiko.SSHException, ValueError) as exc:
-                raise HostKeyError("{}: cannot read known hosts file {}: {}".format(b.label, known_hosts, exc))
-        client.set_missing_host_key_policy(_policy(b, known_hosts))
+            known = load_known_hosts(client, known_hosts, b.label)
+        client.set_missing_host_key_policy(_policy(b, known))
         try:
             client.connect(b.host.host, port=b.host.port, username=b.host.user, key_filename=identity,
                            look_for_keys=opts.identity is None, allow_agent=opts.identity is None,
@@ -115,8 +173,10 @@ class Session:
             client.close()
             raise
         except BaseException as exc:  # noqa: BLE001 - mapped to one clear message below
+            transport = client.get_transport()
+            behind = transport.get_exception() if transport is not None else None   # what ended the transport
             client.close()
-            raise self._connect_error(exc)
+            raise self._connect_error(behind if behind is not None and "No existing session" in str(exc) else exc)
         client.get_transport().set_keepalive(KEEPALIVE_S)
         self._client = client
 
@@ -124,6 +184,16 @@ class Session:
         import paramiko
 
         b = self.board
+        where = "{}:{}".format(b.host.host, b.host.port)
+        if isinstance(exc, paramiko.SSHException) and ("banner" in str(exc) or "No existing session" in str(exc)):
+            # paramiko gives up on the greeting with an EOFError behind it when the port closed the connection,
+            # with a timeout behind it (or, past its own wait, "No existing session") when the port said nothing
+            if not isinstance(exc.__context__, EOFError):
+                return DeployError("{}: no SSH greeting from {} within {:g} s: the port takes connections but does "
+                                   "not answer like an SSH server (wrong port, or the board is overloaded)".format(
+                                       b.label, where, b.ssh.timeout_s))
+            return DeployError("{}: {} accepted the connection and closed it before SSH was set up (is an SSH "
+                               "server listening on that port, and does it allow this client?)".format(b.label, where))
         if isinstance(exc, paramiko.BadHostKeyException):
             return HostKeyError(
                 "{}: the host key changed: the board offers {}, {} records {}; refusing to connect. If the board "
@@ -178,8 +248,7 @@ class Session:
 
     def lost(self, doing: str, exc: BaseException) -> DeployError:
         """The error for a transport failure while doing something."""
-        return DeployError("{}: connection lost while {}: {}".format(
-            self.board.label, doing, _one_line(exc) or type(exc).__name__))
+        return DeployError("{}: connection lost while {}: {}".format(self.board.label, doing, describe(exc)))
 
     def run(self, argv: Sequence[str], stdin: Optional[bytes] = None, timeout_s: Optional[float] = None,
             doing: str = "running a command") -> CommandResult:
@@ -233,6 +302,17 @@ def _drain(chan, timeout_s: Optional[float]) -> "tuple":
 def _allowed_auth(exc: BaseException) -> str:
     allowed = getattr(exc, "allowed_types", None)
     return " (the board accepts only: {})".format(", ".join(allowed)) if allowed else ""
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what a transport or SFTP failure means (paramiko raises a bare EOFError when the other
+    end goes away)."""
+    text = str(exc).strip()
+    if isinstance(exc, EOFError) or text.startswith(("Server connection dropped", "Socket is closed")):
+        return "the connection was closed (the board, its sshd or the network dropped it)"
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "no answer in time ({})".format(_one_line(exc)) if str(exc) else "no answer in time"
+    return _one_line(exc)
 
 
 def _one_line(exc: BaseException) -> str:

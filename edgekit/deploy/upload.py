@@ -14,16 +14,21 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.package import Payload, PayloadFile
-from edgekit.deploy.ssh import Session
+from edgekit.deploy.ssh import Session, describe
 
 EventHook = Optional[Callable[[str, str], None]]
 _AGENT_SOURCE: List[str] = []
 
 
 def agent_source() -> str:
+    """The board-side agent as one `python3 -c` source: agent_device.py, then agent.py."""
     if not _AGENT_SOURCE:
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "agent.py"), "r", encoding="utf-8") as f:
-            _AGENT_SOURCE.append(f.read())
+        here = os.path.dirname(os.path.abspath(__file__))
+        parts = []
+        for name in ("agent_device.py", "agent.py"):
+            with open(os.path.join(here, name), "r", encoding="utf-8") as f:
+                parts.append(f.read())
+        _AGENT_SOURCE.append("\n".join(parts))
     return _AGENT_SOURCE[0]
 
 
@@ -133,18 +138,32 @@ class Uploader:
             return DeployError("{}: connection lost while {} ({}); {}; the unfinished upload stays hidden in "
                                "releases/ and is removed by a later flash".format(
                                    label, doing, _text(exc), still))
-        free = ""
+        facts, cause = "", _text(exc)
         try:
             if self.staging:
                 call_agent(self.session, ["discard", self.remote_dir, self.staging], "discarding the upload",
                            timeout_s=60)
             got = call_agent(self.session, ["df", self.remote_dir], "checking free disk", timeout_s=60)
-            free = "; {} bytes free in {}".format(got.get("free_bytes"), self.remote_dir)
+            if got.get("read_only"):
+                cause = "the file system holding {} is read-only (SFTP said {!r})".format(got.get("checked"), cause)
+            elif not got.get("writable", True):
+                cause = "{} is not writable by {} (SFTP said {!r})".format(got.get("checked"),
+                                                                         self.session.board.host.user, cause)
+            facts = "; {} bytes free in {}".format(got.get("free_bytes"), self.remote_dir)
             if int(got.get("free_bytes", 1 << 30)) < (1 << 20):
-                free += " (the board's disk is full)"
+                facts += " (the board's disk is full)"
+            still = where_current(self.current, got)
         except DeployError:
             pass
-        return DeployError("{}: upload failed while {}: {}{}; {}".format(label, doing, _text(exc), free, still))
+        return DeployError("{}: upload failed while {}: {}{}; {}".format(label, doing, cause, facts, still))
+
+
+def where_current(probed: Optional[str], answer: Dict[str, Any]) -> str:
+    """Where current points, by the board's latest answer (another flash may have switched it since the probe)."""
+    now = answer.get("current", probed)
+    if now == probed:
+        return "current still points at {}".format(probed or "nothing (no release was active)")
+    return "current now points at {} (another flash switched it from {})".format(now or "nothing", probed or "nothing")
 
 
 def _try(fn: Callable[[], Any]) -> None:
@@ -155,5 +174,4 @@ def _try(fn: Callable[[], Any]) -> None:
 
 
 def _text(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else "") or type(exc).__name__
+    return describe(exc)

@@ -2,7 +2,7 @@
 
 Prints the same JSON object as `edgekit run --json`; exit code 2 with one line on bad input.
 --require-signature / --trusted-key PATH: refuse bundles not signed by a trusted key; the board's own setting
-(EDGEKIT_TRUSTED_KEYS, or <remote_dir>/trusted_keys/ for flashed releases) applies in any case (edgekit/signing.py).
+(EDGEKIT_TRUSTED_KEYS, the trusted_keys/ of the remote dirs flash recorded) applies in any case (device_keys.py).
 """
 import argparse
 import json
@@ -32,7 +32,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads,
                                  trusted_keys=args.trusted_key, require_signature=args.require_signature,
                                  max_batch=args.max_batch)
-        data = load_data(args.data)
+        data = load_data(args.data, max_batch=runner.max_batch)
         result = evaluate(runner, data.x, data.y, full_depth=args.full_depth)
     except EdgekitError as exc:
         print("edgekit: error: {}".format(exc), file=sys.stderr)

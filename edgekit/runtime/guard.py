@@ -4,8 +4,8 @@ load_checked(...): manifest.json read once (a regular file, bounded size), its s
 required (edgekit/signing.py), parsed from the same bytes, then every stage file read once (a regular file
 inside the bundle, bounded size), its sha256 compared with the manifest, its flatbuffer verified
 (tflite_check.py) and its signature tensors compared with the manifest, all before any interpreter exists.
-The interpreter then maps the file itself (model_path: building from the verified bytes instead measured
-~1% slower per float32 call here); same_file() tells whether the file is still the one that was verified.
+The interpreter is then built from those same bytes (model_content): no stage file is opened again after its
+hash was checked, so a file swapped or rewritten in place after the check cannot be what runs.
 
 check_batch(...): the slow path of EarlyExitRunner.prepare: dtype, shape, batch size and finite values, each
 a DataError naming what was received and what is allowed.
@@ -31,24 +31,10 @@ DEFAULT_MAX_BATCH = 1024
 _NEEDS_TWO = ("entropy", "margin")          # rules that compare classes
 
 
-FileId = Tuple[int, int, int, int]        # st_dev, st_ino, st_size, st_mtime_ns
-
-
-def file_id(st: Any) -> FileId:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-def same_file(path: str, expected: FileId) -> bool:
-    try:
-        return file_id(os.stat(path)) == expected
-    except OSError:
-        return False
-
-
-def read_bundle_file(bundle_dir: str, name: str, limit: int, what: str) -> Tuple[bytes, FileId]:
-    """The bytes of bundle_dir/name (a regular file that stays inside the bundle, at most `limit` bytes) and the
-    identity of the file they were read from. Opened without blocking and checked on the open file, so a FIFO or
-    device swapped in cannot hang or flood the reader."""
+def read_bundle_file(bundle_dir: str, name: str, limit: int, what: str) -> bytes:
+    """The bytes of bundle_dir/name (a regular file that stays inside the bundle, at most `limit` bytes), read
+    once. Opened without blocking and checked on the open file, so a FIFO or device swapped in cannot hang or
+    flood the reader."""
     path = os.path.join(bundle_dir, name)
     if os.path.dirname(os.path.realpath(path)) != os.path.realpath(bundle_dir):
         raise BundleError("{} {} is a link out of the bundle; allowed: plain files in {}".format(what, path, bundle_dir))
@@ -67,20 +53,21 @@ def read_bundle_file(bundle_dir: str, name: str, limit: int, what: str) -> Tuple
                           "{}".format(what, path, bundle_dir))
     with os.fdopen(fd, "rb") as f:
         data = f.read(limit + 1)
-        ident = file_id(os.fstat(fd))
-    if len(data) != ident[2] or len(data) > limit:
+        size = os.fstat(fd).st_size
+    if len(data) != size or len(data) > limit:
         raise BundleError("{} {} changed while it was read".format(what, path))
-    return data, ident
+    return data
 
 
 def load_checked(bundle_dir: str, verify: bool = True, trusted_keys: Optional[Sequence[str]] = None,
-                 require_signature: bool = False) -> Tuple[Manifest, List[FileId], Optional[str]]:
-    """(manifest, identity of each verified stage file, signer's key id or None); BundleError on any problem."""
+                 require_signature: bool = False) -> Tuple[Manifest, List[bytes], Optional[str]]:
+    """(manifest, the verified bytes of each stage file, signer's key id or None); BundleError on any problem.
+    The interpreters are to be built from the returned bytes, never from the paths."""
     from edgekit.signing import check_bundle_signature
 
     if not os.path.isdir(bundle_dir):
         raise BundleError("bundle directory not found: {}".format(bundle_dir))
-    raw, _ = read_bundle_file(bundle_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES, MANIFEST_NAME)
+    raw = read_bundle_file(bundle_dir, MANIFEST_NAME, MAX_MANIFEST_BYTES, MANIFEST_NAME)
     signer = check_bundle_signature(bundle_dir, raw, trusted_keys, require_signature)
     if signer is not None and not verify:
         raise ConfigError("verify=False cannot be combined with a required signature: the signature covers the "
@@ -91,9 +78,9 @@ def load_checked(bundle_dir: str, verify: bool = True, trusted_keys: Optional[Se
         raise BundleError("{}/{} is not UTF-8 text: {}".format(bundle_dir, MANIFEST_NAME, exc))
     manifest = Manifest.from_json(text)
     check_exits(manifest)
-    ids = []
+    blobs = []
     for st in manifest.stages:
-        data, ident = read_bundle_file(bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
+        data = read_bundle_file(bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
         path = os.path.join(bundle_dir, st.file)
         if verify:
             digest = hashlib.sha256(data).hexdigest()
@@ -102,8 +89,8 @@ def load_checked(bundle_dir: str, verify: bool = True, trusted_keys: Optional[Se
                     path, digest[:12], st.sha256[:12]))
         info = inspect_tflite(data, path)
         check_interface(st, info.signatures, path)
-        ids.append(ident)
-    return manifest, ids, signer
+        blobs.append(data)
+    return manifest, blobs, signer
 
 
 def check_exits(manifest: Manifest) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from edgekit.errors import BundleError, DataError
 from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.costs import StageCosts
-from edgekit.runtime.guard import FileId, check_batch, load_checked, resolve_max_batch, same_file
+from edgekit.runtime.guard import check_batch, load_checked, resolve_max_batch
 from edgekit.runtime.interpreter import Backend, StageCall, load_backend
 from edgekit.runtime.policy import exit_rule
 
@@ -71,19 +71,19 @@ class EarlyExitRunner:
                  verify: bool = True, use_delegates: bool = True, trusted_keys: Optional[Sequence[str]] = None,
                  require_signature: bool = False, max_batch: Optional[int] = None) -> None:
         """trusted_keys / require_signature: refuse bundles not signed by a trusted key (edgekit/signing.py; the
-        device's own setting, EDGEKIT_TRUSTED_KEYS or <remote_dir>/trusted_keys/, applies in any case).
+        device's own setting, edgekit/device_keys.py, applies in any case).
         max_batch: the most samples one run() accepts (default: the manifest's runtime.max_batch, else 1024).
         Every check on the bundle (runtime/guard.py) happens before the first interpreter is created."""
         self.bundle_dir = bundle_dir
-        self.manifest, files, self.signed_by = load_checked(bundle_dir, verify, trusted_keys, require_signature)
+        self.manifest, blobs, self.signed_by = load_checked(bundle_dir, verify, trusted_keys, require_signature)
         self.backend = load_backend(backend)                          # type: Backend
         rt = self.manifest.extra.get("runtime", {})
         self.max_batch = resolve_max_batch(max_batch, rt)
         self.num_threads = int(num_threads or rt.get("num_threads") or 1)
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
-        self._steps = self._make_steps([self._make_runner(st, ident, delegates)
-                                        for st, ident in zip(self.manifest.stages, files)])
+        self._steps = self._make_steps([self._make_runner(st, blob, delegates)
+                                        for st, blob in zip(self.manifest.stages, blobs)])
         self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
         self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
         self._sample_shape = tuple(self.manifest.input.shape[1:])
@@ -108,17 +108,16 @@ class EarlyExitRunner:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
 
-    def _make_runner(self, st: StageSpec, verified: FileId, delegates: List[Any]) -> StageCall:
+    def _make_runner(self, st: StageSpec, verified: bytes, delegates: List[Any]) -> StageCall:
+        """The interpreter is built from the bytes whose sha256 was checked (the path is never opened again:
+        a file rewritten after the check cannot be what runs); it keeps a reference to them."""
         path = os.path.join(self.bundle_dir, st.file)
         try:
-            interp = self.backend.interpreter(model_path=path, num_threads=self.num_threads,
+            interp = self.backend.interpreter(model_content=verified, num_threads=self.num_threads,
                                               experimental_delegates=delegates or None)
             call = StageCall(interp.get_signature_runner())
         except (ValueError, RuntimeError) as exc:
             raise BundleError("stage file {} cannot be loaded by {}: {}".format(path, self.backend.name, exc))
-        if not same_file(path, verified):
-            raise BundleError("stage file {} was replaced or changed while it was loaded; load the bundle "
-                              "again".format(path))
         have_in, have_out = set(call.input_details), set(call.output_details)
         want_in = set(t.name for t in st.inputs)
         want_out = set(t.name for t in st.outputs)

@@ -9,6 +9,7 @@ import pytest
 
 from edgekit.bench.command import profiles_table
 from edgekit.deploy.package import RUNTIME_FILES, runtime_files
+from tests.bundle_edit import copy_bundle, edit_manifest
 from tests.conftest import ROOT, TEST
 
 BOARD_FILES = ("__init__.py", "__main__.py", "latency.py", "energy.py", "curve.py", "run.py")
@@ -59,8 +60,56 @@ def test_on_board_json_without_tensorflow_yaml_or_click(demo_bundles):
     assert len(res["curve"]["points"]) > 5
 
 
+def test_on_board_without_flags_uses_the_power_model_the_bundle_carries(demo_bundles):
+    """A board with no power sensor and no targets/ (yaml and edgekit.targets are blocked): the manifest's
+    energy section, written at conversion from the target's profile, gives the power model."""
+    bundle = demo_bundles("float32", "host-x86_64")
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        carried = json.load(f)["energy"]
+    want = dict(profiles_table()["host-x86_64"])
+    assert carried == want
+    got = board(bundle, TEST, "--json", *FAST)
+    assert got.returncode == 0, got.stderr
+    res = json.loads(got.stdout)
+    assert res["protocol"]["profile"]["power_model"] == want["power_model"]
+    e = res["energy"]
+    if e["meter"] == "power-model":           # a machine whose RAPL is readable measures instead
+        assert e["kind"] == "estimated" and e["reason"].startswith("no real sensor is readable")
+    assert e["early_exit"]["joules_total"] > 0
+
+
+def _without_energy(bundle: str, dest: str, value=None) -> str:
+    copy_bundle(bundle, dest)
+    edit_manifest(dest, lambda d: d.pop("energy") if value is None else d.update(energy=value))
+    return dest
+
+
+def test_on_board_bundle_without_energy_section_says_why(demo_bundles, tmp_path):
+    old = _without_energy(demo_bundles("float32", "host-x86_64"), str(tmp_path / "old"))
+    got = board(old, TEST, "--meter", "power-model", *FAST)
+    assert got.returncode == 2
+    lines = got.stderr.strip().splitlines()
+    assert lines[-1].startswith("edgekit: error: ") and "carries no power model" in lines[-1], got.stderr
+    ok = board(old, TEST, "--json", "--profiles", json.dumps(profiles_table()), "--meter", "power-model", *FAST)
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("cheap", "manifest.energy: expected an object"),
+    ({"energy_meter": "power-model", "power_model": {"idle_w": 5, "active_w": 2, "source": "x"}},
+     "manifest.energy.power_model: idle_w 5, active_w 2"),
+    ({"energy_meter": "volts", "power_model": {"idle_w": 1, "active_w": 2, "source": "x"}},
+     "manifest.energy.energy_meter: got 'volts'"),
+])
+def test_on_board_bad_energy_section_is_one_line(demo_bundles, tmp_path, value, needle):
+    bad = _without_energy(demo_bundles("float32", "host-x86_64"), str(tmp_path / "bad"), value)
+    got = board(bad, TEST, *FAST)
+    assert got.returncode == 2
+    lines = got.stderr.strip().splitlines()
+    assert lines[-1].startswith("edgekit: error: ") and needle in lines[-1], got.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
-    ([], "power-model: no board profile was given, so there is no power model (pass --profiles"),
     (["--profiles", "{}"], "no board profile for the bundle's target 'host-x86_64'; profiles given: none"),
     (["--profiles", "not json"], "--profiles: not JSON"),
     (["--data", TEST], "give the data file once, as DATA or --data DATA; got both"),

@@ -28,10 +28,10 @@ def client_keys(tmp_path_factory) -> Dict[str, Path]:
     return {"good": keygen(d / "id_good"), "wrong": keygen(d / "id_wrong")}
 
 
-def _start(root: Path, keys: Dict[str, Path]) -> SshServer:
+def _start(root: Path, keys: Dict[str, Path], env: Optional[Dict[str, str]] = None) -> SshServer:
     if not os.path.exists(SSHD):
         pytest.fail(APT_HINT, pytrace=False)
-    return SshServer(root, keys["good"].with_suffix(".pub")).start()
+    return SshServer(root, keys["good"].with_suffix(".pub"), env).start()
 
 
 @pytest.fixture(scope="session")
@@ -42,11 +42,12 @@ def sshd(tmp_path_factory, client_keys) -> SshServer:
 
 
 @pytest.fixture
-def sshd_factory(tmp_path_factory, client_keys) -> Callable[[], SshServer]:
+def sshd_factory(tmp_path_factory, client_keys) -> Callable[..., SshServer]:
+    """start(env=None): another server; env: variables its sessions get (the board's environment)."""
     started: List[SshServer] = []
 
-    def start() -> SshServer:
-        server = _start(tmp_path_factory.mktemp("sshd-extra"), client_keys)
+    def start(env: Optional[Dict[str, str]] = None) -> SshServer:
+        server = _start(tmp_path_factory.mktemp("sshd-extra"), client_keys, env)
         started.append(server)
         return server
 
@@ -122,3 +123,24 @@ def one_line_error(got: subprocess.CompletedProcess) -> str:
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edgekit: error: "), got.stderr
     return lines[0]
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """mount(size_kb, read_only=False): a small tmpfs under tmp_path (a full or read-only disk on the board);
+    skipped where mounting is not allowed."""
+    def mount(size_kb: int, read_only: bool = False):
+        point = tmp_path / "disk{}".format(size_kb)
+        point.mkdir()
+        opts = "size={}k{}".format(size_kb, ",ro" if read_only else "")
+        got = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(point)], capture_output=True, text=True)
+        if got.returncode != 0:
+            pytest.skip("cannot mount a tmpfs here ({}); the full or read-only disk tests need root with "
+                        "CAP_SYS_ADMIN".format(got.stderr.strip() or got.returncode))
+        mounted.append(point)
+        return point
+
+    mounted = []
+    yield mount
+    for point in mounted:
+        subprocess.run(["umount", "-l", str(point)], check=False)

@@ -43,13 +43,15 @@ def _children(pid: int) -> List[int]:
 
 
 class SshServer:
-    def __init__(self, root: Path, authorized_pubkey: Path) -> None:
+    def __init__(self, root: Path, authorized_pubkey: Path, env: Optional[dict] = None) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
         self.host_key = keygen(root / "ssh_host_ed25519_key", "edgekit-test-host")
         (root / "authorized_keys").write_text(authorized_pubkey.read_text())
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
+        self.device_config = root / "device.json"
+        self.env = dict(env or {})        # more variables every session on this server gets (the board's env)
 
     @property
     def host_key_line(self) -> str:
@@ -63,7 +65,10 @@ class SshServer:
             "PidFile {}".format(self.root / "sshd.pid"), "AuthorizedKeysFile {}".format(self.root / "authorized_keys"),
             "AllowUsers {}".format(getpass.getuser()), "PermitRootLogin prohibit-password", "PubkeyAuthentication yes",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 100", "MaxSessions 100", ""]))
+            "Subsystem sftp internal-sftp", "LogLevel ERROR", "MaxStartups 100", "MaxSessions 100",
+            # the board's device config (edgekit/device_keys.py) is this server's, not the tester's home
+            "SetEnv EDGEKIT_DEVICE_CONFIG={}{}".format(self.device_config, "".join(
+                ' "{}={}"'.format(k, v) for k, v in sorted(self.env.items()))), ""]))
         return cfg
 
     def start(self) -> "SshServer":

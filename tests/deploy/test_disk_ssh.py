@@ -1,6 +1,5 @@
 """A full disk on the board, on a small tmpfs mounted for the test (skipped where mounting is not allowed)."""
 import os
-import subprocess
 
 import pytest
 
@@ -9,25 +8,6 @@ from edgekit.deploy import BoardMismatchError, DeployError, flash
 from .conftest import link, make_board
 
 pytestmark = pytest.mark.ssh
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    def mount(size_kb: int):
-        point = tmp_path / "disk{}".format(size_kb)
-        point.mkdir()
-        got = subprocess.run(["mount", "-t", "tmpfs", "-o", "size={}k".format(size_kb), "tmpfs", str(point)],
-                             capture_output=True, text=True)
-        if got.returncode != 0:
-            pytest.skip("cannot mount a tmpfs here ({}); the full-disk test needs root with CAP_SYS_ADMIN"
-                        .format(got.stderr.strip() or got.returncode))
-        mounted.append(point)
-        return point
-
-    mounted = []
-    yield mount
-    for point in mounted:
-        subprocess.run(["umount", "-l", str(point)], check=False)
 
 
 def test_too_little_space_is_refused_before_upload(small_disk, sshd, client_keys, known_hosts, bundles):

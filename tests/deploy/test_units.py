@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -15,6 +14,7 @@ from edgekit.deploy.package import RUNTIME_DIR, build_payload
 from edgekit.deploy.probe import BoardInfo, check_board
 from edgekit.deploy.errors import BoardMismatchError
 from edgekit.deploy.remote import run_remote
+from edgekit.deploy.upload import agent_source
 from edgekit.errors import BundleError, ConfigError, DataError
 from edgekit.targets import get_target
 
@@ -145,7 +145,7 @@ def test_run_remote_checks_arguments_before_connecting(tmp_path):
 
 
 def _agent(*args, stdin=None):
-    got = subprocess.run([sys.executable, "-c", Path(agent.__file__).read_text()] + [str(a) for a in args],
+    got = subprocess.run([sys.executable, "-c", agent_source()] + [str(a) for a in args],
                          input=json.dumps(stdin or {}), capture_output=True, text=True, timeout=60)
     assert got.returncode == 0, got.stderr
     return json.loads(got.stdout)
@@ -175,7 +175,7 @@ def test_agent_install_switch_rollback_locally(tmp_path):
 
 
 def test_agent_keeps_old_python_syntax_and_import_stays_light():
-    ast.parse(Path(agent.__file__).read_text(), feature_version=(3, 5))
+    ast.parse(agent_source(), feature_version=(3, 5))
     got = subprocess.run([sys.executable, "-c", "import sys, edgekit.deploy, edgekit.deploy.cli; "
                           "print(sorted(m for m in ('paramiko', 'tensorflow') if m in sys.modules))"],
                          capture_output=True, text=True, timeout=60)

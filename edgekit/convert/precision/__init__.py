@@ -1,10 +1,12 @@
-"""Adaptive precision (issue 6): a word length per op and per stage from measured information loss.
+"""Adaptive precision: a word length per op and per stage from measured information loss and measured time.
 
 choose_precision(stages, target, x, y, options, input_name) -> PrecisionPlan is the one verb:
-1. measure: each stage at each ladder rung (whole-stage builds: loss at the exits, size, latency here) and
-   each weighted op alone at each rung (sensitivity.py; cached);
-2. allocate: per op the lowest rung whose KL is within the tolerance, or the least total loss within a size
-   or latency budget (allocate.py); a stage whose ops all stay float may become float16;
+1. measure: each stage at each ladder rung (whole-stage builds: loss at the exits, size, latency here), each
+   weighted op alone at each rung (sensitivity.py; cached) and each op's time at each rung as built, with the
+   kernel that ran it (costs.py);
+2. allocate by the objective (objective.py; default latency: no slower than the fastest uniform precision,
+   smallest size that keeps accuracy at uniform int8's), or the least total loss within a size or latency
+   budget (allocate.py); a stage whose ops all stay float may become float16;
 3. build the stages (quantize.quantize_stage, "mixed" for per-op recipes) and verify them on calibration
    samples held out from everything above; back off the most sensitive ops until the accuracy holds.
 Stage boundaries stay float tensors (see report "boundaries").
@@ -14,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.convert.precision.objective import DEFAULT_OBJECTIVE, check_objective
 from edgekit.errors import ConfigError, DataError
 
 MIN_SAMPLES = 128           # 64 for ranges and sensitivity, 64 held out for verification
@@ -35,11 +38,17 @@ class PrecisionOptions:
     sensitivity_samples: int = 128
     measure: str = "all"                       # "all": every op at every rung; "needed": tolerance mode measures
                                                # each op's rungs lowest first up to the first within tolerance
+    objective: Optional[str] = None            # None: latency (objective.OBJECTIVES); not with a budget
 
     @property
     def mode(self) -> str:
-        return "size" if self.size_budget is not None else "latency" if self.latency_budget_ms is not None \
-            else "tolerance"
+        """size / latency (a budget), tolerance (objective size) or objective-latency / objective-accuracy."""
+        if self.size_budget is not None:
+            return "size"
+        if self.latency_budget_ms is not None:
+            return "latency"
+        objective = self.objective or DEFAULT_OBJECTIVE
+        return "tolerance" if objective == "size" else "objective-" + objective
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,11 @@ def check_options(options: PrecisionOptions, target) -> Tuple[Tuple[str, ...], D
                           "0.01)".format(options.tolerance))
     if options.size_budget is not None and options.latency_budget_ms is not None:
         raise ConfigError("got both --size-budget and --latency-budget; allowed: one budget at a time")
+    if options.objective is not None:
+        check_objective(options.objective)
+        if options.size_budget is not None or options.latency_budget_ms is not None:
+            raise ConfigError("got --objective {} with a {} budget; allowed: an objective or a budget".format(
+                options.objective, "size" if options.size_budget is not None else "latency"))
     if options.size_budget is not None and not options.size_budget > 0:
         raise ConfigError("size budget {} must be above 0 bytes".format(options.size_budget))
     if options.latency_budget_ms is not None and not options.latency_budget_ms > 0:
@@ -110,16 +124,18 @@ ADAPTIVE = "adaptive"
 def options_from(opts) -> PrecisionOptions:
     """PrecisionOptions from a convert.ConvertOptions (its tolerance, budgets and rungs)."""
     return PrecisionOptions(tolerance=opts.tolerance, size_budget=opts.size_budget,
-                            latency_budget_ms=opts.latency_budget_ms, rungs=opts.rungs)
+                            latency_budget_ms=opts.latency_budget_ms, rungs=opts.rungs, objective=opts.objective)
 
 
 def check_convert_options(opts, target) -> None:
-    """--tolerance, --size-budget, --latency-budget and --rungs only mean something with --precision adaptive."""
+    """--tolerance, --size-budget, --latency-budget, --rungs and --objective only mean something with --precision
+    adaptive."""
     if opts.precision == ADAPTIVE:
         check_options(options_from(opts), target)
         return
     given = [flag for flag, v in (("--tolerance", opts.tolerance), ("--size-budget", opts.size_budget),
-                                  ("--latency-budget", opts.latency_budget_ms), ("--rungs", opts.rungs))
+                                  ("--latency-budget", opts.latency_budget_ms), ("--rungs", opts.rungs),
+                                  ("--objective", opts.objective))
              if v is not None]
     if given:
         raise ConfigError("{} only apply with --precision adaptive; got --precision {}".format(

@@ -25,6 +25,8 @@ class Layer:
     rungs: Tuple[str, ...]                        # allowed, lowest first, always ends with float32
     losses: Dict[str, Loss] = field(default_factory=dict)
     pinned: str = ""                              # why it must stay float32 (no quantized kernel)
+    costs: Dict[str, float] = field(default_factory=dict)    # rung -> measured extra ms over int8 (costs.py)
+    kernels: Dict[str, str] = field(default_factory=dict)    # rung -> the kernel that ran the op (kernels.py)
 
     @property
     def key(self) -> str:
@@ -42,6 +44,8 @@ class StageCost:
     losses: Dict[str, Loss]
     macs: int
     fixed_bytes: int                              # float32 file size minus its weights
+    spread_ms: Dict[str, float] = field(default_factory=dict)   # IQR of each whole-stage build's latency
+    mixed_ms: float = 0.0                         # an all-int8 per-op-recipe build's extra ms over the converter's
 
 
 Choice = Tuple[str, str]                          # (rung, reason)
@@ -121,14 +125,19 @@ def stage_float16(layers: Sequence[Layer], choice: Dict[str, Choice], costs: Seq
     return out
 
 
-def backoff_pick(layers: Sequence[Layer], choice: Dict[str, Choice], done: Sequence[str]) -> Optional[Layer]:
-    """The most sensitive op (largest loss at its chosen rung) that can still go up a rung."""
-    cands = [ly for ly in layers if not ly.pinned and choice[ly.key][0] != "float32" and ly.key not in done]
+def backoff_pick(layers: Sequence[Layer], choice: Dict[str, Choice], done: Sequence[str],
+                 ceiling: Optional[str] = None) -> Optional[Layer]:
+    """The most sensitive op (largest loss at its chosen rung) that can still go up a rung (below `ceiling`)."""
+    top = rank(ceiling) if ceiling is not None else rank("float32")
+    cands = [ly for ly in layers if not ly.pinned and rank(choice[ly.key][0]) < top and ly.key not in done
+             and (ceiling is None or ceiling in ly.rungs)]
     if not cands:
         return None
     return max(cands, key=lambda ly: ly.loss(choice[ly.key][0]).kl)
 
 
-def next_rung(ly: Layer, rung: str) -> str:
+def next_rung(ly: Layer, rung: str, ceiling: Optional[str] = None) -> str:
     higher = [r for r in ly.rungs if rank(r) > rank(rung)]
+    if ceiling is not None:
+        higher = [r for r in higher if rank(r) <= rank(ceiling)] or [ceiling]
     return higher[0] if higher else "float32"

@@ -5,10 +5,11 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision.allocate import Layer, StageCost
+from edgekit.convert.precision.costs import op_delta, time_stage
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.ladder import INT4_OPS, LAYER_RUNGS
 from edgekit.errors import ModelError
-from edgekit.convert.precision.sensitivity import Cache, Chain, latency_ms, layer_loss, stage_loss
+from edgekit.convert.precision.sensitivity import Cache, Chain, layer_loss, stage_loss
 
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
 
@@ -118,14 +119,9 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
             if o.scope in no_kernel:
                 fallbacks.append({"stage": str(k), "op": o.op, "layer": o.layer,
                                   "note": "no int8 kernel: kept float32"})
-        costs.append(StageCost(
-            latency_ms={r: latency_ms(chain.backend, b, chain.inputs[k]) for r, b in builds.items()},
-            size_bytes={r: len(b) for r, b in builds.items()},
-            losses={r: stage_loss(chain, k, b) for r, b in builds.items() if r != "float32"},
-            macs=sum(o.macs for o in ops),
-            fixed_bytes=max(0, len(fblobs[k]) - 4 * sum(o.params for o in ops if o.weighted))))
         cache = Cache(fblobs[k], [feeds[k], chain.inputs[k]])
         caches.append(cache)
+        mine = []
         for o in ops:
             if not o.weighted:
                 continue
@@ -135,8 +131,19 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
                        rungs=allowed if "float32" in allowed else allowed + ("float32",),
                        pinned="no int8 kernel: float fallback" if o.scope in no_kernel else "")
             _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
-            layers.append(ly)
+            mine.append(ly)
+        layers.extend(mine)
         cache.save()
+        say("stage {}: timing {} ops at each rung (interleaved, batch 1, 1 thread)".format(k, len(mine)))
+        whole, base = time_stage(fblobs[k], ops, mine, sorted(no_kernel), qsvs, feeds[k], builds)
+        costs.append(StageCost(
+            latency_ms={r: c.median_ms for r, c in whole.items()},
+            size_bytes={r: len(b) for r, b in builds.items()},
+            losses={r: stage_loss(chain, k, b) for r, b in builds.items() if r != "float32"},
+            macs=sum(o.macs for o in ops),
+            fixed_bytes=max(0, len(fblobs[k]) - 4 * sum(o.params for o in ops if o.weighted)),
+            spread_ms={r: c.iqr_ms for r, c in whole.items()},
+            mixed_ms=op_delta(base, whole["int8"]) if "int8" in whole else 0.0))
         hits += cache.hits
         say("stage {}: {} ops measured at {}".format(k, sum(o.weighted for o in ops), ",".join(rungs)))
     return Profile(stages=stages, feeds=feeds, float_blobs=fblobs, ops=all_ops, layers=layers, costs=costs,

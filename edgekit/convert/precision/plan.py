@@ -4,7 +4,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision import allocate as al
+from edgekit.convert.precision import objective as ob
+from edgekit.convert.precision.kernels import FORMS
 from edgekit.convert.precision.ladder import RUNGS, weight_bytes
+from edgekit.convert.precision.timing import Protocol
 from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
 from edgekit.errors import ConfigError
 
@@ -18,6 +21,10 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
     if mode == "tolerance":
         tol = options.tolerance or DEFAULT_TOLERANCE
         choice = al.by_tolerance(layers, tol)
+    elif mode.startswith("objective-"):
+        tol = options.tolerance or DEFAULT_TOLERANCE
+        choice, limits = ob.by_objective(layers, prof.costs, mode[len("objective-"):], tol, target.fp16_compute)
+        budget.update(limits)
     else:
         tol = options.tolerance or NEGLIGIBLE
         if mode == "size":
@@ -25,8 +32,9 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             choice, est, low = al.by_budget(layers, options.size_budget, al.size_cost, tol, "size", fixed)
             budget.update(limit=options.size_budget, estimated=est, smallest=low, unit="bytes")
         else:
-            cost_of = lambda ly, r: al.op_latency(ly, r, prof.costs[ly.stage], target.fp16_compute)  # noqa: E731
-            choice, est, low = al.by_budget(layers, options.latency_budget_ms, cost_of, tol, "latency")
+            int8 = ob.uniform_ms(prof.costs, target.fp16_compute).get("int8", 0.0)
+            choice, est, low = al.by_budget(layers, options.latency_budget_ms,
+                                            lambda ly, r: ob.stage_cost(ly, r, prof.costs), tol, "latency", fixed=int8)
             budget.update(limit=options.latency_budget_ms, estimated=est, smallest=low, unit="ms")
         if low > budget["limit"]:
             raise ConfigError("{} budget {:g} {} is below the least this model can take ({:.4g} {} with every "
@@ -96,12 +104,14 @@ def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice,
     if budget["mode"] == "size":
         built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
     verification = _verify(prof, data, options, choice, f16, budget, built, input_name, say)
+    timing = _timed(prof, budget, built, choice, f16, target, say)
     blobs = tuple(b for b, _ in built)
-    _measured(prof, budget, blobs)
     table = layer_table(prof, choice, f16, target)
     report = _report(prof, options, target, rungs, notes, budget, verification, table, [lb for _, lb in built],
                      blobs)
+    report["against_int8"] = timing
     report["notes"] = _notes(report)
+    report["summary"] = ob.summary_lines(report, options)
     return PrecisionPlan(blobs=blobs, precisions=tuple(lb for _, lb in built), layers=tuple(table), report=report,
                          plot_png=plot_png(table, report))
 
@@ -141,18 +151,31 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
 
     ref = _exits(prof, prof.float_blobs, data["held_x"], input_name)
     float_scores = _scores(ref, ref, data["held_y"])
+    int8 = _uniform(prof, "int8")
+    int8_scores = _scores(_exits(prof, int8, data["held_x"], input_name), ref, data["held_y"]) if int8 else None
+    objective = budget["mode"][len("objective-"):] if budget["mode"].startswith("objective-") else None
+    ceiling = ob.backoff_ceiling(objective)
+    if objective and int8_scores:               # accuracy at uniform int8's (or float's, if int8 is above it)
+        floors = [min(f, q) for f, q in zip(float_scores, int8_scores)]
+    else:
+        floors = [f - options.max_accuracy_drop for f in float_scores]
     backoff: List[Dict[str, Any]] = []
     done: List[str] = []
     undone: List[str] = []                      # raises taken back: the built files would exceed the size budget
     while True:
         scores = _scores(_exits(prof, [b for b, _ in built], data["held_x"], input_name), ref, data["held_y"])
-        ok = all(f - s <= options.max_accuracy_drop + 1e-9 for f, s in zip(float_scores, scores))
+        ok = all(s >= fl - 1e-9 for fl, s in zip(floors, scores))
+        k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, floors, scores, int8)
+        if k is not None:
+            backoff.append({"stage": k, "layer": "(every op)", "from": "mixed", "to": "int8", "scores_before": scores})
+            say("back-off: stage {} -> int8".format(k))
+            continue
         ly = None if ok or len(backoff) >= MAX_BACKOFF or len(backoff) + len(undone) >= 2 * MAX_BACKOFF else \
-            al.backoff_pick(prof.layers, choice, done)
+            al.backoff_pick(prof.layers, choice, done, ceiling)
         if ly is None:
             break
         old = choice[ly.key][0]
-        new = al.next_rung(ly, old)
+        new = al.next_rung(ly, old, ceiling)
         while not prof.ensure(ly, new):         # measure="needed": measured now; a rung that fails is dropped
             new = al.next_rung(ly, new)
         before = (dict(choice), built[ly.stage])
@@ -165,25 +188,67 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             done.append(ly.key)
             undone.append("{} {} -> {}".format(ly.name, old, new))
             continue
-        done.append(ly.key) if new == "float32" else None
+        done.append(ly.key) if new == "float32" or new == ceiling else None
         backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
         say("back-off: {} {} -> {}".format(ly.name, old, new))
     return {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
             else "top-1 agreement with float", "float": float_scores, "chosen": scores,
             "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff,
-            "undone_over_size_budget": undone}
+            "undone_over_size_budget": undone, "uniform_int8": int8_scores, "floor": floors,
+            "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop"}
 
 
-def _measured(prof: Profile, budget: Dict[str, Any], blobs: Sequence[bytes]) -> None:
-    """What the built stages take: bytes, and batch-1 latency measured like the whole-stage builds."""
-    from edgekit.convert.precision.sensitivity import latency_ms
+def _revert_stage(prof: Profile, choice, f16, built, floors, scores, int8: List[bytes]) -> Optional[int]:
+    """For the time objectives: the latest stage, up to the first exit below its floor, that is not its
+    converter int8 build goes back to it whole (every op int8): a stage built from per-op recipes can lose
+    more than its ops did one at a time. None when every such stage is int8 already."""
+    first = next(e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9)
+    mixed = [j for j in range(first + 1) if built[j][0] != int8[j]]
+    if not mixed:
+        return None
+    k = mixed[-1]
+    for ly in prof.layers:
+        if ly.stage == k and not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8":
+            choice[ly.key] = ("int8", "stage {} back to int8 after held-out verification".format(k))
+    f16[k] = ""
+    built[k] = _build(prof, k, choice, f16)
+    if built[k][0] != int8[k]:                  # ops without an int8 rung keep it mixed: take the int8 build
+        built[k] = (int8[k], "int8")
+    return k
 
-    budget["built_bytes"] = int(sum(len(b) for b in blobs))
-    budget["measured_ms"] = float(sum(latency_ms(prof.chain.backend, b, prof.chain.inputs[k])
-                                      for k, b in enumerate(blobs)))
-    if budget["mode"] != "tolerance":
-        got = budget["built_bytes"] if budget["mode"] == "size" else budget["measured_ms"]
-        budget["holds"] = bool(got <= budget["limit"])
+
+def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
+    """Every stage's whole-stage build at `rung`, or None when a stage has none."""
+    blobs = [u.get(rung) for u in prof.uniform]
+    return None if any(b is None for b in blobs) else blobs
+
+
+def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, say) -> Dict[str, Any]:
+    """The built plan against the uniform builds, stage by stage, interleaved. When time is the objective and a
+    stage of the plan is slower than its int8 build beyond the noise, an op of that stage goes back to int8
+    (at most MAX_SLOW times): per-op costs are measured one op at a time, and small ones add up."""
+    from edgekit.convert.precision.costs import stage_times
+
+    uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in ("int8", "float32", "float16")) if b}
+    timing: Dict[str, Any] = {}
+    for attempt in range(ob.MAX_SLOW + 1):
+        got = stage_times(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
+        timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
+        k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) \
+            if budget["mode"].startswith("objective-") and attempt < ob.MAX_SLOW else None
+        back = [] if k is None else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
+        if not back:
+            break
+        for ly in back:
+            choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
+        built[k] = _build(prof, k, choice, f16)
+        say("stage {} slower than int8: {} -> int8".format(k, ", ".join(ly.name for ly in back)))
+    budget["built_bytes"] = int(sum(len(b) for b, _ in built))
+    budget["measured_ms"] = timing["plan_ms"]
+    if budget["mode"] in ("size", "latency"):
+        got_v = budget["built_bytes"] if budget["mode"] == "size" else budget["measured_ms"]
+        budget["holds"] = bool(got_v <= budget["limit"])
+    return timing
 
 
 def _notes(report: Dict[str, Any]) -> List[str]:
@@ -220,11 +285,20 @@ def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str,
                      "params": ly.params, "size_bytes": int(weight_bytes(rung, ly.params)),
                      "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
                      "layer_sqnr_db": loss.layer_sqnr_db if loss else None, "latency_ms_est": lat,
-                     "sensitivity": {r: ly.losses[r].to_dict() for r in ly.rungs if r in ly.losses}})
+                     "sensitivity": {r: ly.losses[r].to_dict() for r in ly.rungs if r in ly.losses},
+                     "kernel": ly.kernels.get(rung, "-"), "form": FORMS.get(rung, rung),
+                     "ms_vs_int8": _finite(ly.costs.get(rung)),
+                     "ms_vs_int8_by_rung": {r: _finite(c) for r, c in ly.costs.items()},
+                     "kernel_by_rung": dict(ly.kernels)})
     total = sum(est) or 1.0
     for row, lat in zip(rows, est):
         row["latency_share"] = lat / total
     return rows
+
+
+def _finite(v: Optional[float]) -> Optional[float]:
+    """JSON has no infinity: a rung that did not build or run has no time (None)."""
+    return None if v is None or v != v or v in (float("inf"), float("-inf")) else float(v)
 
 
 def _report(prof: Profile, options, target, rungs, notes, budget, verification, table, labels, blobs) -> Dict:
@@ -238,12 +312,16 @@ def _report(prof: Profile, options, target, rungs, notes, budget, verification, 
         "sensitivity_samples": int(len(prof.chain.exits[0])), "cache_hits": prof.cache_hits,
         "sensitivity_measured": "every op at every rung" if options.measure == "all" or options.mode != "tolerance"
         else "each op's rungs lowest first up to the first within the tolerance (higher ones when backing off)",
-        "latency_note": "measured on the converting machine (batch 1, 1 thread) per whole-stage build; an op's "
-                        "share is its share of the stage's multiply-adds",
+        "latency_note": "measured on the converting machine (a proxy for the board; batch 1, 1 thread, "
+                        "interleaved, median): whole-stage builds at each rung, and each op's extra ms over an "
+                        "all-int8 build of its stage with only that op moved (ms_vs_int8, 0 within the noise); "
+                        "latency_share is the op's share of multiply-adds",
+        "timing_protocol": Protocol().to_dict(),
         "boundaries": "float32 tensors between stages (each stage quantizes its inputs and dequantizes its outputs "
                       "inside the .tflite)",
         "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
         "stages": [{"index": k, "precision": lb, "size_bytes": len(b),
+                    "mixed_overhead_ms": prof.costs[k].mixed_ms,
                     "whole_stage": {r: {"size_bytes": c, "latency_ms": prof.costs[k].latency_ms[r],
                                         "kl": prof.costs[k].losses[r].kl if r in prof.costs[k].losses else 0.0,
                                         "sqnr_db": prof.costs[k].losses[r].sqnr_db if r in prof.costs[k].losses

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Sequence
@@ -134,20 +133,6 @@ def run_stage(backend, blob: bytes, feed: Mapping[str, np.ndarray], probe: Optio
     out = {k: np.asarray(v) for k, v in sig(**feed).items()}
     detail = _tensor_by_name(interp, probe) if probe else None
     return out, (None if detail is None else _read(interp, detail))
-
-
-def latency_ms(backend, blob: bytes, feed: Mapping[str, np.ndarray], budget_s: float = 0.4) -> float:
-    """Median batch-1 latency on this machine (at least 3 calls, at most 30 or about budget_s)."""
-    sig = backend.interpreter(model_content=blob, num_threads=1).get_signature_runner()
-    one = {k: v[:1] for k, v in feed.items()}
-    sig(**one)
-    times: List[float] = []
-    start = time.perf_counter()
-    while len(times) < 30 and (len(times) < 3 or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        sig(**one)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(np.median(times))
 
 
 class Cache:

@@ -1,0 +1,57 @@
+"""Which kernel runs each op of a built stage, and the kernel forms behind each rung.
+
+LiteRT's default XNNPACK delegate takes the ops it has a fast kernel for and leaves the rest to the builtin
+kernels. Measured with ai-edge-litert 2.1.0: 4-bit weights run on XNNPACK for FULLY_CONNECTED (static int8
+activations; faster than int8 at batch 1), while a CONV_2D with 4-bit weights, static or with dynamically
+quantized activations, falls back to the builtin kernel, several times slower than XNNPACK's int8 convolution.
+So the kernel is read from the interpreter, per op, for every build that is timed.
+"""
+from typing import Dict, List, Set
+
+FORMS: Dict[str, str] = {
+    "int4w": "4-bit channelwise weights, static int8 activations (ai-edge-quantizer static_wi4_ai8)",
+    "int8": "8-bit channelwise weights, static int8 activations",
+    "int16x8": "8-bit weights, static 16-bit activations",
+    "float16": "fp16 weights dequantized to float32 at load",
+    "float32": "float32",
+}
+XNNPACK = "xnnpack"
+BUILTIN = "builtin"
+
+
+def _partition(details: List[Dict], producer: Dict[int, int], node: Dict) -> Set[int]:
+    """Indices of the ops a delegate node replaced: walk back from its outputs to its inputs."""
+    stop = set(int(t) for t in node["inputs"])
+    seen: Set[int] = set()
+    todo = [int(t) for t in node["outputs"]]
+    while todo:
+        t = todo.pop()
+        op = producer.get(t)
+        if t in stop or op is None or op in seen:
+            continue
+        seen.add(op)
+        todo.extend(int(i) for i in details[op]["inputs"] if int(i) >= 0)
+    return seen
+
+
+def op_kernels(interp) -> Dict[int, str]:
+    """Op index -> XNNPACK or BUILTIN for an interpreter with tensors allocated (delegates applied)."""
+    details = interp._get_ops_details()       # noqa: SLF001 - the only view of the delegated partitions
+    originals = [d for d in details if d["op_name"] != "DELEGATE"]
+    producer = {int(t): d["index"] for d in originals for t in d["outputs"]}
+    delegated: Set[int] = set()
+    for d in details:
+        if d["op_name"] == "DELEGATE":
+            delegated |= _partition(details, producer, d)
+    return {d["index"]: XNNPACK if d["index"] in delegated else BUILTIN for d in originals}
+
+
+def kernels_by_scope(blob: bytes) -> Dict[str, str]:
+    """Op scope (first output tensor name) -> the kernel that runs it with 1 thread here."""
+    from edgekit.convert.precision.graph import read_ops
+    from edgekit.runtime.interpreter import load_backend
+
+    interp = load_backend().interpreter(model_content=blob, num_threads=1)
+    interp.allocate_tensors()
+    by_index = op_kernels(interp)
+    return {o.scope: by_index.get(o.index, BUILTIN) for o in read_ops(blob)}
