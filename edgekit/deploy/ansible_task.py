@@ -125,7 +125,7 @@ def flash_task(session: LinkSession, bundle_dir: str, keep: int = DEFAULT_KEEP, 
     payload = build_payload(bundle_dir)
     target = resolve_target(board, payload.manifest.target)
     info = probe(session, payload)
-    signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.trusted_keys, board.label)
+    signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.device_keys, board.label)
     need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
     warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
     out = {"bundle_id": payload.bundle_id, "model_name": payload.manifest.model_name, "target": target.name,

@@ -118,7 +118,7 @@ def test_a_failing_agent_stops_a_serial_rollout(lab, bundles, tmp_path, playbook
                    "-e", "edgekit_max_fail_percentage=0")
     assert got.returncode != 0
     rid = read_manifest(str(bundles["A"])).bundle_id
-    assert link(dirs["pi-0"]) == rid                      # the first batch went through
+    assert link(dirs["pi-0"]) == rid, got.stdout + got.stderr   # the first batch went through
     assert "pi-1: {} on the board failed while probing the board (exit 139): Segmentation fault".format(
         broken) in got.stdout
     assert not os.path.exists(dirs["orin"])               # the rollout stopped before the third batch
