@@ -9,6 +9,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
+from edgekit.cli_text import budget_note, precision_lines, table_lines, threshold_lines
 from edgekit.errors import ConfigError, EdgekitError
 
 
@@ -48,12 +49,8 @@ def targets_cmd(as_json: bool) -> None:
 
 
 def _table(header: Any, rows: Any, out: Optional[Any] = None) -> None:
-    widths = [max(len(str(r[i])) for r in list(rows) + [header]) for i in range(len(header))]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    click.echo(line.format(*header), file=out)
-    click.echo(line.format(*("-" * w for w in widths)), file=out)
-    for r in rows:
-        click.echo(line.format(*r), file=out)
+    for line in table_lines(header, rows):
+        click.echo(line, file=out)
 
 
 class _StepBar:
@@ -164,6 +161,10 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
         result.bundle_dir, len(result.manifest.stages), result.report["precision"],
         result.report["bundle_size_bytes"] / 1024.0))
+    for line in threshold_lines(result.report):
+        click.echo(line)
+    for warning in result.report.get("thresholds", {}).get("warnings", []):
+        click.echo("edgekit: warning: {}".format(warning), err=True)
     for line in (result.report.get("precision_plan") or {}).get("summary", ()):
         click.echo(line)
     if "exits" in result.report:
@@ -174,7 +175,9 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
 
 @main.command("calibrate")
 @click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Held-out data (x, y) to fit on.")
+@click.option("--data", default=None, type=click.Path(dir_okay=False),
+              help="Held-out data (x, y) to fit on (default: the data and part the thresholds were last fitted on).")
+@click.option("--held-out", is_flag=True, help="Fit on the held-out quarter of --data (as convert does with --calib).")
 @click.option("--max-accuracy-drop", "max_drop", required=True, type=float,
               help="Allowed accuracy loss against full depth, in [0, 1] (0.01 = one point).")
 @click.option("--holdout", type=click.Path(dir_okay=False), default=None,
@@ -184,13 +187,20 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
               help="accuracy (needs labels), agreement (with the last exit) or auto.")
 @click.option("--margin-z", default=2.0, show_default=True, type=float,
               help="Safety margin on the accuracy constraint, in standard errors.")
+@click.option("--threads", type=int, default=None,
+              help="Fit on the stage costs measured at this thread count (edgekit profile) and run at it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
-def calibrate_cmd(bundle: str, data: str, max_drop: float, holdout: Optional[str], rule: Optional[str],
-                  objective: str, margin_z: float, as_json: bool) -> None:
-    """Fit per-exit thresholds for least expected latency within an accuracy drop; rewrites the bundle."""
-    from edgekit.convert.calibrate import CalibrateOptions, calibrate
+def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: float, holdout: Optional[str],
+                  rule: Optional[str], objective: str, margin_z: float, threads: Optional[int], as_json: bool) -> None:
+    """Fit per-exit thresholds for least expected latency within an accuracy drop (on the bundle's stage costs, e.g.
+    measured on the board by `edgekit profile`); rewrites the bundle."""
+    from edgekit.convert.calibrate import CalibrateOptions, calibrate, fitted_on
 
-    section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z))
+    data, part = fitted_on(bundle, data, held_out)
+    section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z, threads,
+                                         part))
+    for warning in section.get("warnings", []):
+        click.echo("edgekit: warning: {}".format(warning), err=True)
     if as_json:
         echo_json(section)
         return
@@ -232,29 +242,7 @@ def inspect_cmd(bundle: str, as_json: bool) -> None:
              "{:.2f}M".format(s.flops / 1e6), "{:.1f}K".format(s.size_bytes / 1024.0),
              "-" if s.latency_ms is None else "{:.3f}".format(s.latency_ms)) for s in m.stages]
     _table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
-    _precision_table(bundle)
-
-
-def _precision_table(bundle: str) -> None:
-    """The per-layer precision table of an adaptive bundle (report.json), when there is one."""
-    from edgekit.manifest import REPORT_NAME
-
-    try:
-        with open(os.path.join(bundle, REPORT_NAME), "r", encoding="utf-8") as f:
-            plan = json.load(f).get("precision_plan")
-    except (OSError, ValueError):
-        return
-    if not plan or not plan.get("layers"):
-        return
-    num = lambda v, fmt: "-" if v is None else fmt.format(v)  # noqa: E731
-    rows = [(str(r["stage"]), r["layer"], r["op"], r["rung"], r.get("kernel", "-"), num(r.get("ms_vs_int8"),
-                                                                                         "{:+.4f}"),
-             num(r.get("sqnr_db"), "{:.1f}"), num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0))
-            for r in plan["layers"]]
-    click.echo("\nper-layer precision ({}; SQNR and KL at the exits with only that layer quantized; ms: the op's "
-               "measured time over int8, batch 1, on the converting machine):".format(plan.get("mode")))
-    _table(("stage", "layer", "op", "rung", "kernel", "ms vs int8", "SQNR dB", "KL nats", "size"), rows)
-    for line in plan.get("summary", ()):
+    for line in precision_lines(bundle):
         click.echo(line)
 
 
@@ -271,10 +259,13 @@ _HOST_HELP = ("Run on this board over SSH (USER@HOST[:PORT]); BUNDLE is then 'cu
 @click.option("--budget-ms", type=float, default=None,
               help="Per-sample latency budget: run a stage only if it is predicted to fit.")
 @click.option("--anytime", is_flag=True, help="With --budget-ms: return the best answer so far at the deadline.")
+@click.option("--threads", type=int, default=None,
+              help="Interpreter threads for every stage (default: the counts measured per stage in the bundle).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
 @ssh_options
-def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float], anytime: bool, as_json: bool,
+def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float], anytime: bool,
+            threads: Optional[int], as_json: bool,
             host: Optional[str], identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
             remote_dir: str, remote_python: str, timeout_s: float) -> None:
     """Run a bundle on DATA with early exit: predictions, exits, accuracy (when labelled)."""
@@ -290,10 +281,10 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
                               "does not take them; got --host {} with them".format(host))
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
-        result = board_run(board, bundle, data, full_depth)
+        result = board_run(board, bundle, data, full_depth, threads)
         delegates = result.get("delegates", [])
     else:
-        runner = EarlyExitRunner(bundle)
+        runner = EarlyExitRunner(bundle, num_threads=threads)
         ds = load_data(data, max_batch=runner.max_batch)
         result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         delegates = runner.delegate_status
@@ -301,9 +292,9 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
         echo_json(result)
         return
     acc = "n/a (no labels)" if result["accuracy"] is None else "{:.2%}".format(result["accuracy"])
-    click.echo("{}{} samples  accuracy {}  exit histogram {}  ({})".format(
+    click.echo("{}{} samples  accuracy {}  exit histogram {}  ({}){}".format(
         "{}: ".format(result["host"]) if "host" in result else "", len(result["exits"]), acc,
-        result["exit_histogram"], "; ".join(delegates)))
+        result["exit_histogram"], "; ".join(delegates), budget_note(result, budget_ms)))
 
 
 @main.command("bench")
@@ -321,12 +312,14 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
 @click.option("--report", "report_dir", metavar="DIR", default=None, type=click.Path(),
               help="Write JSON, CSV and PNG plots to DIR (atomically).")
 @click.option("--force", is_flag=True, help="Replace an existing --report DIR.")
+@click.option("--threads", type=int, default=None,
+              help="Interpreter threads for every stage (default: the counts measured per stage in the bundle).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
 @ssh_options
 def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, meter: str, usb_meter: Optional[str],
               blocks: int, block_seconds: float, idle_seconds: float, report_dir: Optional[str], force: bool,
-              as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str,
+              threads: Optional[int], as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str,
               accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float) -> None:
     """Latency and energy of early exit against full depth from one run (batch 1), with accuracy."""
     from edgekit.bench import command
@@ -343,9 +336,9 @@ def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, me
     if host is not None:
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
-        result = command.board_bench(board, bundle, data, protocol, energy)
+        result = command.board_bench(board, bundle, data, protocol, energy, threads)
     else:
-        result = command.local_bench(bundle, data, protocol, energy)
+        result = command.local_bench(bundle, data, protocol, energy, threads)
     written = write_report(result, report_dir, force) if report_dir is not None else []
     if as_json:
         echo_json({k: v for k, v in result.items() if k != "raw_ms"})
@@ -375,7 +368,8 @@ def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
         _pct(summary["accuracy_full_depth"]), "{:.1f} KiB".format(summary["bundle_size_bytes"] / 1024.0),
         "{:.3f}".format(summary["mean_ms_early_exit"]), "{:.3f}".format(summary["mean_ms_full_depth"]),
         "{:.2f}x".format(summary["speedup"]), str(summary["exit_histogram"]))])
-    click.echo("exit thresholds (max softmax) fitted on the val split for at most 1 point of accuracy lost: {}"
+    click.echo("exit thresholds (max softmax) fitted on a held-out part of the calib split for at most 1 point of "
+               "accuracy lost: {}"
                .format(", ".join("{:.3f}".format(t) for t in summary["thresholds"])))
     click.echo("bundle: {}".format(summary["bundle_dir"]))
 
@@ -401,6 +395,8 @@ main.add_command(_prune_cmd)
 from edgekit.signing_cli import keygen as _keygen_cmd, sign as _sign_cmd  # noqa: E402  (issue 11)
 main.add_command(_keygen_cmd)
 main.add_command(_sign_cmd)
+from edgekit.profile_cli import profile as _profile_cmd  # noqa: E402
+main.add_command(_profile_cmd)
 
 
 if __name__ == "__main__":

@@ -288,7 +288,7 @@ class Manifest:
         stages = tuple(StageSpec.from_dict(s, "manifest.stages[{}]".format(i)) for i, s in enumerate(stages_raw))
         inp = InputSpec.from_dict(_need(d, "input", "manifest"), "manifest.input")
         _check_chain(inp, stages)
-        _check_runtime(d.get("runtime", {}))
+        _check_runtime(d.get("runtime", {}), len(stages))
         known = {"schema_version", "edgekit_version", "model_name", "target", "input", "stages", "bundle_id"}
         extra = {k: v for k, v in d.items() if k not in known}
         return cls(model_name=str(d.get("model_name", "")), target=str(d.get("target", "")), input=inp,
@@ -318,13 +318,18 @@ def _check_source_layout(pre: Dict[str, Any], rank: int, where: str) -> None:
                           "of 0..{}".format(where, src, perm, rank, rank - 1))
 
 
-def _check_runtime(rt: Any) -> None:
+def _check_runtime(rt: Any, stages: int) -> None:
     """The manifest's optional runtime section: num_threads, max_batch, delegates (bare library names only:
     a path would let a bundle make the runtime load any shared object)."""
     where = "manifest.runtime"
     if not isinstance(rt, dict):
         raise BundleError("{}: expected an object, got {!r}".format(where, rt))
     _int_field(rt, "num_threads", where, None, 256)
+    per = rt.get("stage_threads")
+    if per is not None and (not isinstance(per, list) or len(per) != stages or not all(
+            isinstance(t, int) and not isinstance(t, bool) and 1 <= t <= 256 for t in per)):
+        raise BundleError("{}.stage_threads: {!r}; allowed a list of {} integers from 1 to 256, one per stage".format(
+            where, per, stages))
     if rt.get("max_batch") is not None and _int_field(rt, "max_batch", where, None, MAX_BATCH) == 0:
         raise BundleError("{}.max_batch: expected an integer from 1 to {}, got 0".format(where, MAX_BATCH))
     delegates = rt.get("delegates", [])

@@ -35,7 +35,8 @@ def test_int8_last_exit_within_one_point_of_float(demo_bundles, demo_model, test
     assert r["accuracy"] >= float_acc - 0.01
 
 
-@pytest.mark.parametrize("precision, tol", [("float16", 0.05), ("int16x8", 0.3), ("int8", 1.5)])
+# max |logit difference| allowed on the demo's last exit, whose logits span about +-30
+@pytest.mark.parametrize("precision, tol", [("float16", 0.05), ("int16x8", 0.5), ("int8", 1.5)])
 def test_precision_close_to_float(demo_bundles, demo_model, test_split, precision, tol):
     bundle = demo_bundles(precision)
     m = load_bundle(bundle)

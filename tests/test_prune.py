@@ -112,21 +112,22 @@ def _compute_bound():
 
 
 def test_latency_budget_uses_measured_layers(monkeypatch):
-    """Each conv/dense layer is converted alone and timed; the layer timer is replaced by a machine whose time
-    is a layer's work (input positions x weight bytes of the TFLite file), so that the fitted cost model and the
-    pruning it drives are the same on every machine. The real timer still runs once on a timed layer."""
+    """Each conv/dense layer is converted alone and timed (full and half width together, under the shared cost
+    protocol); the layer timer is replaced by a machine whose time is a layer's work (input positions x weight
+    bytes of the TFLite file), so that the fitted cost model and the pruning it drives are the same on every
+    machine. The real timer still runs once on a timed layer."""
     from edgekit.convert.prune import PruneOptions, prune
     from edgekit.convert.pruning import latency
     from edgekit.data import Dataset
 
     timed = []
 
-    def work_ms(blob: bytes, shape: tuple) -> float:
-        timed.append((blob, shape))
-        return float(np.prod(shape[:-1])) * len(blob) * 1e-7
+    def work_ms(blobs: dict, shapes: dict) -> dict:
+        timed.extend((blobs[f], shapes[f]) for f in blobs)
+        return {f: float(np.prod(shapes[f][:-1])) * len(blobs[f]) * 1e-7 for f in blobs}
 
-    real_timer = latency.time_blob
-    monkeypatch.setattr(latency, "time_blob", work_ms)
+    real_timer = latency.time_blobs
+    monkeypatch.setattr(latency, "time_blobs", work_ms)
     model = _compute_bound()
     res = prune(model, PruneOptions(fraction=0.8, budget="latency", samples=16, ratios=(0.5, 0.75)),
                 Dataset(inputs_for(model, 32)))
@@ -138,7 +139,7 @@ def test_latency_budget_uses_measured_layers(monkeypatch):
     # c1, c2 and the dense head, each timed at full width and with the channels it touches halved
     assert [shape for _, shape in timed] == [(24, 24, 8), (24, 24, 4), (24, 24, 48), (24, 24, 24), (48,), (24,)]
     blob, shape = timed[2]
-    assert real_timer(blob, shape, repeats=3) > 0         # the real timer runs on what was built (any speed)
+    assert real_timer({1.0: blob}, {1.0: shape})[1.0] > 0    # the real timer runs on what was built (any speed)
 
 
 def test_unsupported_layer_is_named_and_pruning_goes_around_it():

@@ -15,8 +15,9 @@ from edgekit.errors import ConfigError, DataError
 from edgekit.runtime import EarlyExitRunner
 from edgekit.runtime.controller import LoadController
 from edgekit.runtime.policy import entropy, margin, max_softmax
+from edgekit.convert.provenance import HELD_OUT
 from tests.bundle_edit import set_stage_costs
-from tests.conftest import TEST
+from tests.conftest import CALIB, TEST
 
 VAL = TEST.replace("digits_test", "digits_val")
 
@@ -95,7 +96,7 @@ def _snapshot(path):
 
 @pytest.mark.parametrize("rule", ["max_softmax", "entropy", "margin"])
 def test_calibrate_each_rule_on_the_demo(bundle, rule):
-    section = calibrate(CalibrateOptions(bundle, VAL, 0.01, TEST, rule=rule))
+    section = calibrate(CalibrateOptions(bundle, CALIB, 0.01, TEST, rule=rule, part=HELD_OUT))
     fit = section["fit"]
     assert section["stage_costs_ms"] == pytest.approx([s.latency_ms for s in EarlyExitRunner(bundle).manifest.stages])
     assert fit["chosen"]["accuracy"] >= fit["full_depth"]["accuracy"] - 0.01
@@ -248,6 +249,7 @@ def test_bundle_without_exits(bundle):
     path = os.path.join(bundle, "manifest.json")
     m = json.load(open(path))
     m["stages"] = m["stages"][:1]
+    m["runtime"]["stage_threads"] = m["runtime"]["stage_threads"][:1]
     json.dump(m, open(path, "w"))
     before = _snapshot(bundle)
     _one_line(cli("calibrate", bundle, "--data", VAL, "--max-accuracy-drop", "0.01"), "no early exit")

@@ -8,7 +8,7 @@ that the bundle's manifest carries for runs by hand), and its JSON result comes 
 import json
 import os
 import re
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from edgekit.bench.energy import EnergyOptions, profile_from_target
 from edgekit.bench.latency import Protocol
@@ -19,7 +19,8 @@ _RELEASE_RE = re.compile(r"^(current|previous|[0-9a-f]{16})$")
 BENCH_MODULE = "edgekit.bench"
 
 
-def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOptions) -> Dict[str, Any]:
+def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
+                threads: Optional[int] = None) -> Dict[str, Any]:
     from edgekit.bench.run import run_bench
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner
@@ -28,7 +29,7 @@ def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOption
     protocol.check()
     energy.check()
     ds = load_data(data)
-    runner = EarlyExitRunner(bundle)
+    runner = EarlyExitRunner(bundle, num_threads=threads)
     profile = profile_from_target(get_target(runner.manifest.target))
     return run_bench(runner, ds.x, ds.y, protocol, energy, profile)
 
@@ -62,21 +63,30 @@ def bench_args(protocol: Protocol, energy: EnergyOptions) -> List[str]:
     return args
 
 
-def board_bench(board: Any, bundle: str, data: str, protocol: Protocol, energy: EnergyOptions) -> Dict[str, Any]:
+def board_bench(board: Any, bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
+                threads: Optional[int] = None) -> Dict[str, Any]:
     """The bench run on `board` (an edgekit.deploy Board) with the same protocol; its JSON result."""
     from edgekit.deploy.remote import run_remote
 
     protocol.check()
     energy.check()
-    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy), module=BENCH_MODULE)
+    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy) + _threads_args(threads),
+                        module=BENCH_MODULE)
     result["host"] = board.label
     return result
 
 
-def board_run(board: Any, bundle: str, data: str, full_depth: bool) -> Dict[str, Any]:
+def _threads_args(threads: Optional[int]) -> List[str]:
+    from edgekit.runtime.cost_protocol import resolve_stage_threads
+
+    return [] if threads is None else ["--threads", str(resolve_stage_threads({}, 1, threads)[0])]
+
+
+def board_run(board: Any, bundle: str, data: str, full_depth: bool, threads: Optional[int] = None) -> Dict[str, Any]:
     """`python -m edgekit.runtime` on `board`: predictions, exits, accuracy, as `edgekit run --json`."""
     from edgekit.deploy.remote import run_remote
 
-    result = run_remote(board, release_for(bundle), data, ["--full-depth"] if full_depth else [])
+    result = run_remote(board, release_for(bundle), data, (["--full-depth"] if full_depth else []) +
+                        _threads_args(threads))
     result["host"] = board.label
     return result

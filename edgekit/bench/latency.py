@@ -59,7 +59,8 @@ def environment(runner: EarlyExitRunner) -> Dict[str, Any]:
     return {
         "machine": platform.machine(), "python": sys.version.split()[0],
         "interpreter": {"name": runner.backend.name, "version": runner.backend.version},
-        "threads": runner.num_threads, "delegates": list(runner.delegate_status),
+        "threads": runner.num_threads, "stage_threads": list(runner.stage_threads),
+        "delegates": list(runner.delegate_status),
         "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_temp_c": None if temp is None or not temp.lstrip("-").isdigit() else int(temp) / 1000.0,
         "cpu_count": os.cpu_count(),

@@ -82,9 +82,10 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
     """The human summary printed by `edgekit bench`."""
     b = result.get("bundle", {})
     env = result["environment"]
-    out = ["{} (target {}, bundle {})  {} {}  {} thread(s)  governor {}  CPU {}".format(
+    out = ["{} (target {}, bundle {})  {} {}  threads per stage {}  governor {}  CPU {}".format(
         b.get("model_name", "?"), b.get("target", "?"), b.get("bundle_id", "?"), env["interpreter"]["name"],
-        env["interpreter"]["version"], env["threads"], env.get("cpu_governor") or "unreadable",
+        env["interpreter"]["version"], env.get("stage_threads", env["threads"]),
+        env.get("cpu_governor") or "unreadable",
         "unreadable" if env.get("cpu_temp_c") is None else "{:.1f} C".format(env["cpu_temp_c"]))]
     jet = env.get("jetson")
     if jet:

@@ -16,6 +16,7 @@ import edgekit
 from edgekit.data import check_input_shape, load_data
 from edgekit.errors import ConfigError, ModelError
 from edgekit.convert.exits import ExitOptions
+from edgekit.convert.provenance import ALL, HELD_OUT, data_record, training_part
 from edgekit.convert.prune import PruneOptions
 from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
 from edgekit.manifest import REPORT_NAME, ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec, load_bundle
@@ -122,18 +123,24 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     input_name = model.inputs[0].name
     check_input_shape(calib.x, (None,) + tuple(model.inputs[0].shape[1:]), "calibration data " + opts.calib_path)
     x = calib.x.astype(np.float32)
+    train_part = training_part(calib, _splitting(opts))  # never the part thresholds are fitted on
+    trained = []
     attached = None
     if opts.exits is not None:                         # after load, before split: heads trained, backbone frozen
         from edgekit.convert.exits import attach_exits
 
-        attached = attach_exits(model, opts.exits, calib, progress=step)
+        attached = attach_exits(model, opts.exits, train_part, progress=step)
         model = attached.model
+        trained.append(("exit heads", load_data(opts.exits.data_path) if opts.exits.data_path else train_part,
+                        opts.exits.data_path or opts.calib_path))
     pruned = None
     if opts.prune is not None:                         # after exits, before split: channels physically removed
         from edgekit.convert.prune import prune
 
-        pruned = prune(model, opts.prune.resolved(target, precision), calib, progress=step)
+        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=step)
         model = pruned.model
+        if opts.prune.recover_epochs:
+            trained.append(("pruning recovery", train_part, opts.calib_path))
 
     stages = split_model(model)
     total = len(stages) + 2
@@ -155,7 +162,8 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     threads = target.default_threads if target.arch == "x86_64" else 1
     float_out = _exit_outputs(model, stages, x)
     lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
-    latency = measure.stage_latency_ms(blobs, stages, x, input_name, threads)
+    costs = measure.stage_costs(blobs, stages, x, input_name, target.default_threads)
+    latency = [c["latency_ms"] for c in costs["stages"]]
     specs = []
     for st, blob, ms, out, q in zip(stages, blobs, latency, lite_out, quant):
         outputs = {t.name: t for t in [_spec(v, k, q) for k, v in st.model.output.items()]}
@@ -168,17 +176,18 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
             exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(stages) - 1 else 0.0,
                           classes=int(out.shape[-1]), rule=_rule(opts, st),
                           score=st.score_name),
-            flops=model_flops(st.model), size_bytes=len(blob), latency_ms=round(ms, 4)))
+            flops=model_flops(st.model), size_bytes=len(blob), latency_ms=ms))
     manifest = Manifest(
         model_name=model.name, target=target.name, edgekit_version=edgekit.__version__,
         input=InputSpec(name=input_name, shape=(None,) + tuple(int(d) for d in model.inputs[0].shape[1:]),
                         dtype="float32", preprocessing={"layout": "NHWC"}),
         stages=tuple(specs),
-        extra=_board_extra(target))
+        extra=_board_extra(target, costs))
     report = _report(opts, target, precision, manifest, calib, split_err,
                      measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
                      measure.exit_accuracies(float_out, calib.y))
     files = {s.file: b for s, b in zip(specs, blobs)}
+    report["data"] = data_record(calib, opts.calib_path, opts.model_path, trained)
     if attached is not None:
         report["exits"] = attached.report
     if pruned is not None:
@@ -218,15 +227,17 @@ def _exit_outputs(model, stages, x: np.ndarray) -> List[np.ndarray]:
     return [by_name[st.exit_name] for st in stages]
 
 
-def _board_extra(target) -> Dict[str, Any]:
-    """What the board needs from its profile, carried in the manifest: threads and delegates for the runtime,
-    the energy meter and power model for `python -m edgekit.bench` (the board has no targets/)."""
+def _board_extra(target, costs: Dict[str, Any]) -> Dict[str, Any]:
+    """What the board needs from its profile, carried in the manifest: threads (per stage as measured, the
+    profile's count as their upper bound) and delegates for the runtime, the measured stage costs the threads
+    were chosen from, the energy meter and power model for `python -m edgekit.bench` (the board has no targets/)."""
     from edgekit.bench.energy import manifest_energy
 
     return {"runtime": {"num_threads": target.default_threads,
+                        "stage_threads": [s["threads"] for s in costs["stages"]],
                         "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
                                       for d in target.delegates]},
-            "energy": manifest_energy(target)}
+            "costs": costs, "energy": manifest_energy(target)}
 
 
 def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any]) -> ConvertResult:
@@ -246,7 +257,12 @@ def _calibrate_options(opts: ConvertOptions, bundle_dir: str):
 
     return CalibrateOptions(bundle_dir=bundle_dir, data_path=opts.threshold_data or opts.calib_path,
                             max_drop=opts.max_drop if opts.max_drop is not None else 0.0,
-                            holdout_path=opts.holdout, rule=opts.exit_rule)
+                            holdout_path=opts.holdout, rule=opts.exit_rule, part=HELD_OUT if _splitting(opts) else ALL)
+
+
+def _splitting(opts: ConvertOptions) -> bool:
+    """Thresholds fitted without --threshold-data use a held-out part of the calibration data."""
+    return opts.max_drop is not None and opts.threshold_data is None
 
 
 def _fit(opts: ConvertOptions) -> Optional[Callable[[str], None]]:
@@ -268,8 +284,9 @@ def _report(opts: ConvertOptions, target, precision: str, manifest: Manifest, ca
         "precision": precision, "bundle_id": manifest.bundle_id,
         "calibration": {"path": opts.calib_path, "samples": len(calib), "labelled": calib.y is not None},
         "bundle_size_bytes": sum(s.size_bytes for s in manifest.stages),
-        "latency_measured_on": "the converting machine, batch 1, {} thread(s)".format(
-            manifest.extra["runtime"]["num_threads"]),
+        "latency_measured_on": "{} ({}), batch 1, threads per stage {}".format(
+            manifest.extra["costs"]["measured_on"], manifest.extra["costs"]["machine"]["cpu_model"],
+            manifest.extra["runtime"]["stage_threads"]),
         "stages": [{"index": s.index, "exit": s.exit.name, "flops": s.flops, "size_bytes": s.size_bytes,
                     "latency_ms": s.latency_ms, "split_max_abs_error": split_err[i],
                     "tflite_max_abs_error_vs_float": lite_err[i], "calib_accuracy_tflite": lite_acc[i],
@@ -326,23 +343,25 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     blobs, quant = _integer_boundaries(blobs, split.stages)
     threads = target.default_threads if target.arch == "x86_64" else 1
     lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
-    latency = measure.stage_latency_ms(blobs, split.stages, x, split.input_name, threads)
+    costs = measure.stage_costs(blobs, split.stages, x, split.input_name, target.default_threads)
+    latency = [c["latency_ms"] for c in costs["stages"]]
     specs = tuple(StageSpec(
         index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
         precision=precision, inputs=tuple(_typed(TensorSpec(n, sm.inputs[n]), q) for n in st.input_names),
         outputs=tuple(_typed(TensorSpec(n, sm.outputs[n]), q) for n in st.carried_names + (st.exit_name,)),
         exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(split.stages) - 1 else 0.0,
                       classes=int(out.shape[-1]), rule=_rule(opts, st)),
-        flops=st.flops, size_bytes=len(blob), latency_ms=round(ms, 4))
+        flops=st.flops, size_bytes=len(blob), latency_ms=ms)
         for st, sm, blob, ms, out, q in zip(split.stages, saved, blobs, latency, lite_out, quant))
     manifest = Manifest(
         model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
         input=InputSpec(name=split.input_name, shape=split.bundle_shape, dtype="float32",
                         preprocessing=split.preprocessing()),
-        stages=specs, extra=_board_extra(target))
+        stages=specs, extra=_board_extra(target, costs))
     report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
                      measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
-    report.update(onnx=onnx_report(split, saved), notes=notes)
+    report.update(onnx=onnx_report(split, saved), notes=notes,
+                  data=data_record(calib, opts.calib_path, opts.model_path, []))
     result = _write(opts, manifest, {s.file: b for s, b in zip(specs, blobs)}, report)
     step(total, total, "bundle written")
     return result

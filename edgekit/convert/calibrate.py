@@ -8,14 +8,16 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
+from edgekit.convert.provenance import ALL, HELD_OUT, PARTS, fit_data
 from edgekit.data import Dataset, load_data
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle
+from edgekit.runtime.cost_protocol import resolve_stage_threads
 from edgekit.runtime.policy import EXIT_RULES, exit_rule
 from edgekit.runtime.runner import EarlyExitRunner, exit_outputs
 
@@ -29,6 +31,8 @@ class CalibrateOptions:
     rule: Optional[str] = None          # None: keep each exit's rule
     objective: str = "auto"
     margin_z: float = DEFAULT_Z         # standard errors of safety margin on the accuracy constraint
+    threads: Optional[int] = None       # fit on the costs measured at this thread count (None: the chosen ones)
+    part: str = ALL                     # fit on all of data_path, or its held-out part (convert's default split)
 
 
 def check_options(opts: CalibrateOptions) -> None:
@@ -36,6 +40,10 @@ def check_options(opts: CalibrateOptions) -> None:
     check_drop(opts.max_drop)
     if not 0.0 <= opts.margin_z <= 10.0:
         raise ConfigError("margin z must be within [0, 10] standard errors, got {!r}".format(opts.margin_z))
+    if opts.threads is not None:
+        resolve_stage_threads({}, 1, opts.threads)
+    if opts.part not in PARTS:
+        raise ConfigError("data part {!r}; allowed: {}".format(opts.part, ", ".join(PARTS)))
     if opts.rule is not None and opts.rule not in EXIT_RULES:
         raise ConfigError("unknown exit rule {!r}; allowed: {}".format(opts.rule, ", ".join(EXIT_RULES)))
     ds = load_data(opts.data_path)
@@ -55,6 +63,33 @@ def _rules(manifest: Manifest, rule: Optional[str]) -> List[str]:
     return rules
 
 
+def fitted_on(bundle_dir: str, data: Optional[str], held_out: bool) -> Tuple[str, str]:
+    """(data path, part) to fit on: as given, else what the bundle's thresholds were last fitted on."""
+    if data is not None:
+        return data, HELD_OUT if held_out else ALL
+    last = _report(bundle_dir).get("thresholds") or {}
+    if not isinstance(last.get("data"), str) or last.get("part", ALL) not in PARTS:
+        raise ConfigError("bundle {} records no data its thresholds were fitted on; give --data".format(bundle_dir))
+    return last["data"], HELD_OUT if held_out else last.get("part", ALL)
+
+
+def stage_costs(manifest: Manifest, threads: Optional[int]) -> Tuple[List[float], str]:
+    """The per-stage costs thresholds are fitted on, and where they were measured: the bundle's measured costs
+    (at `threads` when given: `edgekit profile` must have measured that count), else each stage's FLOPs."""
+    record = manifest.extra.get("costs") or {}
+    where = "measured on the {}".format(record.get("measured_on", "converting-machine"))
+    if threads is not None:
+        try:
+            return [float(st["by_threads"][str(threads)]["median_ms"]) for st in record["stages"]], \
+                "{}, {} thread(s)".format(where, threads)
+        except (KeyError, TypeError):
+            raise ConfigError("the bundle has no stage costs measured at {} thread(s); measure them first: edgekit "
+                              "profile BUNDLE --threads {}".format(threads, threads))
+    if all(s.latency_ms for s in manifest.stages):
+        return [float(s.latency_ms) for s in manifest.stages], where
+    return [max(s.flops, 1) / 1e6 for s in manifest.stages], "FLOPs (no measured costs in the bundle)"
+
+
 def _scores(runner: EarlyExitRunner, ds: Dataset, rules: List[str], objective: str):
     outs = exit_outputs(runner, ds.x)
     scores = np.stack([exit_rule(r)(raw) for r, (_, raw) in zip(rules, outs)])
@@ -70,15 +105,16 @@ def fit_bundle(opts: CalibrateOptions) -> Dict[str, Any]:
     if len(manifest.stages) < 2:
         raise ConfigError("bundle {} has a single stage and no early exit to calibrate".format(opts.bundle_dir))
     rules = _rules(manifest, opts.rule)
-    runner = EarlyExitRunner(opts.bundle_dir)
-    costs = [s.latency_ms if s.latency_ms else max(s.flops, 1) / 1e6 for s in manifest.stages]
-    ds = load_data(opts.data_path)
+    runner = EarlyExitRunner(opts.bundle_dir, num_threads=opts.threads)
+    costs, costs_from = stage_costs(manifest, opts.threads)
+    ds, fp, warnings = fit_data(opts.data_path, opts.part, _report(opts.bundle_dir).get("data"))
     objective = opts.objective if opts.objective != "auto" else ("accuracy" if ds.y is not None else "agreement")
     scores, right = _scores(runner, ds, rules, objective)
     fit = fit_thresholds(scores, right, costs, opts.max_drop, opts.margin_z)
-    section = {"data": opts.data_path, "samples": len(ds), "objective": objective, "max_accuracy_drop": opts.max_drop,
+    section = {"data": opts.data_path, "part": opts.part, "fingerprint": fp, "warnings": warnings,
+               "samples": len(ds), "objective": objective, "max_accuracy_drop": opts.max_drop,
                "margin_z": opts.margin_z,
-               "rules": rules, "stage_costs_ms": costs, "fit": fit.to_dict()}
+               "rules": rules, "stage_costs_ms": costs, "stage_costs_from": costs_from, "fit": fit.to_dict()}
     if opts.holdout_path is not None:
         hold = load_data(opts.holdout_path)
         h_obj = objective if hold.y is not None else "agreement"
@@ -97,12 +133,21 @@ def fit_bundle(opts: CalibrateOptions) -> Dict[str, Any]:
     return section
 
 
-def _write(bundle_dir: str, manifest: Manifest, section: Dict[str, Any]) -> None:
+def _report(bundle_dir: str) -> Dict[str, Any]:
     report_path = os.path.join(bundle_dir, REPORT_NAME)
-    report = {}
-    if os.path.isfile(report_path):
+    if not os.path.isfile(report_path):
+        return {}
+    try:
         with open(report_path, "r", encoding="utf-8") as f:
             report = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise BundleError("{} cannot be read: {}".format(report_path, exc))
+    return report if isinstance(report, dict) else {}
+
+
+def _write(bundle_dir: str, manifest: Manifest, section: Dict[str, Any]) -> None:
+    report_path = os.path.join(bundle_dir, REPORT_NAME)
+    report = _report(bundle_dir)
     report["thresholds"] = section
     with open(os.path.join(bundle_dir, MANIFEST_NAME), "w", encoding="utf-8") as f:
         f.write(manifest.to_json())

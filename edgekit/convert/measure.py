@@ -1,9 +1,10 @@
-"""Measure converted stages in memory with the TFLite interpreter: parity, accuracy per exit, latency."""
-import time
-from typing import Any, List, Optional, Sequence
+"""Measure converted stages in memory with the TFLite interpreter: parity, accuracy per exit, stage costs."""
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edgekit.runtime.cost_protocol import (CONVERTING_MACHINE, CostProtocol, costs_section, stage_cost_table,
+                                           thread_candidates)
 from edgekit.runtime.interpreter import load_backend
 
 
@@ -25,23 +26,25 @@ def full_depth_outputs(blobs: Sequence[bytes], stages: Sequence[Any], x: np.ndar
     return exits
 
 
-def stage_latency_ms(blobs: Sequence[bytes], stages: Sequence[Any], x: np.ndarray, input_name: str,
-                     threads: int = 1, repeats: int = 30) -> List[float]:
-    """Median batch-1 latency of each stage on this machine."""
-    runners = _runners(blobs, threads)
+def stage_feeds(blobs: Sequence[bytes], stages: Sequence[Any], x: np.ndarray, input_name: str) -> List[Dict]:
+    """Each stage's batch-1 inputs by name, from running the chain on the first sample."""
+    runners = _runners(blobs, 1)
     env = {input_name: x[:1].astype(np.float32)}
-    out = []
+    feeds = []
     for st, run in zip(stages, runners):
-        feed = {n: env[n] for n in st.input_names}
-        res = run(**feed)                                    # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            run(**feed)
-            times.append((time.perf_counter() - t0) * 1000.0)
-        env.update({k: np.asarray(v) for k, v in res.items()})
-        out.append(float(np.median(times)))
-    return out
+        feeds.append({n: env[n] for n in st.input_names})
+        env.update({k: np.asarray(v) for k, v in run(**feeds[-1]).items()})
+    return feeds
+
+
+def stage_costs(blobs: Sequence[bytes], stages: Sequence[Any], x: np.ndarray, input_name: str,
+                max_threads: int, protocol: Optional[CostProtocol] = None) -> Dict[str, Any]:
+    """Batch-1 cost of each stage at each thread count 1..min(max_threads, cores) on this machine, under the
+    shared protocol (runtime/cost_protocol.py): the manifest's `costs` record, labelled converting-machine."""
+    proto = protocol or CostProtocol()
+    table = stage_cost_table(load_backend(), blobs, stage_feeds(blobs, stages, x, input_name),
+                             thread_candidates(max_threads), proto)
+    return costs_section(table, CONVERTING_MACHINE, proto)
 
 
 def exit_accuracies(outputs: Sequence[np.ndarray], y: Optional[np.ndarray]) -> List[Optional[float]]:

@@ -1,7 +1,11 @@
 """The demo: a three-exit residual CNN for 32x32 digits, trained reproducibly on the shipped splits.
 
 Stage costs grow with depth (about 4, 6 and 83 MFLOPs) so that early exit has something to save.
-Retrain (about a minute on 2 cores) and overwrite the shipped file with:
+It is trained on the fit part of the calib split only (edgekit.fingerprint.holdout_split): the held-out quarter is
+what `convert --max-accuracy-drop` fits thresholds on when no --threshold-data is given, so those thresholds
+are fitted on samples the model never saw. What it was trained on is recorded next to it
+(demo_digits.keras.training.json), so that convert warns when threshold data overlaps it. Retrain (about a minute
+on 2 cores) and overwrite the shipped file with:
 
     python -m edgekit.models.demo
 """
@@ -63,7 +67,11 @@ def seeded_splits(seed: int):
 def train(out_path: str = ASSET, epochs: int = 60) -> None:
     import keras
 
-    (x, y), (xv, yv), (xt, yt) = seeded_splits(SEED)
+    from edgekit.fingerprint import holdout_split, training_record, write_sidecar
+
+    (x_all, y_all), (xv, yv), (xt, yt) = seeded_splits(SEED)
+    fit, _ = holdout_split(x_all, y_all)
+    x, y = x_all[fit], y_all[fit]
     model = build_demo_model()
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=[loss, loss, loss],
@@ -74,6 +82,9 @@ def train(out_path: str = ASSET, epochs: int = 60) -> None:
     for name, logits in zip(("exit0", "exit1", "exit2"), model.predict(xt, verbose=0)):
         print("{} test accuracy {:.4f}".format(name, float(np.mean(np.argmax(logits, 1) == yt))))
     model.save(out_path)
+    write_sidecar(out_path, training_record([
+        {"role": "trained", "x": x, "y": y, "path": "calibration/digits_calib.npz (fit part)"},
+        {"role": "early stopping", "x": xv, "y": yv, "path": "calibration/digits_val.npz"}]))
     print("saved", out_path)
 
 

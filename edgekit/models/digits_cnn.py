@@ -50,7 +50,18 @@ def train(out_path: str = ASSET, epochs: int = 60) -> None:
     plain = build_digits_cnn()                  # an uncompiled copy: no optimizer state in the file
     plain.set_weights(model.get_weights())
     plain.save(out_path)
+    write_record(out_path, (x, y), (xv, yv))
     print("saved", out_path, os.path.getsize(out_path), "bytes")
+
+
+def write_record(out_path: str, train, val) -> str:
+    """The training record next to the model: trained on the whole calib split, early stopping on val (so
+    thresholds fitted on any part of the calib split are warned about)."""
+    from edgekit.fingerprint import training_record, write_sidecar
+
+    return write_sidecar(out_path, training_record([
+        {"role": "trained", "x": train[0], "y": train[1], "path": "calibration/digits_calib.npz"},
+        {"role": "early stopping", "x": val[0], "y": val[1], "path": "calibration/digits_val.npz"}]))
 
 
 if __name__ == "__main__":

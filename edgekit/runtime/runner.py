@@ -11,6 +11,7 @@ import numpy as np
 
 from edgekit.errors import BundleError, DataError
 from edgekit.manifest import Manifest, StageSpec
+from edgekit.runtime.cost_protocol import resolve_stage_threads
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.guard import check_batch, load_checked, resolve_max_batch
 from edgekit.runtime.interpreter import Backend, StageCall, load_backend
@@ -79,11 +80,12 @@ class EarlyExitRunner:
         self.backend = load_backend(backend)                          # type: Backend
         rt = self.manifest.extra.get("runtime", {})
         self.max_batch = resolve_max_batch(max_batch, rt)
-        self.num_threads = int(num_threads or rt.get("num_threads") or 1)
+        self.stage_threads = resolve_stage_threads(rt, len(self.manifest.stages), num_threads)
+        self.num_threads = max(self.stage_threads)
         self.delegate_status = []                                     # type: List[str]
         delegates = self._load_delegates(rt.get("delegates", [])) if use_delegates else []
-        self._steps = self._make_steps([self._make_runner(st, blob, delegates)
-                                        for st, blob in zip(self.manifest.stages, blobs)])
+        self._steps = self._make_steps([self._make_runner(st, blob, delegates, t)
+                                        for st, blob, t in zip(self.manifest.stages, blobs, self.stage_threads)])
         self.costs = StageCosts([st.latency_ms for st in self.manifest.stages])
         self._locks = [threading.Lock() for _ in self.manifest.stages]   # one interpreter = one caller at a time
         self._sample_shape = tuple(self.manifest.input.shape[1:])
@@ -108,12 +110,12 @@ class EarlyExitRunner:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
 
-    def _make_runner(self, st: StageSpec, verified: bytes, delegates: List[Any]) -> StageCall:
+    def _make_runner(self, st: StageSpec, verified: bytes, delegates: List[Any], threads: int) -> StageCall:
         """The interpreter is built from the bytes whose sha256 was checked (the path is never opened again:
         a file rewritten after the check cannot be what runs); it keeps a reference to them."""
         path = os.path.join(self.bundle_dir, st.file)
         try:
-            interp = self.backend.interpreter(model_content=verified, num_threads=self.num_threads,
+            interp = self.backend.interpreter(model_content=verified, num_threads=threads,
                                               experimental_delegates=delegates or None)
             call = StageCall(interp.get_signature_runner())
         except (ValueError, RuntimeError) as exc:
@@ -275,14 +277,20 @@ def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = N
     With a budget, samples run one at a time (the budget is per call)."""
     preds, exits = [], []
     batch_size = max(1, min(batch_size, runner.max_batch))
-    if budget_ms is not None or anytime:
+    budgeted = budget_ms is not None or anytime
+    if budgeted:
         batch_size = 1
+    stopped = 0
     for i in range(0, len(x), batch_size):
         r = runner.run(x[i:i + batch_size], full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         preds.append(r.predictions)
         exits.append(r.exits)
+        stopped += getattr(r, "stopped", 0)
     p = np.concatenate(preds)
     e = np.concatenate(exits)
     hist = np.bincount(e, minlength=runner.num_stages)
     acc = None if y is None else float(np.mean(p == np.asarray(y)))
-    return {"predictions": p.tolist(), "exits": e.tolist(), "accuracy": acc, "exit_histogram": hist.tolist()}
+    out = {"predictions": p.tolist(), "exits": e.tolist(), "accuracy": acc, "exit_histogram": hist.tolist()}
+    if budgeted:
+        out["budget_stopped"] = stopped     # samples the budget stopped before their exit's threshold
+    return out

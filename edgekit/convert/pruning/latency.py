@@ -1,11 +1,11 @@
 """A measured latency model: each conv, depthwise and dense layer timed alone as a TFLite model.
 
-Every such layer is converted at the given precision and timed (batch 1, one thread, median) at full
-width and with the channel sets it touches halved; its latency is fitted as a + b * f_in * f_out
+Every such layer is converted at the given precision and timed (batch 1, one thread, median, full and half width
+interleaved under the shared cost protocol, runtime/cost_protocol.py) at full width and with the channel sets it
+touches halved; its latency is fitted as a + b * f_in * f_out
 (a + b * f for a depthwise conv), a per-layer lookup in the spirit of NetAdapt. Layers of the same
 configuration and input shape are measured once. Other layers (adds, pooling) are not counted.
 """
-import time
 from typing import Dict, List, Tuple
 
 import numpy as np
@@ -13,9 +13,10 @@ import numpy as np
 from edgekit.convert.pruning.cost import CONVS, DEPTHWISE, CostModel, Term, split_terms
 from edgekit.convert.pruning.groups import ChannelGraph
 from edgekit.convert.pruning.layers import LAYER_RULES
+from edgekit.runtime.cost_protocol import CostProtocol
 
-REPEATS = 40
 HALF = 0.5
+PROTOCOL = CostProtocol(max_seconds=2.0)     # the shared cost protocol, bounded per layer
 
 
 def _probe(layer, in_shape: Tuple, fraction: float):
@@ -30,32 +31,32 @@ def _probe(layer, in_shape: Tuple, fraction: float):
     return keras.Model(inp, type(layer).from_config(cfg)(inp)), shape
 
 
-def time_blob(blob: bytes, shape: Tuple, repeats: int = REPEATS) -> float:
+def time_blobs(blobs: Dict[float, bytes], shapes: Dict[float, Tuple]) -> Dict[float, float]:
+    """Median batch-1 latency (one thread) of a layer's probe builds, interleaved under the shared cost protocol."""
+    from edgekit.runtime.cost_protocol import stage_cost_table
     from edgekit.runtime.interpreter import load_backend
 
-    run = load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner()
-    x = np.random.RandomState(0).standard_normal((1,) + tuple(shape)).astype(np.float32)
-    for _ in range(3):
-        run(x=x)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run(x=x)
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return float(np.median(times))
+    keys = list(blobs)
+    feeds = [{"x": np.random.RandomState(0).standard_normal((1,) + tuple(shapes[f])).astype(np.float32)}
+             for f in keys]
+    table = stage_cost_table(load_backend(), [blobs[f] for f in keys], feeds, [1], PROTOCOL)
+    return {f: row[1].median_ms for f, row in zip(keys, table)}
 
 
-def _measure(layer, in_shape: Tuple, fraction: float, precision: str, cache: Dict) -> float:
+def _measure(layer, in_shape: Tuple, fractions: Tuple[float, ...], precision: str, cache: Dict) -> Dict[float, float]:
     from edgekit.convert.quantize import quantize_stage
 
     cfg = layer.get_config()
     cfg.pop("name", None)
-    key = (type(layer).__name__, repr(sorted(cfg.items())), tuple(in_shape), fraction)
-    if key not in cache:
-        probe, shape = _probe(layer, in_shape, fraction)
-        feed = np.random.RandomState(1).standard_normal((16,) + shape).astype(np.float32)
-        cache[key] = time_blob(quantize_stage(probe, precision, {"x": feed}), shape)
-    return cache[key]
+    keys = {f: (type(layer).__name__, repr(sorted(cfg.items())), tuple(in_shape), f) for f in fractions}
+    todo, shapes = {}, {}
+    for f in fractions:
+        if keys[f] not in cache:
+            probe, shapes[f] = _probe(layer, in_shape, f)
+            feed = np.random.RandomState(1).standard_normal((16,) + shapes[f]).astype(np.float32)
+            todo[f] = quantize_stage(probe, precision, {"x": feed})
+    cache.update({keys[f]: ms for f, ms in time_blobs(todo, shapes).items()} if todo else {})
+    return {f: cache[keys[f]] for f in fractions}
 
 
 def measured_latency_model(model, graph: ChannelGraph, precision: str = "int8") -> CostModel:
@@ -66,13 +67,13 @@ def measured_latency_model(model, graph: ChannelGraph, precision: str = "int8") 
         if n.kind not in CONVS + DEPTHWISE + ("Dense",) or not n.in_shapes:
             continue
         layer = model.get_layer(n.layer)
-        full = _measure(layer, n.in_shapes[0], 1.0, precision, cache)
         lays = [n.output] if n.kind in DEPTHWISE else [n.inputs[0], n.output]
         touched = any(g in prunable for lay in lays if lay is not None for g, _ in lay.segments)
         if not touched or any(lay is None for lay in lays):
-            terms.append(Term(full, ()))
+            terms.append(Term(_measure(layer, n.in_shapes[0], (1.0,), precision, cache)[1.0], ()))
             continue
-        half = _measure(layer, n.in_shapes[0], HALF, precision, cache)
+        ms = _measure(layer, n.in_shapes[0], (1.0, HALF), precision, cache)
+        full, half = ms[1.0], ms[HALF]
         shrink = 1.0 - HALF ** len(lays)
         b = max(0.0, (full - half) / shrink)
         a = full - b
