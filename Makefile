@@ -9,7 +9,7 @@ PIP_PIN := pip==24.3.1
 $(STAMP): setup.py constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q $(PIP_PIN)
-	$(PY) -m pip install -q -c constraints.txt -e ".[convert,onnx,runtime,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[convert,onnx,runtime,dev,ansible]"
 	touch $(STAMP)
 
 ## make demo: convert the shipped demo model for the host and time early exit against full depth
@@ -29,8 +29,9 @@ test-slow: $(STAMP) system-deps
 test-readme: $(STAMP) system-deps
 	$(PY) -m pytest -q tests/test_readme.py
 
-## make test-arm64: the bundle on an emulated Raspberry Pi stack (arm64 Debian 12, Python 3.11, tflite-runtime
-## 2.14 under qemu-user, root needed), compared with x86; exit 3 = skipped, never a pass (tests/emulated/)
+## make test-arm64: the bundle on emulated Raspberry Pi stacks (arm64 Debian 12 / Python 3.11 / tflite-runtime
+## 2.14 and Debian 11 / Python 3.9 / tflite-runtime 2.13, under qemu-user, root needed), compared with x86;
+## exit 3 = skipped, never a pass (tests/emulated/)
 test-arm64: $(STAMP)
 	$(PY) tests/emulated/run_arm64.py
 

@@ -31,7 +31,10 @@ setup(
     packages=find_packages(include=["edgekit", "edgekit.*"]),
     # The demo models (edgekit/assets/*.keras, 9 MB) and the digits splits (calibration/) are not package data:
     # a board installs edgekit without them. `edgekit demo` and the README's examples run from a source checkout
-    # (editable install, `make demo`), where they are read in place.
+    # (editable install, `make demo`), where they are read in place. The Ansible playbooks and the
+    # edgekit_release action (edgekit/deploy/ansible/) are: ansible-playbook runs them from the installed package.
+    package_data={"edgekit": ["deploy/ansible/*.yml", "deploy/ansible/*.md", "deploy/ansible/action_plugins/*.py",
+                              "deploy/ansible/library/*.py"]},
     cmdclass={"build_py": BuildPyWithTargets},
     python_requires=">=3.8",
     install_requires=["numpy", "click", "pyyaml"],
@@ -47,6 +50,9 @@ setup(
             "tflite-runtime; platform_machine == 'armv7l'",
             "cryptography",              # signed bundles (EarlyExitRunner(require_signature=True)); imported lazily
         ],
+        # edgekit flash --inventory with Ansible INI/YAML inventories (parsed by ansible-core's own loader) and the
+        # playbooks in edgekit/deploy/ansible/. ansible-core 2.19 needs Python >= 3.11 on the controller.
+        "ansible": ["ansible-core>=2.19,<2.20; python_version >= '3.11'"],
         "report": ["matplotlib"],        # edgekit bench --report: PNG plots (laptop side; imported lazily)
         "dev": ["pytest", "scikit-learn", "tflite-runtime; python_version < '3.12'", "paramiko", "hypothesis",
                 "matplotlib"],

@@ -91,3 +91,21 @@ def test_board_pins_name_what_is_missing(tmp_path):
     path.write_text("numpy==1.26.4\n# tflite-runtime==2.14.0\n")
     with pytest.raises(RuntimeError, match="pins no version of tflite-runtime"):
         rootfs.board_pins(str(path))
+
+
+def test_bullseye_takes_the_newest_tflite_runtime_its_glibc_installs_and_numpy_from_pypi():
+    stacks = rootfs.stacks()
+    assert sorted(stacks) == ["bookworm", "bullseye"]
+    bookworm, bullseye = dict(p.split("==") for p in stacks["bookworm"].pip), dict(p.split("==") for p in
+                                                                                 stacks["bullseye"].pip)
+    assert bullseye == {"numpy": bookworm["numpy"], "tflite-runtime": "2.13.0"}
+    assert stacks["bullseye"].base_key() != stacks["bookworm"].base_key()
+
+
+def test_each_suite_has_its_own_cache_dir(monkeypatch):
+    monkeypatch.setenv("EDGEKIT_ARM64_ROOTFS", "/srv/pi-root")
+    dirs = {name: rootfs.default_cache_dir(spec) for name, spec in rootfs.stacks().items()}
+    assert dirs == {"bookworm": "/srv/pi-root", "bullseye": "/srv/pi-root-bullseye"}
+    monkeypatch.delenv("EDGEKIT_ARM64_ROOTFS")
+    monkeypatch.setenv("XDG_CACHE_HOME", "/var/tmp/xdg")
+    assert rootfs.default_cache_dir(rootfs.stacks()["bullseye"]) == "/var/tmp/xdg/edgekit/arm64-bullseye"

@@ -6,6 +6,7 @@ The wheel is built from a copy of the checkout (so that nothing is written here)
 `pip install --target` (no index, no dependencies: this virtualenv provides numpy, the interpreter, yaml and
 click), then run with only that directory ahead of everything on the path.
 """
+import glob
 import json
 import os
 import shutil
@@ -69,6 +70,15 @@ def test_wheel_carries_the_profiles_and_not_the_demo_models(wheel):
     assert not [n for n in names if n.startswith("edgekit/assets/") or n.endswith(".keras")]
     assert not [n for n in names if n.startswith(("calibration/", "tests/"))]
     assert wheel.stat().st_size < 1 << 20
+
+
+def test_wheel_carries_the_ansible_playbooks_and_action(wheel):
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    shipped = {os.path.relpath(p, ROOT).replace(os.sep, "/") for pattern in
+               ("*.yml", "*.md", "action_plugins/*.py", "library/*.py")
+               for p in glob.glob(os.path.join(ROOT, "edgekit", "deploy", "ansible", pattern))}
+    assert "edgekit/deploy/ansible/flash.yml" in shipped and shipped <= names
 
 
 def test_installed_edgekit_lists_every_target(installed, tmp_path):

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekit.bench.meters import (AUTO, METERS, SYSTEM_CLOCK, Clock, EnergyReading, Meter, MeterChoice, MeterError,
                                   energy_per_inference, measure_idle, meter_names, pick_meter, sum_readings)
+from edgekit.bench.meters.base import RailStats, merge_rails
 from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError
 from edgekit.runtime.runner import EarlyExitRunner
@@ -166,20 +167,48 @@ def _measure_with(meter: Meter, runner: EarlyExitRunner, samples: List[np.ndarra
                   opts: EnergyOptions, clock: Clock) -> Dict[str, Any]:
     half = opts.idle_seconds / 2.0
     idle_before = measure_idle(meter, half, opts.interval_s, clock)
+    rails = {"idle": [meter.rail_powers()]}    # type: Dict[str, List[Dict[str, RailStats]]]
     readings = {m: [] for m in MODES}     # type: Dict[str, List[EnergyReading]]
     calls = {m: 0 for m in MODES}
     discarded = []                        # type: List[Dict[str, Any]]
     for mode in block_order(opts.blocks):
         r, n = _block(meter, runner, samples, mode, opts, calls[mode], discarded, clock)
         readings[mode].append(r)
+        rails.setdefault(mode, []).append(meter.rail_powers())
         calls[mode] += n
     idle = sum_readings([idle_before, measure_idle(meter, half, opts.interval_s, clock)])
+    rails["idle"].append(meter.rail_powers())
     out = {"idle": idle.to_dict(), "overrun_blocks": discarded}   # type: Dict[str, Any]
+    table = rail_table(rails)
+    if table:
+        out["rails"] = table
     for mode in MODES:
         e = energy_per_inference(sum_readings(readings[mode]), idle, calls[mode]).to_dict()
         e["blocks"] = [r.to_dict() for r in readings[mode]]
         out[mode] = e
     return out
+
+
+def rail_table(per_phase: Mapping[str, List[Mapping[str, RailStats]]]) -> List[Dict[str, Any]]:
+    """Every rail the meter saw, with its mean watts while idle and in each mode ([] for one-figure meters).
+    A rail that was found but never read has None for its figures and says so."""
+    merged = dict((phase, merge_rails(parts)) for phase, parts in per_phase.items())
+    names = []  # type: List[str]
+    for phase in ("idle",) + MODES:
+        names += [n for n in merged.get(phase, {}) if n not in names]
+    rows = []
+    for name in names:
+        row = {"rail": name}  # type: Dict[str, Any]
+        seen = 0
+        for phase in ("idle",) + MODES:
+            st = merged.get(phase, {}).get(name)
+            row[phase + "_w"] = st.watts_sum / st.samples if st is not None and st.samples else None
+            seen += st.samples if st is not None else 0
+        row["samples"] = seen
+        if not seen:
+            row["note"] = "found but unreadable"
+        rows.append(row)
+    return rows
 
 
 class NoPowerModel(Meter):
@@ -256,6 +285,8 @@ def _summary(choice: MeterChoice, measured: Dict[str, Any], failures: List[Dict[
         "ratio_total": _ratio(fd["joules_total"], ee["joules_total"]),
         "ratio_above_idle": _ratio(fd["joules_above_idle"], ee["joules_above_idle"]),
     }
+    if measured.get("rails"):
+        out["rails"] = measured["rails"]
     if failures:
         out["note"] = "meter {} failed during the run; the energy figures come from {}".format(
             ", ".join(f["meter"] for f in failures), m.name)

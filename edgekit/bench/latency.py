@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from edgekit.bench.jetson_env import jetson_environment
 from edgekit.errors import ConfigError
 from edgekit.runtime.runner import EarlyExitRunner, evaluate
 
@@ -63,6 +64,7 @@ def environment(runner: EarlyExitRunner) -> Dict[str, Any]:
         "cpu_governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
         "cpu_temp_c": None if temp is None or not temp.lstrip("-").isdigit() else int(temp) / 1000.0,
         "cpu_count": os.cpu_count(),
+        "jetson": jetson_environment(),          # nvpmodel mode and jetson_clocks; None on other machines
     }
 
 

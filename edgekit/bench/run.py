@@ -70,6 +70,10 @@ def _table(header: Any, rows: List[Any]) -> List[str]:
     return [line.format(*header), line.format(*("-" * w for w in widths))] + [line.format(*r) for r in rows]
 
 
+def _watts(w: Optional[float]) -> str:
+    return "n/a" if w is None else "{:.2f} W".format(w)
+
+
 def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else "{:.2%}".format(v)
 
@@ -83,6 +87,12 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
         env["interpreter"]["version"], env.get("stage_threads", env["threads"]),
         env.get("cpu_governor") or "unreadable",
         "unreadable" if env.get("cpu_temp_c") is None else "{:.1f} C".format(env["cpu_temp_c"]))]
+    jet = env.get("jetson")
+    if jet:
+        mode, clocks = jet["nvpmodel"], jet["jetson_clocks"]["on"]
+        out.append("jetson: nvpmodel mode {} ({})  jetson_clocks {}".format(
+            mode["id"] if mode["id"] is not None else "?", mode["name"] or mode["source"],
+            "unknown" if clocks is None else "on" if clocks else "off"))
     rows = []
     for mode in MODES:
         r = result[mode]
@@ -105,6 +115,10 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
         if over:
             out.append("  {} energy block(s) overran (process stalled) and were run again: {}".format(
                 len(over), ", ".join("{} {:.1f} s".format(b["mode"], b["seconds"]) for b in over)))
+        for r in e.get("rails", []):
+            out.append("  rail {}: idle {}, early exit {}, full depth {}{}".format(
+                r["rail"], *(_watts(r[k + "_w"]) for k in ("idle", "early_exit", "full_depth")),
+                " ({})".format(r["note"]) if r.get("note") else ""))
         out += ["  warning: " + w for w in e.get("warnings", [])]
         for f in e.get("failed_during_run", []):
             out.append("  meter {} failed during the run and was dropped: {}".format(f["meter"], f["error"]))

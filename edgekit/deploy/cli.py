@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import click
 
+from edgekit.deploy.canary_cli import canary_options, plan_from_options, run_canary
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.hosts import (DEFAULT_KNOWN_HOSTS, DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, DEFAULT_TIMEOUT_S,
                                   Board, check_remote_dir, check_remote_python, make_ssh_options, parse_host)
@@ -43,8 +44,12 @@ def board_from_options(host: str, identity: Optional[str], known_hosts: str, acc
 @click.command("flash")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
 @click.option("--host", metavar="USER@HOST[:PORT]", default=None, help="The board to flash.")
-@click.option("--inventory", metavar="HOSTS.yaml", default=None, type=click.Path(dir_okay=False),
-              help="Flash every board listed (host, port, user, key, remote_dir, target?, remote_python?, name?).")
+@click.option("--inventory", metavar="HOSTS", default=None, type=click.Path(),
+              help="Flash every board listed: edgekit's YAML list (host, port, user, key, remote_dir, target?, "
+                   "remote_python?, name?) or an Ansible INI/YAML inventory (needs the ansible extra).")
+@click.option("--limit", metavar="PATTERN", default=None,
+              help="With --inventory: only these hosts (an Ansible host pattern such as 'pis' or 'pis:!pi-3'; "
+                   "board-name patterns for edgekit's own YAML).")
 @ssh_options
 @click.option("--target", default=None, help="The board's profile, when it is not the one the bundle was built for.")
 @click.option("--force", is_flag=True, help="Flash despite soft mismatches (another board of the same arch).")
@@ -58,18 +63,27 @@ def board_from_options(host: str, identity: Optional[str], known_hosts: str, acc
               help="Refuse BUNDLE unless signed by a --trusted-key or by a key in the board's DIR/trusted_keys/.")
 @click.option("--trusted-key", "trusted_keys", multiple=True, metavar="FILE|DIR",
               help="A public key (or directory of *.pub) that must have signed BUNDLE; checked before connecting.")
-def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], identity: Optional[str],
+@canary_options
+def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], limit: Optional[str],
+          identity: Optional[str],
           known_hosts: str, accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float,
           target: Optional[str], force: bool, keep: int, jobs: int, rollback: bool, list_: bool, as_json: bool,
-          verbose: bool, require_signature: bool = False, trusted_keys: Tuple[str, ...] = ()) -> None:
+          verbose: bool, require_signature: bool = False, trusted_keys: Tuple[str, ...] = (),
+          canary: Optional[int] = None, max_fail: float = 0.0, smoke_data: Optional[str] = None,
+          smoke_min_accuracy: Optional[float] = None, smoke_max_latency_ms: Optional[float] = None) -> None:
     """Upload BUNDLE to a board over SSH, verify it there, and switch to it atomically.
 
     A board with DIR/trusted_keys/*.pub only gets bundles signed by one of those keys (`edgekit sign`)."""
     from edgekit.deploy import releases as single
-    from edgekit.deploy.hosts import BoardDefaults, load_inventory
+    from edgekit.deploy.hosts import BoardDefaults
+    from edgekit.deploy.inventory_ansible import load_fleet_inventory
     from edgekit.deploy.signature import SignaturePolicy
 
     action = _action(bundle, host, inventory, rollback, list_)
+    if limit is not None and inventory is None:
+        raise ConfigError("--limit {!r} needs --inventory; with --host there is one board".format(limit))
+    plan = plan_from_options(action, inventory, canary, max_fail, smoke_data, smoke_min_accuracy,
+                             smoke_max_latency_ms)
     policy = SignaturePolicy(require=require_signature, trusted_keys=tuple(trusted_keys))
     if action == "flash":
         policy.check_local(bundle)              # --trusted-key: refuse before any board is touched
@@ -77,7 +91,11 @@ def flash(bundle: Optional[str], host: Optional[str], inventory: Optional[str], 
         defaults = BoardDefaults(ssh=make_ssh_options(identity, known_hosts, accept_new_host_key, timeout_s),
                                  remote_dir=check_remote_dir(remote_dir),
                                  remote_python=check_remote_python(remote_python), target=target)
-        _fleet(action, bundle, load_inventory(inventory, defaults), jobs, force, keep, as_json, policy)
+        boards = load_fleet_inventory(inventory, defaults, limit)
+        if plan is not None:
+            run_canary(plan, bundle, boards, jobs, force, keep, as_json, policy)
+        else:
+            _fleet(action, bundle, boards, jobs, force, keep, as_json, policy)
         return
     base = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                               timeout_s, target)

@@ -16,6 +16,7 @@ RUNTIME_FILES = ("edgekit/__init__.py", "edgekit/errors.py", "edgekit/manifest.p
                  # python -m edgekit.bench (issue 9): latency protocol, energy blocks, meters, curve
                  "edgekit/bench/__init__.py", "edgekit/bench/__main__.py", "edgekit/bench/latency.py",
                  "edgekit/bench/energy.py", "edgekit/bench/curve.py", "edgekit/bench/run.py",
+                 "edgekit/bench/jetson_env.py",
                  "edgekit/bench/meters/*.py")
 RUNTIME_DIR = "runtime"          # inside a release: runtime/edgekit/... goes on PYTHONPATH
 

@@ -205,3 +205,17 @@ def test_this_machine_uses_rapl_when_readable_else_the_power_model(runner, x):
         assert bool(e["warnings"]) == busy and all("idle baseline" in w for w in e["warnings"])
     for mode in ("early_exit", "full_depth"):
         assert np.isfinite(e[mode]["joules_total"]) and e[mode]["joules_total"] > 0
+
+
+def test_a_jetson_reports_every_rail_per_phase(tmp_path, runner, x):
+    orin = os.path.join(FIXTURES, "jetson-orin-nano-jp5", "sys")
+    e = measure_energy(runner, x, EnergyOptions(meter="jetson-ina3221", **FAST),
+                       profile_from_target(get_target("jetson-orin-nano")), {"jetson-ina3221": JetsonIna3221Meter(orin)})
+    assert e["meter"] == "jetson-ina3221" and e["source"].startswith("INA3221 input rail VDD_IN")
+    # the recorded tree holds still: each rail's power is its mV x mA in every phase
+    expected = {"VDD_IN": 5.072 * 1.184, "VDD_CPU_GPU_CV": 5.064 * 0.232, "VDD_SOC": 5.064 * 0.472}
+    assert [r["rail"] for r in e["rails"]] == list(expected)
+    for row in e["rails"]:
+        for phase in ("idle_w", "early_exit_w", "full_depth_w"):
+            assert row[phase] == pytest.approx(expected[row["rail"]])
+        assert row["samples"] >= 6 and "note" not in row

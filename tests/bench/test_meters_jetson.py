@@ -96,3 +96,46 @@ def test_garbage_and_a_sensor_that_disappears_mid_run(tmp_path):
     with pytest.raises(MeterError, match=r"meter jetson-ina3221 failed during the session .*curr1_input does not "
                                          r"exist \(the sensor is absent or disappeared\)"):
         s.stop()
+
+
+def test_every_rail_is_read_beside_the_total_jetpack4():
+    m = JetsonIna3221Meter(NANO)
+    with m.session(0.02) as s:
+        wait_for_samples(s, 3)
+    rails = m.rail_powers()
+    assert list(rails) == ["POM_5V_IN", "POM_5V_GPU", "POM_5V_CPU"]        # rail_name_0..2, in file order
+    n = s.result().samples
+    assert all(r.samples == n for r in rails.values())                     # each sample read every rail
+    # in_power0..2_input: 3184, 79, 718 mW
+    for name, watts in (("POM_5V_IN", 3.184), ("POM_5V_GPU", 0.079), ("POM_5V_CPU", 0.718)):
+        st = rails[name]
+        assert st.watts_sum / st.samples == pytest.approx(watts) and st.min_watts == st.max_watts == pytest.approx(watts)
+
+
+def test_every_rail_is_read_beside_the_total_jetpack5(tmp_path):
+    shutil.copytree(ORIN, str(tmp_path / "sys"))
+    os.remove(str(tmp_path / "sys" / ORIN_IN / "curr2_input"))          # a rail whose current cannot be read
+    m = JetsonIna3221Meter(str(tmp_path / "sys"))
+    with m.session(0.02) as s:
+        wait_for_samples(s, 3)
+    assert s.result().mean_watts == pytest.approx(5.072 * 1.184)           # the total does not depend on it
+    rails = m.rail_powers()
+    assert list(rails) == ["VDD_IN", "VDD_CPU_GPU_CV", "VDD_SOC"]
+    assert rails["VDD_CPU_GPU_CV"].samples == 0                             # found, never read
+    soc = rails["VDD_SOC"]                                                  # in3 5064 mV x curr3 472 mA
+    assert soc.samples == s.result().samples and soc.watts_sum / soc.samples == pytest.approx(5.064 * 0.472)
+    m.open()
+    assert m.rail_powers() == {}                                            # a new session starts afresh
+
+
+def test_rail_table_means_per_phase():
+    from edgekit.bench.energy import rail_table
+    from edgekit.bench.meters.base import RailStats
+
+    table = rail_table({"idle": [{"VDD_IN": RailStats(10.0, 2, 4.0, 6.0)}, {"VDD_IN": RailStats(4.0, 1, 4.0, 4.0)}],
+                        "early_exit": [{"VDD_IN": RailStats(21.0, 3, 6.0, 8.0), "VDD_SOC": RailStats(3.0, 3, 1.0, 1.0)}],
+                        "full_depth": [{"VDD_IN": RailStats(16.0, 2, 8.0, 8.0), "VDD_SOC": RailStats(0.0, 0, 0.0, 0.0)}]})
+    assert table == [
+        {"rail": "VDD_IN", "idle_w": 14.0 / 3, "early_exit_w": 7.0, "full_depth_w": 8.0, "samples": 8},
+        {"rail": "VDD_SOC", "idle_w": None, "early_exit_w": 1.0, "full_depth_w": None, "samples": 3}]
+    assert rail_table({"idle": [{}], "early_exit": [{}]}) == []             # a one-figure meter adds no table

@@ -1,4 +1,5 @@
-"""An arm64 Debian 12 root filesystem run under qemu-user-static through binfmt_misc, cached outside the clone.
+"""arm64 Debian root filesystems (12 bookworm, 11 bullseye) run under qemu-user-static through binfmt_misc,
+cached outside the clone.
 
 Used by run_arm64.py (`make test-arm64`). Needs root (mount, chroot, debootstrap). Every reason this machine
 cannot do it is raised as Skip, which the caller turns into "skipped: <reason>" and exit code 3.
@@ -41,6 +42,16 @@ def board_pins(path: str = CONSTRAINTS) -> Tuple[str, ...]:
     return tuple(pins[p] for p in BOARD_PACKAGES)
 
 
+# Debian 11's Python is 3.9: tflite-runtime 2.14.0's cp39 aarch64 wheel is manylinux_2_34 (glibc 2.34) and
+# bullseye has glibc 2.31, so the newest that installs there is 2.13.0, which needs numpy >= 1.21.2: bullseye's
+# own python3-numpy (1.19.5) is too old, so numpy comes from PyPI at the project's pin on both stacks.
+BULLSEYE_TFLITE_RUNTIME = "tflite-runtime==2.13.0"
+
+
+def bullseye_pins(path: str = CONSTRAINTS) -> Tuple[str, ...]:
+    return tuple(BULLSEYE_TFLITE_RUNTIME if p.startswith("tflite-runtime==") else p for p in board_pins(path))
+
+
 class Skip(Exception):
     """This machine cannot run the emulated board (no root, no binfmt_misc, registry unreachable)."""
 
@@ -61,12 +72,23 @@ class RootfsSpec:
         return json.loads(json.dumps(d))
 
 
+def stacks() -> Dict[str, "RootfsSpec"]:
+    """The board software stacks `make test-arm64` runs, by Debian suite: Raspberry Pi OS bookworm and bullseye."""
+    return {"bookworm": RootfsSpec(), "bullseye": RootfsSpec(suite="bullseye", pip=bullseye_pins())}
+
+
 def default_cache_dir(spec: RootfsSpec) -> str:
+    """~/.cache/edgekit/arm64-<suite>; EDGEKIT_ARM64_ROOTFS names the bookworm root, other suites sit beside it
+    with their suite appended."""
     env = os.environ.get("EDGEKIT_ARM64_ROOTFS")
     if env:
-        return os.path.abspath(env)
+        return suite_dir(os.path.abspath(env), spec)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "edgekit", "{}-{}".format(spec.arch, spec.suite))
+
+
+def suite_dir(base: str, spec: RootfsSpec) -> str:
+    return base if spec.suite == RootfsSpec().suite else "{}-{}".format(base.rstrip("/"), spec.suite)
 
 
 def _run(cmd: Sequence[str], what: str, env: Optional[Dict[str, str]] = None, log: Optional[str] = None) -> None:

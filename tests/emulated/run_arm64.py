@@ -1,9 +1,10 @@
-"""`make test-arm64`: run a bundle on an emulated Raspberry Pi software stack and compare with x86.
+"""`make test-arm64`: run a bundle on emulated Raspberry Pi software stacks and compare with x86.
 
-The board: arm64 Debian 12 (bookworm, Raspberry Pi OS's base) with its Python 3.11, numpy 1.26.4 and
-tflite-runtime 2.14.0 from PyPI's aarch64 wheels, under qemu-user-static via binfmt_misc, in a chroot that
-is built once with debootstrap and cached outside the clone (~/.cache/edgekit/arm64-bookworm; set
-EDGEKIT_ARM64_ROOTFS to move it). The demo is converted on the host for raspberry-pi-4 at int8 and float32;
+The boards: arm64 Debian 12 (bookworm, Raspberry Pi OS's base) with its Python 3.11, numpy 1.26.4 and
+tflite-runtime 2.14.0 from PyPI's aarch64 wheels, and arm64 Debian 11 (bullseye) with its Python 3.9, numpy
+1.26.4 and tflite-runtime 2.13.0 (rootfs.py says why not 2.14.0 nor Debian's numpy), under qemu-user-static
+via binfmt_misc, each in a chroot that is built once with debootstrap and cached outside the clone
+(~/.cache/edgekit/arm64-<suite>; set EDGEKIT_ARM64_ROOTFS to move it). The demo is converted on the host for raspberry-pi-4 at int8 and float32;
 the bundle and edgekit's runtime files (the set `edgekit flash` uploads) are copied in; `python -m
 edgekit.runtime BUNDLE DATA --json` (early exit and --full-depth) and dump_outputs.py run on both sides on
 the first samples of the digits test split.
@@ -167,25 +168,43 @@ def timing_lines(arm: Side, x86: Side) -> List[str]:
 def main(argv: Sequence[str] = ()) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=100, help="first N samples of the digits test split")
-    ap.add_argument("--cache", default=None, help="root filesystem directory (default ~/.cache/edgekit/arm64-bookworm)")
+    ap.add_argument("--suite", choices=sorted(rootfs.stacks()) + ["all"], default="all",
+                    help="which Debian root to run (default: all of them, bookworm first)")
+    ap.add_argument("--cache", default=None, help="root filesystem directory of bookworm (default "
+                    "~/.cache/edgekit/arm64-bookworm); other suites use it with -<suite> appended")
     ap.add_argument("--rebuild", action="store_true", help="build the root filesystem again")
     ap.add_argument("--keep-work", action="store_true", help="leave the work directory inside the root filesystem")
     ap.add_argument("--no-flash", action="store_true", help="skip edgekit flash -> run over SSH to the emulated board")
     args = ap.parse_args(list(argv))
     if args.samples < 1:
         ap.error("--samples: expected at least 1, got {}".format(args.samples))
-    t_start = time.monotonic()
-    spec = rootfs.RootfsSpec()
-    cache = args.cache or rootfs.default_cache_dir(spec)
     try:
         rootfs.check_host_tools(REPO)
         print("binfmt_misc: " + rootfs.ensure_binfmt(), flush=True)
+    except rootfs.Skip as exc:
+        print("skipped: {}".format(exc))
+        return SKIPPED
+    names = sorted(rootfs.stacks()) if args.suite == "all" else [args.suite]
+    names.sort(key=lambda n: n != "bookworm")
+    codes = [run_stack(name, args) for name in names]
+    if 1 in codes:
+        return 1
+    return SKIPPED if SKIPPED in codes else 0
+
+
+def run_stack(suite: str, args: Any) -> int:
+    """Build or reuse one suite's root, compare it with x86; 0 passed, 1 failed, 3 skipped."""
+    t_start = time.monotonic()
+    spec = rootfs.stacks()[suite]
+    cache = rootfs.suite_dir(os.path.abspath(args.cache), spec) if args.cache else rootfs.default_cache_dir(spec)
+    print("== arm64 Debian {} ==".format(suite), flush=True)
+    try:
         info = rootfs.ensure_rootfs(spec, cache, rebuild=args.rebuild)
     except rootfs.Skip as exc:
         print("skipped: {}".format(exc))
         return SKIPPED
     except (RuntimeError, OSError) as exc:
-        print("FAILED: building the arm64 root filesystem: {}".format(exc))
+        print("FAILED: building the arm64 {} root filesystem: {}".format(suite, exc))
         return 1
     built = "cached" if info["cached"] else "built: debootstrap {} s, venv {} s".format(info["debootstrap_s"],
                                                                                     info["venv_s"])
@@ -197,8 +216,8 @@ def main(argv: Sequence[str] = ()) -> int:
     except (RuntimeError, EdgekitError) as exc:
         print("FAILED: {}".format(exc))
         return 1
-    print("arm64 vs x86 on {} samples: {}; total wall time {:.1f} s".format(
-        args.samples, "passed" if ok else "FAILED", time.monotonic() - t_start))
+    print("arm64 {} vs x86 on {} samples: {}; total wall time {:.1f} s".format(
+        suite, args.samples, "passed" if ok else "FAILED", time.monotonic() - t_start))
     return 0 if ok else 1
 
 

@@ -12,7 +12,7 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from edgekit.errors import EdgekitError
 
@@ -54,6 +54,30 @@ class EnergyReading:
         return cls(meter=str(d["meter"]), measured=bool(d["measured"]), joules=float(d["joules"]),
                    seconds=float(d["seconds"]), mean_watts=float(d["mean_watts"]), samples=int(d["samples"]),
                    source=str(d["source"]))
+
+
+class RailStats(NamedTuple):
+    """One rail's power over a session: sum of the sampled watts (for means), how many, smallest, largest."""
+    watts_sum: float
+    samples: int
+    min_watts: float
+    max_watts: float
+
+    def add(self, watts: float) -> "RailStats":
+        return RailStats(self.watts_sum + watts, self.samples + 1, min(self.min_watts, watts),
+                         max(self.max_watts, watts))
+
+
+def merge_rails(parts: Sequence[Mapping[str, RailStats]]) -> Dict[str, RailStats]:
+    """Several sessions' rail powers added up, rail by rail (a rail missing from a session adds nothing)."""
+    out = {}  # type: Dict[str, RailStats]
+    for part in parts:
+        for name, st in part.items():
+            old = out.get(name)
+            out[name] = st if old is None else RailStats(old.watts_sum + st.watts_sum, old.samples + st.samples,
+                                                         min(old.min_watts, st.min_watts),
+                                                         max(old.max_watts, st.max_watts))
+    return out
 
 
 # -- integration (pure functions, tested on hand-computed series) ------------------------------------------
@@ -152,6 +176,11 @@ class Meter:
 
     def integrate(self, times: Sequence[float], raw: Sequence[Any]) -> float:
         raise NotImplementedError
+
+    def rail_powers(self) -> Dict[str, RailStats]:
+        """Power per supply rail over the samples since the last `open` (a session's start), for a meter that
+        sees several rails (Jetson INA3221); {} for a meter that reads one figure."""
+        return {}
 
     def open(self) -> None:
         """Acquire what sampling needs (a device file); called by a session before its first sample."""

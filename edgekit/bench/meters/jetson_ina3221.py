@@ -11,13 +11,16 @@ Two sysfs layouts, both under `sysfs_root` (default /sys):
       bus/i2c/devices/*/hwmon/hwmon*/inN_input                  bus voltage, millivolts
       bus/i2c/devices/*/hwmon/hwmon*/currN_input                current, milliamps
 The input rail carries the whole module's power: POM_5V_IN on the Nano, VDD_IN on Orin / Xavier NX / TX2.
+Every sample also reads every other labelled rail (CPU, GPU, SOC, CPU_GPU_CV ...): the total is integrated
+into energy, the others are reported per rail (rail_powers); a rail that cannot be read is reported so,
+without failing the total.
 """
 import glob
 import os
 import re
-from typing import List, NamedTuple, Optional
+from typing import Dict, List, NamedTuple, Optional
 
-from edgekit.bench.meters.base import MeterError, PowerMeter, read_int, read_text
+from edgekit.bench.meters.base import MeterError, PowerMeter, RailStats, read_int, read_text
 
 INPUT_RAILS = ("VDD_IN", "POM_5V_IN")   # the first one present is the total
 JP4_GLOB = "bus/i2c/drivers/ina3221x/*/iio:device*/rail_name_*"
@@ -48,6 +51,23 @@ def find_rails(sysfs_root: str) -> List[Rail]:
     return rails
 
 
+def rail_watts(rail: Rail) -> float:
+    """One rail's power now: mW for iio (JetPack 4), mV x mA for hwmon (JetPack 5/6)."""
+    if len(rail.files) == 1:
+        return read_int(rail.files[0]) / 1000.0                      # mW -> W
+    return read_int(rail.files[0]) * read_int(rail.files[1]) / 1e6      # mV * mA -> W
+
+
+def _keys(rails: List[Rail]) -> List[str]:
+    """Rail names, made unique ("VDD_IN", "VDD_IN#2") when two sensors use the same label."""
+    seen = {}  # type: Dict[str, int]
+    out = []
+    for r in rails:
+        seen[r.name] = seen.get(r.name, 0) + 1
+        out.append(r.name if seen[r.name] == 1 else "{}#{}".format(r.name, seen[r.name]))
+    return out
+
+
 class JetsonIna3221Meter(PowerMeter):
     name = "jetson-ina3221"
     measured = True
@@ -57,11 +77,16 @@ class JetsonIna3221Meter(PowerMeter):
         self.sysfs_root = sysfs_root
         self.rail_name = rail          # None: the first of INPUT_RAILS present
         self._rail = None              # type: Optional[Rail]
+        self._all = None               # type: Optional[List[Rail]]
+        self._stats = {}               # type: Dict[str, RailStats]
+
+    def open(self) -> None:
+        self._stats = {}
 
     def rail(self) -> Rail:
         """The rail to read, found once; MeterError listing what was found when it is absent."""
         if self._rail is None:
-            rails = find_rails(self.sysfs_root)
+            rails = self._all = find_rails(self.sysfs_root)
             wanted = (self.rail_name,) if self.rail_name else INPUT_RAILS
             by_name = dict((r.name, r) for r in reversed(rails))
             for name in wanted:
@@ -79,7 +104,17 @@ class JetsonIna3221Meter(PowerMeter):
         return "INA3221 input rail {} via {}: {}".format(r.name, r.layout, ", ".join(r.files))
 
     def read_watts(self) -> float:
-        r = self.rail()
-        if len(r.files) == 1:
-            return read_int(r.files[0]) / 1000.0                       # mW -> W
-        return read_int(r.files[0]) * read_int(r.files[1]) / 1e6       # mV * mA -> W
+        total_rail = self.rail()
+        total = rail_watts(total_rail)                 # a failure here fails the sample, as it must
+        for key, r in zip(_keys(self._all or [total_rail]), self._all or [total_rail]):
+            try:
+                w = total if r is total_rail else rail_watts(r)
+            except MeterError:
+                self._stats.setdefault(key, RailStats(0.0, 0, 0.0, 0.0))     # found, but no reading
+                continue
+            old = self._stats.get(key)
+            self._stats[key] = RailStats(w, 1, w, w) if old is None or old.samples == 0 else old.add(w)
+        return total
+
+    def rail_powers(self) -> Dict[str, RailStats]:
+        return dict(self._stats)
