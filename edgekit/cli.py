@@ -9,7 +9,8 @@ from typing import Any, Optional, Tuple
 
 import click
 
-from edgekit.cli_text import budget_note, precision_lines, table_lines, threshold_lines
+from edgekit.cli_output import StepBar, echo_json, echo_table
+from edgekit.cli_text import budget_note, precision_lines, threshold_lines
 from edgekit.errors import ConfigError, EdgekitError
 
 
@@ -20,11 +21,6 @@ class _Group(click.Group):
         except EdgekitError as exc:
             click.echo("edgekit: error: {}".format(exc), err=True)
             sys.exit(2)
-
-
-def echo_json(obj: Any) -> None:
-    """--json prints one JSON object on stdout and nothing else there."""
-    click.echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
 @click.group(cls=_Group)
@@ -45,34 +41,7 @@ def targets_cmd(as_json: bool) -> None:
         return
     rows = [(t.name, t.arch, str(t.cores), t.runtime_package, ",".join(t.precisions), t.energy_meter)
             for t in profiles]
-    _table(("target", "arch", "cores", "runtime", "precisions (preferred first)", "energy"), rows)
-
-
-def _table(header: Any, rows: Any, out: Optional[Any] = None) -> None:
-    for line in table_lines(header, rows):
-        click.echo(line, file=out)
-
-
-class _StepBar:
-    """A progress bar on stderr for convert's steps (stdout stays clean for --json)."""
-
-    def __init__(self, label: str) -> None:
-        self.label, self.bar, self.done = label, None, 0
-
-    def __call__(self, done: int, total: int, what: str) -> None:
-        if self.bar is not None and (total != self.bar.length or done < self.done):   # a new phase (head training)
-            self.close()
-            self.bar, self.done = None, 0
-        if self.bar is None:
-            self.bar = click.progressbar(length=total, label=self.label, file=sys.stderr,
-                                         item_show_func=lambda s: s, show_eta=False)
-            self.bar.__enter__()
-        self.bar.update(done - self.done, what)
-        self.done = done
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
+    echo_table(("target", "arch", "cores", "runtime", "precisions (preferred first)", "energy"), rows)
 
 
 @main.command("convert")
@@ -136,7 +105,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
     from edgekit.convert.exits import ExitOptions, exits_table
     from edgekit.convert.precision.ladder import parse_size
 
-    bar = _StepBar("converting")
+    bar = StepBar("converting")
     try:
         result = convert(ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
                                         threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
@@ -213,7 +182,7 @@ def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: fl
         p = section["holdout"]["reached"]
         rows.append(("holdout", "{:.2%}".format(p["accuracy"]), "{:.4f}".format(p["cost_ms"]), "",
                      " ".join("{:.0%}".format(f) for f in p["exit_fractions"])))
-    _table(("operating point", "accuracy", "expected ms", "thresholds", "exits"), rows)
+    echo_table(("operating point", "accuracy", "expected ms", "thresholds", "exits"), rows)
     click.echo("expected cost vs oracle: {:.2f}x (oracle {:.4f} ms)".format(
         fit["chosen_vs_oracle_cost"], fit["oracle_cost_ms"]))
 
@@ -246,7 +215,7 @@ def inspect_cmd(bundle: str, as_json: bool, ops: bool, data: Optional[str]) -> N
              s.exit.name, "{:.3f}".format(s.exit.threshold),
              "{:.2f}M".format(s.flops / 1e6), "{:.1f}K".format(s.size_bytes / 1024.0),
              "-" if s.latency_ms is None else "{:.3f}".format(s.latency_ms)) for s in m.stages]
-    _table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
+    echo_table(("stage", "file", "precision", "inputs", "carried", "exit", "threshold", "FLOPs", "size", "ms"), rows)
     for line in precision_lines(bundle):
         click.echo(line)
 
@@ -375,12 +344,12 @@ def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
     """Convert the shipped demo model, run it on the digits test split and time early exit."""
     from edgekit.demo import run_demo
 
-    bar = _StepBar("converting demo")
+    bar = StepBar("converting demo")
     try:
         summary = run_demo(target, out, runs, progress=bar)
     finally:
         bar.close()
-    _table(("target", "precision", "accuracy (early exit)", "accuracy (full depth)", "bundle size",
+    echo_table(("target", "precision", "accuracy (early exit)", "accuracy (full depth)", "bundle size",
             "mean ms (early exit)", "mean ms (full depth)", "speedup", "exits"), [(
         summary["target"], summary["precision"], _pct(summary["accuracy_early_exit"]),
         _pct(summary["accuracy_full_depth"]), "{:.1f} KiB".format(summary["bundle_size_bytes"] / 1024.0),
@@ -406,11 +375,12 @@ def _sizes(option: str, text: Optional[str]) -> Optional[Tuple[int, ...]]:
     return tuple(int(p) for p in parts)
 
 
-from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402  (issue 8; local so deploy stays optional)
+# The other command groups, registered once `main` exists.
+from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402
 main.add_command(_flash_cmd)
-from edgekit.convert.pruning.cli import prune_cmd as _prune_cmd  # noqa: E402  (issue 5)
+from edgekit.convert.pruning.cli import prune_cmd as _prune_cmd  # noqa: E402
 main.add_command(_prune_cmd)
-from edgekit.signing_cli import keygen as _keygen_cmd, sign as _sign_cmd  # noqa: E402  (issue 11)
+from edgekit.signing_cli import keygen as _keygen_cmd, sign as _sign_cmd  # noqa: E402
 main.add_command(_keygen_cmd)
 main.add_command(_sign_cmd)
 from edgekit.profile_cli import profile as _profile_cmd  # noqa: E402

@@ -7,6 +7,7 @@ from typing import Optional
 
 import click
 
+from edgekit.cli_output import echo_json
 from edgekit.errors import ConfigError
 
 
@@ -32,7 +33,6 @@ _PASS_HELP = "Name of an environment variable that holds the private key's passp
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def keygen(prefix: str, comment: str, passphrase_env: Optional[str], force: bool, as_json: bool) -> None:
     """Make an Ed25519 key pair for signing bundles."""
-    from edgekit.cli import echo_json
     from edgekit.signing import generate_key
 
     if any(c in comment for c in "\r\n#"):
@@ -54,7 +54,6 @@ def keygen(prefix: str, comment: str, passphrase_env: Optional[str], force: bool
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def sign(bundle: str, key_path: str, passphrase_env: Optional[str], as_json: bool) -> None:
     """Sign BUNDLE's manifest (which holds every stage file's sha256): writes BUNDLE/manifest.sig."""
-    from edgekit.cli import echo_json
     from edgekit.signing import sign_bundle
 
     res = sign_bundle(bundle, key_path, _passphrase(passphrase_env))

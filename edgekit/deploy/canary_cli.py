@@ -5,6 +5,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
+from edgekit.cli_output import echo_json, echo_table
 from edgekit.deploy.canary import SmokeTest
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.hosts import Board
@@ -60,7 +61,6 @@ def plan_from_options(action: str, inventory: Optional[str], canary: Optional[in
 
 def run_canary(plan: CanaryPlan, bundle: str, boards: Sequence[Board], jobs: int, force: bool, keep: int,
                as_json: bool, policy: Any) -> None:
-    from edgekit.cli import _table, echo_json
     from edgekit.deploy import canary, fleet
 
     report = canary.canary_rollout(bundle, boards, plan.canary, plan.smoke, max_fail=plan.max_fail, jobs=jobs,
@@ -70,7 +70,7 @@ def run_canary(plan: CanaryPlan, bundle: str, boards: Sequence[Board], jobs: int
     else:
         header = ("board", "result", "current", "uploaded", "seconds", "detail")
         click.echo("canaries:")
-        _table(header, fleet.fleet_rows(report.canaries))
+        echo_table(header, fleet.fleet_rows(report.canaries))
         for s in report.smoke:
             r = s.result or {}
             acc = r.get("accuracy")
@@ -82,6 +82,6 @@ def run_canary(plan: CanaryPlan, bundle: str, boards: Sequence[Board], jobs: int
             click.echo("  rolled back {}: {}".format(o.board, (o.result or {}).get("current") if o.ok else o.error))
         if report.rest is not None and report.rest.outcomes:
             click.echo("rest:")
-            _table(header, fleet.fleet_rows(report.rest))
+            echo_table(header, fleet.fleet_rows(report.rest))
     if not report.ok:
         raise DeployError(canary.failure_message(report, len(boards)))

@@ -7,6 +7,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import click
 
+from edgekit.cli_output import echo_json, echo_table
 from edgekit.deploy.canary_cli import canary_options, plan_from_options, run_canary
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.hosts import (DEFAULT_KNOWN_HOSTS, DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, DEFAULT_TIMEOUT_S,
@@ -126,7 +127,6 @@ def _action(bundle: Optional[str], host: Optional[str], inventory: Optional[str]
 
 
 def _out(obj: Any, as_json: bool, text: str) -> None:
-    from edgekit.cli import echo_json
 
     if as_json:
         echo_json(obj)
@@ -150,7 +150,6 @@ def _flash_text(res: Any) -> str:
 
 
 def _show_list(res: Any, as_json: bool) -> None:
-    from edgekit.cli import _table
 
     if as_json:
         _out(res.to_dict(), True, "")
@@ -162,12 +161,11 @@ def _show_list(res: Any, as_json: bool) -> None:
     rows = [(r.id, "current" if r.id == res.current else "previous" if r.id == res.previous else "",
              r.model_name, r.target, r.flashed_at[:19].replace("T", " "), str(r.size_bytes),
              "" if r.complete else "INCOMPLETE") for r in res.releases]
-    _table(("release", "link", "model", "target", "flashed (UTC)", "bytes", ""), rows)
+    echo_table(("release", "link", "model", "target", "flashed (UTC)", "bytes", ""), rows)
 
 
 def _fleet(action: str, bundle: Optional[str], boards: Any, jobs: int, force: bool, keep: int, as_json: bool,
            policy: Any = None) -> None:
-    from edgekit.cli import _table
     from edgekit.deploy import fleet
 
     if action == "flash":
@@ -179,7 +177,7 @@ def _fleet(action: str, bundle: Optional[str], boards: Any, jobs: int, force: bo
     if as_json:
         _out(report.to_dict(), True, "")
     else:
-        _table(("board", "result", "current", "uploaded", "seconds", "detail"), fleet.fleet_rows(report))
+        echo_table(("board", "result", "current", "uploaded", "seconds", "detail"), fleet.fleet_rows(report))
     if not report.ok:
         raise DeployError("{} of {} boards failed ({}): {}".format(
             len(report.failed), len(report.outcomes), action, "; ".join(o.board for o in report.failed)))

@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
+from edgekit.cli_output import StepBar, echo_json, echo_table
 from edgekit.convert.prune import DEFAULT_RATIOS, PruneOptions
 from edgekit.errors import ConfigError
 
@@ -112,18 +113,17 @@ def summary_lines(report: Dict[str, Any]) -> Tuple[str, ...]:
 
 
 def _groups_table(report: Dict[str, Any]) -> None:
-    from edgekit.cli import _table
 
     rows = [(g["group"], str(g["channels"]), str(g["kept_dp"] if report["allocation"]["method"] == "dp"
                                                   else g["kept_uniform"]), ",".join(g["kinds"]))
             for g in report["groups"]]
-    _table(("group", "channels", "kept", "touches"), rows)
+    echo_table(("group", "channels", "kept", "touches"), rows)
     changed = [(r["layer"], "{} -> {}".format(*r["in_channels"]), "{} -> {}".format(*r["out_channels"]))
                for r in report["layers"] if r["in_channels"][0] != r["in_channels"][1]
                or r["out_channels"][0] != r["out_channels"][1]]
     if changed:
         click.echo("")
-        _table(("layer", "in channels", "out channels"), changed)
+        echo_table(("layer", "in channels", "out channels"), changed)
     for s in report["skipped_groups"]:
         if s["channels"] > 1:
             click.echo("left alone: {} ({} channels): {}".format(s["group"], s["channels"], s["reason"]))
@@ -154,7 +154,6 @@ def prune_cmd(model: str, calib: str, out: str, flops: Optional[float], params: 
               channel_multiple: Optional[int], ratios: Optional[str], samples: int, compensate: bool, recover: bool,
               recover_epochs: Optional[int], eval_path: Optional[str], force: bool, as_json: bool) -> None:
     """Remove whole channels (layer-adaptive ratios under a FLOPs/params/latency budget)."""
-    from edgekit.cli import _StepBar, echo_json
     from edgekit.convert.load import load_model
     from edgekit.convert.prune import prune
     from edgekit.convert.tf import tensorflow
@@ -172,7 +171,7 @@ def prune_cmd(model: str, calib: str, out: str, flops: Optional[float], params: 
     held = load_data(eval_path) if eval_path else None
     tensorflow()
     keras_model = load_model(model)
-    bar = _StepBar("pruning")
+    bar = StepBar("pruning")
     try:
         result = prune(keras_model, opts, data, progress=bar, eval_data=held)
     finally:
