@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from edgekit.runtime.cost_protocol import CONVERTING_MACHINE, MEASURED_ON, CostP
 
 PROFILE_MODULE = "edgekit.runtime.profile"
 SIGNATURE_NAME = "manifest.sig"
+
+T = TypeVar("T")
 
 
 def sample_input(manifest: Manifest, seed: int = 0) -> np.ndarray:
@@ -66,15 +68,24 @@ def apply_costs(manifest: Manifest, section: Dict[str, Any]) -> Manifest:
 def rewrite_bundle(bundle_dir: str, edit: Callable[[str], None]) -> bool:
     """Run edit() on a copy of the bundle, then swap the copy in; on any failure the bundle is as it was.
     A signature in the bundle covers the old manifest: it is left out of the new one. True when it was signed."""
-    src = os.path.abspath(bundle_dir).rstrip(os.sep)
-    tmp = tempfile.mkdtemp(prefix=".profile-", dir=os.path.dirname(src))
-    work = os.path.join(tmp, "bundle")
-    try:
-        shutil.copytree(src, work)
+    def unsign_then_edit(work: str) -> bool:
         signed = os.path.isfile(os.path.join(work, SIGNATURE_NAME))
         if signed:
             os.remove(os.path.join(work, SIGNATURE_NAME))
         edit(work)
+        return signed
+
+    return swap_in_edited_copy(bundle_dir, unsign_then_edit, ".profile-")
+
+
+def swap_in_edited_copy(bundle_dir: str, edit: Callable[[str], T], prefix: str) -> T:
+    """Edit a copy of the bundle, then swap the copy in; on any failure the bundle is as it was."""
+    src = os.path.abspath(bundle_dir).rstrip(os.sep)
+    tmp = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(src))
+    work = os.path.join(tmp, "bundle")
+    try:
+        shutil.copytree(src, work)
+        result = edit(work)
         old = os.path.join(tmp, "old")
         os.rename(src, old)
         try:
@@ -84,7 +95,7 @@ def rewrite_bundle(bundle_dir: str, edit: Callable[[str], None]) -> bool:
             raise BundleError("could not replace {}; it was left as it was".format(src))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return signed
+    return result
 
 
 def write_costs(bundle_dir: str, section: Dict[str, Any]) -> bool:

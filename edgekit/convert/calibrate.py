@@ -5,13 +5,12 @@ reports the accuracy actually reached on a held-out split, and writes manifest a
 """
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from edgekit.bench.profile import swap_in_edited_copy
 from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
 from edgekit.convert.provenance import ALL, HELD_OUT, PARTS, fit_data
 from edgekit.data import Dataset, load_data
@@ -160,20 +159,5 @@ def calibrate(opts: CalibrateOptions) -> Dict[str, Any]:
     """Fit on a copy of the bundle, then swap the copy in; on any failure the bundle is as it was."""
     check_options(opts)
     load_bundle(opts.bundle_dir)
-    src = os.path.abspath(opts.bundle_dir).rstrip(os.sep)
-    parent = os.path.dirname(src)
-    tmp = tempfile.mkdtemp(prefix=".calibrate-", dir=parent)
-    work = os.path.join(tmp, "bundle")
-    try:
-        shutil.copytree(src, work)
-        section = fit_bundle(replace(opts, bundle_dir=work))
-        old = os.path.join(tmp, "old")
-        os.rename(src, old)
-        try:
-            os.rename(work, src)
-        except OSError:
-            os.rename(old, src)
-            raise BundleError("could not replace {}; it was left as it was".format(src))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return section
+    return swap_in_edited_copy(opts.bundle_dir, lambda work: fit_bundle(replace(opts, bundle_dir=work)),
+                               ".calibrate-")
