@@ -36,13 +36,13 @@ class ConvertOptions:
     precision: Optional[str] = None        # None: the target's preferred precision
     threshold: float = 0.9
     force: bool = False
-    input_shape: Optional[Tuple[int, ...]] = None  # ONNX (issue 7): input sizes after the batch, model's layout
+    input_shape: Optional[Tuple[int, ...]] = None  # ONNX: input sizes after the batch, model's layout
     onnx_exits: Tuple[str, ...] = ()       # ONNX: exit tensor names in depth order (default: the graph outputs)
     max_drop: Optional[float] = None       # fit thresholds to this accuracy drop (None: use `threshold`)
     threshold_data: Optional[str] = None   # labelled data for the fit (default: the calibration data)
     holdout: Optional[str] = None          # a second split that reports the accuracy actually reached
     exit_rule: Optional[str] = None        # None: max_softmax
-    tolerance: Optional[float] = None      # precision "adaptive" (issue 6): KL nats per layer at the exits
+    tolerance: Optional[float] = None      # precision "adaptive": KL nats per layer at the exits
     size_budget: Optional[int] = None      # adaptive: bundle bytes
     latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
     rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)

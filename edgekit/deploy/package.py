@@ -13,7 +13,7 @@ from edgekit.signing import SIGNATURE_NAME
 RUNTIME_FILES = ("edgekit/__init__.py", "edgekit/errors.py", "edgekit/manifest.py", "edgekit/data.py",
                  "edgekit/device_keys.py", "edgekit/ed25519.py",
                  "edgekit/runtime/*.py", "edgekit/signing.py",
-                 # python -m edgekit.bench (issue 9): latency protocol, energy blocks, meters, curve
+                 # python -m edgekit.bench: latency protocol, energy blocks, meters, curve
                  "edgekit/bench/__init__.py", "edgekit/bench/__main__.py", "edgekit/bench/latency.py",
                  "edgekit/bench/energy.py", "edgekit/bench/curve.py", "edgekit/bench/run.py",
                  "edgekit/bench/jetson_env.py",
