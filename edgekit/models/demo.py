@@ -32,6 +32,7 @@ CALIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path
 SEED = 7
 SHIFT = 3           # training copies are shifted by up to this many pixels each way
 COPIES = 5          # shifted copies of each training sample, besides the sample itself
+STEM_WIDTH = 48      # channels of the first exit's convolution
 DROPOUT = 0.5       # before each dense layer of the last exit's head (training only)
 
 
@@ -54,7 +55,7 @@ def build_demo_model(classes: int = 10):
     inp = keras.Input((32, 32, 1), name="image")
     x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inp)
     x = L.MaxPooling2D(2, name="stem_pool")(x)
-    x = L.Conv2D(32, 3, padding="same", activation="relu", name="conv1")(x)
+    x = L.Conv2D(STEM_WIDTH, 3, padding="same", activation="relu", name="conv1")(x)
     e0 = _linear_exit(keras, x, classes, "exit0")
 
     x = L.Conv2D(64, 3, padding="same", activation="relu", name="widen2")(x)
