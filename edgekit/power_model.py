@@ -34,7 +34,8 @@ class PowerModel:
             raise ConfigError("{}: expected {{idle_w, active_w, source}}, got {!r}".format(where, v))
         idle, active = _watts(v["idle_w"], where + ".idle_w"), _watts(v["active_w"], where + ".active_w")
         if active < idle:
-            raise ConfigError("{}: active_w {} is below idle_w {}".format(where, active, idle))
+            raise ConfigError("{}: active_w {:g} is below idle_w {:g}; allowed: 0 <= idle_w <= active_w".format(
+                where, active, idle))
         source = v["source"]
         if not isinstance(source, str) or not source.strip():
             raise ConfigError("{}.source: expected a non-empty string, got {!r}".format(where, source))

@@ -19,11 +19,11 @@ import hashlib
 import os
 import time
 import warnings
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import BundleError, EdgekitError
+from edgekit.errors import BundleError, EdgekitError, first_line
 from edgekit.runtime.interpreter import Backend
 
 
@@ -157,8 +157,7 @@ def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rou
                 it = _interpreter(backend, one, kind)
             except (ValueError, RuntimeError) as exc:     # e.g. control flow that needs its other subgraphs
                 raise EdgekitError("op {} ({}) cannot run on its own in {}: {}; allowed: stages of single-subgraph "
-                                   "ops".format(k, name, backend.name, str(exc).splitlines()[0] if str(exc) else
-                                                type(exc).__name__))
+                                   "ops".format(k, name, backend.name, first_line(exc)))
             if it is not None:
                 for d, t in zip(it.get_input_details(), ins):
                     it.set_tensor(d["index"], full.get_tensor(t))

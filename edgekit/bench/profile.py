@@ -7,21 +7,19 @@ copy is edited, then swapped in): each stage's latency_ms, the thread count chos
 the new manifest: it is removed and the caller says the bundle needs signing again.
 """
 import os
-import shutil
 import tempfile
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from edgekit.atomic import swap_in_edited_copy
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import MANIFEST_NAME, Manifest, load_bundle
 from edgekit.runtime.cost_protocol import CONVERTING_MACHINE, MEASURED_ON, CostProtocol
+from edgekit.signing import SIGNATURE_NAME
 
 PROFILE_MODULE = "edgekit.runtime.profile"
-SIGNATURE_NAME = "manifest.sig"
-
-T = TypeVar("T")
 
 
 def sample_input(manifest: Manifest, seed: int = 0) -> np.ndarray:
@@ -76,26 +74,6 @@ def rewrite_bundle(bundle_dir: str, edit: Callable[[str], None]) -> bool:
         return signed
 
     return swap_in_edited_copy(bundle_dir, unsign_then_edit, ".profile-")
-
-
-def swap_in_edited_copy(bundle_dir: str, edit: Callable[[str], T], prefix: str) -> T:
-    """Edit a copy of the bundle, then swap the copy in; on any failure the bundle is as it was."""
-    src = os.path.abspath(bundle_dir).rstrip(os.sep)
-    tmp = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(src))
-    work = os.path.join(tmp, "bundle")
-    try:
-        shutil.copytree(src, work)
-        result = edit(work)
-        old = os.path.join(tmp, "old")
-        os.rename(src, old)
-        try:
-            os.rename(work, src)
-        except OSError:
-            os.rename(old, src)
-            raise BundleError("could not replace {}; it was left as it was".format(src))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result
 
 
 def write_costs(bundle_dir: str, section: Dict[str, Any]) -> bool:

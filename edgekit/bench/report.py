@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edgekit.atomic import swap_in
 from edgekit.errors import EdgekitError
 
 MODES = ("early_exit", "full_depth")
@@ -72,21 +73,12 @@ def write_report(result: Dict[str, Any], directory: str, force: bool = False) ->
 
 
 def _move_into_place(tmp: str, dest: str, force: bool) -> None:
-    old = None
-    if os.path.isdir(dest):
-        if not force:
-            raise ReportError("report directory {} appeared during the run; not replaced without --force".format(dest))
-        old = tempfile.mkdtemp(prefix=".{}.old-".format(os.path.basename(dest)), dir=os.path.dirname(dest))
-        os.rename(dest, os.path.join(old, "report"))
+    if os.path.isdir(dest) and not force:
+        raise ReportError("report directory {} appeared during the run; not replaced without --force".format(dest))
     try:
-        os.rename(tmp, dest)
+        swap_in(tmp, dest)
     except OSError as exc:
-        if old is not None:
-            os.rename(os.path.join(old, "report"), dest)
         raise ReportError("cannot move the report into {}: {}".format(dest, exc))
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_all(result: Dict[str, Any], d: str) -> List[str]:

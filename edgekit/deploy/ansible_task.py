@@ -28,7 +28,7 @@ from edgekit.deploy.releases import DEFAULT_KEEP, _bytes_of, _check_release_sign
 from edgekit.deploy.signature import SignaturePolicy
 from edgekit.deploy.ssh import CommandResult
 from edgekit.deploy.upload import Uploader, UploadStats, call_agent
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, first_line
 
 STATES = ("flashed", "rolled_back", "listed")
 
@@ -112,7 +112,7 @@ class LinkSession:
         return True                      # Ansible reconnects per command; a dead link fails the next one
 
     def lost(self, doing: str, exc: BaseException) -> DeployError:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = first_line(exc)
         return DeployError("{}: connection failed while {}: {}".format(self.board.label, doing, text))
 
 

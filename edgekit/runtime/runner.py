@@ -9,8 +9,8 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 
 import numpy as np
 
-from edgekit.errors import BundleError, DataError
-from edgekit.manifest import Manifest, StageSpec
+from edgekit.errors import BundleError, DataError, first_line
+from edgekit.manifest import StageSpec
 from edgekit.runtime.cost_protocol import resolve_stage_threads
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.budget import run_with_budget
@@ -75,7 +75,7 @@ class EarlyExitRunner:
                 self.delegate_status.append("{}: loaded {}".format(name, lib))
             except (ValueError, OSError, RuntimeError) as exc:
                 self.delegate_status.append("{}: {} not available ({}); running on the CPU".format(
-                    name, lib, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                    name, lib, first_line(exc)))
         if not specs:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
@@ -139,8 +139,7 @@ class EarlyExitRunner:
     def stage_failed(self, k: int, exc: BaseException) -> BundleError:
         """The interpreter refused a validated batch: the stage file is at fault, not the caller's data."""
         return BundleError("stage {} ({}) failed in {}: {}".format(
-            k, self.manifest.stages[k].file, self.backend.name, str(exc).splitlines()[0] if str(exc) else
-            type(exc).__name__))
+            k, self.manifest.stages[k].file, self.backend.name, first_line(exc)))
 
     # -- running ------------------------------------------------------------------------------------
     @property
