@@ -247,6 +247,10 @@ def test_target_ms_reaches_the_controller_from_python_m_edgekit_runtime(bundle, 
         assert runtime_main([bundle, data] + bad) == 2
         err = capsys.readouterr().err
         assert err.startswith("edgekit: error: --target-ms") and len(err.strip().splitlines()) == 1
+    res = cli("run", bundle, data, "--target-ms", "1e9", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["controller"]["calls"] == n
+    assert "load controller: target 1e+09 ms" in cli("run", bundle, data, "--target-ms", "1e9").output
+    _one_line(cli("run", bundle, data, "--target-ms", "5", "--budget-ms", "9"), "--target-ms 5 moves")
 
 
 def cli(*args):

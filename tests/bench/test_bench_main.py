@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edgekit.bench.command import profiles_table
+from edgekit.deploy.board_runs import profiles_table
 from edgekit.deploy.package import RUNTIME_FILES, runtime_files
 from tests.bundle_edit import copy_bundle, edit_manifest
 from tests.conftest import ROOT, TEST
