@@ -107,7 +107,7 @@ def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, me
         result = local_bench(bundle, data, protocol, energy, threads)
     written = write_report(result, report_dir, force) if report_dir is not None else []
     if as_json:
-        echo_json({k: v for k, v in result.items() if k != "raw_ms"})
+        echo_json({k: v for k, v in result.items() if not k.startswith("raw_")})   # raw_ms, raw_calls: the report
         return
     for line in text_lines(result):
         click.echo(line)
