@@ -83,7 +83,8 @@ def thresholds_part(args, data, tmp):
     stage_means = ["{:.4f}".format(m) for m in fd["stage_mean_ms"]]
     medians = fd["latency_ms"]["p50"] / ee["latency_ms"]["p50"]
     print("goal early exit >= 3.0x faster than full depth (means, batch 1): {:.2f}x (oracle bound {:.2f}x at per-stage "
-          "means {}; medians {:.2f}x) -> {}".format(b["speedup"], bound, stage_means, medians, goal(b["speedup"] >= 3.0)))
+          "means {}; medians {:.2f}x) -> {}".format(b["speedup"], bound, stage_means, medians,
+                                                    goal(b["speedup"] >= 3.0)))
     ratio = fit["chosen_vs_oracle_cost"]
     print("goal expected cost <= 1.3x the oracle's: {:.4f} ms vs {:.4f} ms, {:.2f}x -> {}".format(
         fit["chosen"]["cost_ms"], fit["oracle_cost_ms"], ratio, goal(ratio <= 1.3)))
