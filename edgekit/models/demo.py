@@ -32,7 +32,7 @@ CALIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path
 SEED = 7
 SHIFT = 3           # training copies are shifted by up to this many pixels each way
 COPIES = 5          # shifted copies of each training sample, besides the sample itself
-STEM_WIDTH = 32      # channels of the first exit's convolution
+STEM_WIDTH = 32     # channels of the convolution the first exit reads
 DROPOUT = 0.5       # before each dense layer of the last exit's head (training only)
 
 
