@@ -149,7 +149,7 @@ def mobilenet(n_calib):
 
 
 def run_mobilenet(target, samples):
-    from edgekit.convert.measure import full_depth_outputs
+    from edgekit.convert.evaluate import full_depth_outputs
     from edgekit.convert.precision import PrecisionOptions, choose_precision
     from edgekit.convert.precision.costs import full_depth
     from edgekit.convert.precision.sensitivity import sqnr_db

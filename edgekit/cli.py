@@ -163,7 +163,7 @@ def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: fl
                   rule: Optional[str], objective: str, margin_z: float, threads: Optional[int], as_json: bool) -> None:
     """Fit per-exit thresholds for least expected latency within an accuracy drop (on the bundle's stage costs, e.g.
     measured on the board by `edgekit profile`); rewrites the bundle."""
-    from edgekit.convert.calibrate import CalibrateOptions, calibrate, fitted_on
+    from edgekit.convert.threshold_fit import CalibrateOptions, calibrate, fitted_on
 
     data, part = fitted_on(bundle, data, held_out)
     section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z, threads,

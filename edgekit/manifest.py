@@ -10,13 +10,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from edgekit.errors import BundleError
+from edgekit.rungs import PRECISIONS, STAGE_PRECISIONS  # noqa: F401 - the names manifests and targets validate
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
-PRECISIONS = ("float32", "float16", "int8", "int16x8")
-STAGE_PRECISIONS = PRECISIONS + ("mixed",)   # mixed: a rung per layer (adaptive precision; table in report.json)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_DIM = 1 << 20

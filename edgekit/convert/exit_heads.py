@@ -250,7 +250,8 @@ def _quiet_retracing():
 
 
 def build_and_train(model, cuts: Sequence[Any], options, data, progress: Callable[[int, int, str], None]):
-    """Heads at `cuts` (exits.CutPoint, depth order) trained on data; returns exits.ExitsResult."""
+    """Heads at `cuts` (exits.CutPoint, depth order) trained on data; returns (the multi-exit keras.Model, the
+    per-exit report)."""
     with _quiet_retracing():
         return _build_and_train(model, cuts, options, data, progress)
 
@@ -258,7 +259,6 @@ def build_and_train(model, cuts: Sequence[Any], options, data, progress: Callabl
 def _build_and_train(model, cuts: Sequence[Any], options, data, progress: Callable[[int, int, str], None]):
     import keras
 
-    from edgekit.convert.exits import ExitsResult
     from edgekit.convert.flops import model_flops
 
     classes = int(model.outputs[0].shape[-1])
@@ -290,7 +290,7 @@ def _build_and_train(model, cuts: Sequence[Any], options, data, progress: Callab
     new = keras.Model(model.inputs, outputs + [model.outputs[0]], name=model.name)
     report = {"exits": reports, "options": options.to_dict(), "trained_by": by,
               "final_output_is_softmax": final_is_probs, "samples": {"train": len(tr), "val": len(va)}}
-    return ExitsResult(model=new, cuts=tuple(cuts), report=report)
+    return new, report
 
 
 def _exit_names(model, n: int) -> List[str]:

@@ -305,7 +305,8 @@ def attach_exits(model, options: ExitOptions, data, progress: Optional[Progress]
         cuts = choose_auto(model, options.auto, options.max_crossing)
     else:
         cuts = named_cut_points(model, options.layers, options.max_crossing)
-    return exit_heads.build_and_train(model, cuts, options, data, progress or (lambda d, t, s: None))
+    new, report = exit_heads.build_and_train(model, cuts, options, data, progress or (lambda d, t, s: None))
+    return ExitsResult(model=new, cuts=tuple(cuts), report=report)
 
 
 def exits_table(report: Dict[str, Any]) -> str:

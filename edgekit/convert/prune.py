@@ -14,12 +14,12 @@ import numpy as np
 
 from edgekit.data import Dataset, check_input_shape
 from edgekit.errors import ConfigError, DataError, ModelError
+from edgekit.rungs import INT8, PRECISIONS
 
 MIN_SAMPLES = 16               # fewer calibration samples cannot rank channels or measure distortion
 MIN_RECOVERY_SAMPLES = 32      # recovery holds out a tenth (at least 8) for early stopping
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALLOCATIONS = ("dp", "uniform")
-_TIMED_PRECISIONS = ("float32", "float16", "int8", "int16x8")
 SURGERY_TOL = 1e-4             # rebuilt model vs masked original, relative to the output scale
 
 Progress = Callable[[int, int, str], None]
@@ -28,7 +28,7 @@ Progress = Callable[[int, int, str], None]
 @dataclass(frozen=True)
 class PruneOptions:
     fraction: float = 0.5              # keep this fraction of the budget quantity, in (0, 1]
-    budget: str = "flops"              # flops | params | latency (see pruning/cost.py BUDGETS)
+    budget: str = "flops"              # flops | params | latency (see pruning/budgets.py BUDGETS)
     importance: str = "l1"             # see pruning/importance.py IMPORTANCE
     allocation: str = "dp"             # dp (the method) | uniform (the baseline)
     ratios: Tuple[float, ...] = DEFAULT_RATIOS   # pruning ratios at which each group's distortion is measured
@@ -41,7 +41,7 @@ class PruneOptions:
     seed: int = 0
 
     def check(self) -> "PruneOptions":
-        from edgekit.convert.pruning.cost import BUDGETS
+        from edgekit.convert.pruning.budgets import BUDGETS
         from edgekit.convert.pruning.importance import check_importance
         from edgekit.convert.quantize import check_precision
 
@@ -78,7 +78,7 @@ class PruneOptions:
         multiple = self.channel_multiple
         if multiple is None:
             multiple = target.channel_multiple if target is not None else 1
-        timed = self.latency_precision or (precision if precision in _TIMED_PRECISIONS else "int8")
+        timed = self.latency_precision or (precision if precision in PRECISIONS else INT8)
         return replace(self, channel_multiple=int(multiple), latency_precision=timed).check()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -129,7 +129,7 @@ def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progr
     """Prune `model` to options.fraction of its budget quantity; the input model is left unchanged."""
     from edgekit.convert.pruning.allocate import check_reachable, keep_options
     from edgekit.convert.pruning.compensate import Compensator
-    from edgekit.convert.pruning.cost import BUDGETS
+    from edgekit.convert.pruning.budgets import BUDGETS
     from edgekit.convert.pruning.distortion import DistortionProbe
     from edgekit.convert.pruning.groups import find_groups
     from edgekit.convert.pruning.importance import channel_importance

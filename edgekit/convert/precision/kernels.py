@@ -8,13 +8,9 @@ So the kernel is read from the interpreter, per op, for every build that is time
 """
 from typing import Dict, List, Set
 
-FORMS: Dict[str, str] = {
-    "int4w": "4-bit channelwise weights, static int8 activations (ai-edge-quantizer static_wi4_ai8)",
-    "int8": "8-bit channelwise weights, static int8 activations",
-    "int16x8": "8-bit weights, static 16-bit activations",
-    "float16": "fp16 weights dequantized to float32 at load",
-    "float32": "float32",
-}
+from edgekit.rungs import RUNGS
+
+FORMS: Dict[str, str] = {r.name: r.form for r in RUNGS}
 XNNPACK = "xnnpack"
 BUILTIN = "builtin"
 

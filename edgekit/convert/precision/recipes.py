@@ -18,12 +18,11 @@ import numpy as np
 
 from edgekit.convert.precision.graph import read_ops
 from edgekit.convert.tflite_model import DEQUANTIZE, FLOAT32, INT8, INT16, QUANTIZE, opcode, text
-from edgekit.convert.precision.ladder import INT4_OPS
 from edgekit.errors import ModelError
+from edgekit.rungs import RANGE_SAMPLES, RUNG, RUNGS
 
 SIGNATURE = "serving_default"
-CALIBRATION_SAMPLES = 200
-_BITS = {"int4w": (8, 4), "int8": (8, 8), "int16x8": (16, 8)}
+_BITS = {r.name: (r.activation_bits, r.weight_bits) for r in RUNGS if r.integer}   # the rungs with a recipe
 
 
 def op_config(rung: str) -> Dict:
@@ -45,7 +44,7 @@ def supported(op: str, rung: str) -> bool:
     """Whether ai-edge-quantizer has a kernel recipe for this op at this rung."""
     from ai_edge_quantizer import algorithm_manager, qtyping
 
-    if rung == "int4w" and op not in INT4_OPS:
+    if RUNG[rung].ops is not None and op not in RUNG[rung].ops:
         return False
     try:
         cfg = qtyping.OpQuantizationConfig.from_dict(op_config(rung))
@@ -63,7 +62,7 @@ def calibrate(float_blob: bytes, feeds: Mapping[str, np.ndarray]) -> Dict:
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe([_entry(o.scope, o.op, "int8") for o in read_ops(float_blob)
                                       if supported(o.op, "int8")])
-    n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
+    n = min(RANGE_SAMPLES, len(next(iter(feeds.values()))))
     data = {SIGNATURE: [{k: np.asarray(v[i:i + 1], np.float32) for k, v in feeds.items()} for i in range(n)]}
     with _quiet():
         cal = calibrator.Calibrator(bytearray(float_blob))

@@ -2,8 +2,10 @@
 import io
 from typing import Any, Dict, Optional, Sequence
 
+from edgekit.rungs import RUNGS
+
 PLOT_NAME = "precision.png"
-_COLORS = {"int4w": "#4c72b0", "int8": "#55a868", "int16x8": "#c44e52", "float16": "#8172b2", "float32": "#937860"}
+_COLORS = {r.name: r.color for r in RUNGS}
 
 
 def plot_png(layers: Sequence[Dict[str, Any]], report: Dict[str, Any]) -> Optional[bytes]:
