@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Dict, List, Optional, Tuple
 
 from edgekit.errors import BundleError
-from edgekit.rungs import PRECISIONS, STAGE_PRECISIONS  # noqa: F401 - the names manifests and targets validate
+from edgekit.rungs import PRECISIONS, STAGE_PRECISIONS  # noqa: F401 - targets.py validates PRECISIONS from here
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -17,8 +17,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from edgekit.convert.flops import model_flops
 from edgekit.errors import ConfigError, DataError
 
 GRIDS = (4, 2, 1)                 # pooled grid side per spatial axis
@@ -171,8 +174,6 @@ def _loss(keras, by: str, temperature: float):
 def _fit(keras, head, loss, xt, yt, xv, yv, options, seed: int, step: Callable[[int, str], None]) -> Dict[str, Any]:
     """Epochs of mini-batches in our own seeded order (a compiled step, not Model.fit, whose per-epoch
     set-up costs more than a head's whole epoch); keep the weights of the best validation loss."""
-    import tensorflow as tf
-
     variables = head.trainable_variables
     opt = keras.optimizers.Adam(options.learning_rate)
     opt.build(variables)
@@ -257,10 +258,6 @@ def build_and_train(model, cuts: Sequence[Any], options, data, progress: Callabl
 
 
 def _build_and_train(model, cuts: Sequence[Any], options, data, progress: Callable[[int, int, str], None]):
-    import keras
-
-    from edgekit.convert.flops import model_flops
-
     classes = int(model.outputs[0].shape[-1])
     tr, va = _split(len(data), options)
     by = _check_data(data, len(tr), len(va), classes, options)

@@ -3,7 +3,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edgekit.convert.split import _graph_nodes
+from edgekit.convert.keras_graph import graph_nodes
 
 COMPUTE_LAYERS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense")
 
@@ -33,4 +33,4 @@ def node_flops(node) -> int:
 
 
 def model_flops(model) -> int:
-    return int(sum(node_flops(node) for node in _graph_nodes(model)))
+    return int(sum(node_flops(node) for node in graph_nodes(model)))

@@ -23,12 +23,13 @@ import numpy as np
 from tensorflow.lite.tools import flatbuffer_utils as fbu
 
 from edgekit.bench.ops import delegated_alone
+from edgekit.convert.evaluate import interleaved_ms
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.recipes import quantize_ops
 from edgekit.convert.tf import quiet, tensorflow
 from edgekit.errors import ConfigError, ModelError
 from edgekit.rungs import FLOAT32, INT8, MIXED, PRECISIONS, RANGE_SAMPLES, RUNG, RUNGS
-from edgekit.runtime.interpreter import load_backend
+from edgekit.runtime.interpreter import available_backends, load_backend
 
 STEM_CHANNELS = 8           # a convolution of the stage input with at most this many channels is a stem
 _STEM_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
@@ -58,11 +59,6 @@ CONVERTER_MODES: Dict[str, Callable] = {         # Rung.converter -> converter s
 }
 # the rung the converter builds with single ops kept float (its quantization debugger works at int8 only)
 _DENYLIST_RUNG = next(r.name for r in RUNGS if r.converter and r.fallback == FLOAT32)
-
-
-def quantize_saved_model(path: str, precision: str, feeds: Dict[str, np.ndarray]) -> bytes:
-    """The ONNX path: path is a SavedModel whose serving_default signature takes feeds' names."""
-    return _convert(path, check_precision(precision), feeds)
 
 
 def check_precision(precision: str) -> str:
@@ -202,3 +198,19 @@ def int8_stage(model, feeds: Dict[str, np.ndarray], time_blobs: Callable[[Sequen
     if ms[1] < ms[0]:
         return Int8Stage(kept, tuple(keep), measured)
     return Int8Stage(plain, (), measured)
+
+
+def uniform_stage(model, precision: str, feeds: Dict[str, np.ndarray], target) -> Tuple[bytes, Optional[Dict]]:
+    """One stage (a keras.Model or a SavedModel directory) at a uniform precision, and what int8 kept float32 with
+    the timings that decided it (None when nothing was timed). int8 keeps some ops float32 when that measures faster
+    here, on the target's interpreter package when it is installed (int8_stage)."""
+    if precision != INT8:
+        return quantize_stage(model, precision, feeds), None
+    wanted = target.runtime_package.replace("-", "_")
+    backend = wanted if wanted in available_backends() else None
+    threads = target.default_threads if target.arch == "x86_64" else 1
+    built = int8_stage(model, feeds, lambda blobs: interleaved_ms(blobs, feeds, threads, backend=backend), backend)
+    if not built.measured_ms:
+        return built.blob, None
+    return built.blob, {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms,
+                        "interpreter": backend or "default"}

@@ -1,8 +1,6 @@
 """Adaptive precision's options, its result, and the checks made before any work."""
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from edgekit.convert.precision.ladder import has_ai_edge_quantizer, target_rungs
 from edgekit.convert.precision.objective import DEFAULT_OBJECTIVE, check_objective

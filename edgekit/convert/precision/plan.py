@@ -1,17 +1,22 @@
 """Allocate over the profile, build the stages, verify on held-out samples, back off, and report."""
+import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.convert.precision import allocate as al
-from edgekit.convert.precision import objective as ob
+from edgekit.convert.evaluate import full_depth_outputs
+from edgekit.convert.precision import allocate as al, objective as ob
+from edgekit.convert.precision.costs import stage_times
 from edgekit.convert.precision.kernels import FORMS
 from edgekit.convert.precision.ladder import weight_bytes
-from edgekit.convert.precision.timing import Protocol
 from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
 from edgekit.convert.precision.options import DEFAULT_TOLERANCE, MAX_BACKOFF, NEGLIGIBLE, PrecisionPlan
+from edgekit.convert.precision.recipes import supported
+from edgekit.convert.precision.report import plot_png
+from edgekit.convert.precision.timing import Protocol
+from edgekit.convert.quantize import quantize_stage
 from edgekit.errors import ConfigError
-from edgekit.rungs import FLOAT16, FLOAT32, INT16X8, INT8, MIXED, RUNG
+from edgekit.rungs import FLOAT16, FLOAT32, INT8, INT16X8, MIXED, RUNG
 
 
 def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
@@ -62,8 +67,6 @@ def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
 def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
     """A rung per op of stage k; weighted ops that must read their input at 16 bits (measure.harmonize) are
     raised in `choice`, with the reason."""
-    from edgekit.convert.precision.recipes import supported
-
     mine = {ly.scope: ly for ly in prof.layers if ly.stage == k}
     rungs = op_rungs(prof.ops[k], weighted_choices(prof.layers, choice, k), pinned_scopes)
     can16 = lambda o: INT16X8 in mine[o.scope].rungs if o.scope in mine else supported(o.op, INT16X8)  # noqa
@@ -78,8 +81,6 @@ def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict
 
 
 def _exits(prof: Profile, blobs: Sequence[bytes], x: np.ndarray, input_name: str) -> List[np.ndarray]:
-    from edgekit.convert.evaluate import full_depth_outputs
-
     return full_depth_outputs(blobs, prof.stages, x, input_name, threads=2)
 
 
@@ -91,8 +92,6 @@ def _scores(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray], y: Optional[n
 
 
 def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice, f16, budget, input_name, say):
-    from edgekit.convert.precision.report import plot_png
-
     built = [_build(prof, k, choice, f16) for k in range(len(prof.stages))]
     if budget["mode"] == "size":
         built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
@@ -116,8 +115,6 @@ def _size(built) -> int:
 def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built):
     """The size budget holds for the built files, not just the estimate: while they are larger, allocate again
     under a limit lowered by the excess, and rebuild."""
-    import dataclasses
-
     for _ in range(3):
         excess = _size(built) - budget["limit"]
         if excess <= 0:
@@ -219,8 +216,6 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, sa
     """The built plan against the uniform builds, stage by stage, interleaved. When time is the objective and a
     stage of the plan is slower than its int8 build beyond the noise, an op of that stage goes back to int8
     (at most MAX_SLOW times): per-op costs are measured one op at a time, and small ones add up."""
-    from edgekit.convert.precision.costs import stage_times
-
     uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in (INT8, FLOAT32, FLOAT16)) if b}
     timing: Dict[str, Any] = {}
     for attempt in range(ob.MAX_SLOW + 1):

@@ -11,9 +11,9 @@ _COLORS = {r.name: r.color for r in RUNGS}
 def plot_png(layers: Sequence[Dict[str, Any]], report: Dict[str, Any]) -> Optional[bytes]:
     """Bars: chosen rung per layer (colour) with exit SQNR at each measured rung; None without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib is optional (no plot without it)
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: as above, and after use("Agg")
     except ImportError:
         return None
     names = ["{}:{}".format(r["stage"], r["layer"]) for r in layers]

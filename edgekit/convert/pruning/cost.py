@@ -6,9 +6,7 @@ term whose groups never change. Evaluating the terms at an allocation gives its 
 parameter count (the same numbers flops.model_flops and keras count_params give for the rebuilt model).
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from typing import List, Mapping, Optional, Sequence, Tuple
 
 from edgekit.convert.flops import prod
 from edgekit.convert.pruning.groups import ChannelGraph, Layout
