@@ -5,9 +5,10 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import edgekit
+from edgekit.atomic import swap_in
 from edgekit.bench.energy import manifest_energy
 from edgekit.convert.stages import Front, Stage
 from edgekit.errors import BundleError, ModelError
@@ -90,25 +91,8 @@ def write_bundle(out_dir: str, manifest: Manifest, files: Dict[str, bytes], repo
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-        _swap_in(tmp, dest)
+        swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
-
-
-def _swap_in(tmp: str, dest: str) -> None:
-    old: List[str] = []
-    if os.path.exists(dest):
-        backup = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(dest))
-        os.rmdir(backup)
-        os.rename(dest, backup)
-        old.append(backup)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        for b in old:
-            os.rename(b, dest)
-        raise
-    for b in old:
-        shutil.rmtree(b, ignore_errors=True)
