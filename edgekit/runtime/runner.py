@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 
 from edgekit.errors import BundleError, DataError, first_line
-from edgekit.manifest import StageSpec
+from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.cost_protocol import resolve_stage_threads
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.budget import run_with_budget
