@@ -9,6 +9,7 @@ from edgekit.cli.output import StepBar, echo_json, echo_table
 from edgekit.cli.prune import options_from_cli, summary_lines
 from edgekit.cli.text import precision_lines, threshold_lines
 from edgekit.errors import ConfigError
+from edgekit.rungs import LADDER, PRECISIONS
 
 if TYPE_CHECKING:
     from edgekit.convert.exits import ExitOptions
@@ -34,13 +35,15 @@ def targets_cmd(as_json: bool) -> None:
 @click.option("--target", "-t", required=True, help="Board profile name (see `edgekit targets`).")
 @click.option("--calib", required=True, type=click.Path(dir_okay=False), help="Calibration data: .npz (x, y) or .npy.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory; the bundle goes to OUT/<target>.")
-@click.option("--precision", default=None, help="float32, float16, int8, int16x8 or adaptive (default: the target's first).")
+@click.option("--precision", default=None,
+              help="{} or adaptive (default: the target's first).".format(", ".join(PRECISIONS)))
 @click.option("--tolerance", type=float, default=None,
               help="adaptive: per layer the lowest rung whose KL (nats) at the exits is under this (default 0.001).")
 @click.option("--size-budget", default=None, help="adaptive: least loss within this bundle size (720000, 800K, 1.5M).")
 @click.option("--latency-budget", type=float, default=None,
               help="adaptive: least loss within this full-depth latency (ms, batch 1, measured here).")
-@click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32.")
+@click.option("--rungs", default=None, help="adaptive: the rungs to use, of {} (float32 among them).".format(
+    ",".join(LADDER)))
 @click.option("--objective", default=None,
               help="adaptive: latency (default: no slower than the fastest uniform precision, smallest size at "
                    "int8's accuracy), size (smallest, whatever the kernels cost) or accuracy (least loss at that "
