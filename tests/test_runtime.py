@@ -36,9 +36,10 @@ def test_all_three_interpreters_are_installed_in_the_dev_environment():
 
 def test_batch_early_exit_equals_one_sample_at_a_time(demo_bundles, test_split):
     runner = EarlyExitRunner(demo_bundles("int8"))
-    x = test_split.x[:48]
-    batch = runner.run(x)
-    single = [runner.run(x[i:i + 1]) for i in range(len(x))]
+    x = test_split.x[:96]
+    ths = [0.999, 0.999, 0.0]              # strict enough that some samples go past the confident first exit
+    batch = runner.run(x, thresholds=ths)
+    single = [runner.run(x[i:i + 1], thresholds=ths) for i in range(len(x))]
     np.testing.assert_array_equal(batch.exits, [s.exits[0] for s in single])
     np.testing.assert_array_equal(batch.predictions, [s.predictions[0] for s in single])
     np.testing.assert_allclose(batch.outputs, np.concatenate([s.outputs for s in single]), atol=1e-6)
