@@ -53,15 +53,15 @@ class Clock:
 
 
 def _protocol():
-    from edgekit.convert.precision.timing import Protocol
+    from edgekit.runtime.cost_protocol import CostProtocol
 
-    return Protocol(warmup=20, chunk=50, min_rounds=300, max_rounds=3000, rel_tol=0.01, max_seconds=60.0)
+    return CostProtocol(warmup=20, chunk=50, min_rounds=300, max_rounds=3000, rel_tol=0.01, max_seconds=60.0)
 
 
 # ----------------------------------------------------------------------------------------------------- demo
 def demo(target, tmp):
     from edgekit.convert import ConvertOptions, convert
-    from edgekit.convert.precision.timing import measure_candidates
+    from edgekit.runtime.cost_protocol import measure_candidates
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner, evaluate
 
@@ -219,7 +219,7 @@ def main():
     ap.add_argument("--target", default="raspberry-pi-4")
     ap.add_argument("--samples", type=int, default=32, help="MobileNetV2 sensitivity samples")
     args = ap.parse_args()
-    from edgekit.convert.precision.timing import machine
+    from edgekit.runtime.cost_protocol import machine
     from edgekit.targets import get_target
 
     total = Clock()

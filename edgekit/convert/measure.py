@@ -60,11 +60,12 @@ def max_abs_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> List[floa
 def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1,
                    backend: Optional[str] = None) -> List[float]:
     """Median batch-1 milliseconds of each blob (same signature) on feed, under the precision decisions' protocol
-    (convert/precision/timing.py: warmed up, interleaved in a new random order each round, until the medians
+    (runtime/cost_protocol.py: warmed up, interleaved in a new random order each round, until the medians
     settle). backend: the interpreter package (default: the first found)."""
-    from edgekit.convert.precision.timing import measure_candidates
+    from edgekit.convert.precision.costs import PROTOCOL
+    from edgekit.runtime.cost_protocol import measure_candidates
 
     runners = _runners(blobs, threads, backend)
     one = {n: v[:1].astype(np.float32) for n, v in feed.items()}
-    costs = measure_candidates({i: (lambda run=run: run(**one)) for i, run in enumerate(runners)})
+    costs = measure_candidates({i: (lambda run=run: run(**one)) for i, run in enumerate(runners)}, PROTOCOL)
     return [costs[i].median_ms for i in range(len(runners))]

@@ -162,7 +162,7 @@ def slow_stage(got: Dict, plan: Sequence[bytes], int8: Optional[Sequence[bytes]]
 def against_int8(got: Dict, plan_sizes: Sequence[int], prof) -> Dict:
     """Plan vs uniform builds: full-depth ms (sum of the stages' medians) of each, per stage, and size and
     latency factors vs int8."""
-    from edgekit.convert.precision.timing import machine
+    from edgekit.runtime.cost_protocol import machine
 
     total = {k: sum(c.median_ms for c in costs) for k, costs in got.items()}
     out = {"plan_ms": total["plan"], "plan_bytes": int(sum(plan_sizes)),

@@ -5,9 +5,9 @@ import numpy as np
 
 from edgekit.convert.precision import allocate as al
 from edgekit.convert.precision import objective as ob
+from edgekit.convert.precision.costs import OP_PROTOCOL
 from edgekit.convert.precision.kernels import FORMS
 from edgekit.convert.precision.ladder import RUNGS, weight_bytes
-from edgekit.convert.precision.timing import Protocol
 from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
 from edgekit.errors import ConfigError
 
@@ -316,7 +316,7 @@ def _report(prof: Profile, options, target, rungs, notes, budget, verification, 
                         "interleaved, median): whole-stage builds at each rung, and each op's extra ms over an "
                         "all-int8 build of its stage with only that op moved (ms_vs_int8, 0 within the noise); "
                         "latency_share is the op's share of multiply-adds",
-        "timing_protocol": Protocol().to_dict(),
+        "timing_protocol": OP_PROTOCOL.to_dict(),
         "boundaries": "float32 tensors between stages (each stage quantizes its inputs and dequantizes its outputs "
                       "inside the .tflite)",
         "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
