@@ -210,21 +210,15 @@ def _quantize(source, precision: str, feed: Dict[str, np.ndarray], target, index
     """One stage (a keras.Model, or a SavedModel path on the ONNX path) at a uniform precision. int8 keeps some
     ops float32 when that measures faster here, on the target's interpreter package when it is installed
     (quantize.int8_stage); what it kept, and with which interpreter, is added to float_ops."""
-    from edgekit.convert import measure
-    from edgekit.convert.quantize import int8_stage, quantize_saved_model, quantize_stage
-    from edgekit.runtime.interpreter import available_backends
+    from edgekit.convert.quantize import quantize_saved_model, quantize_stage, target_int8_stage
 
     if precision != "int8":
         return quantize_saved_model(source, precision, feed) if isinstance(source, str) else \
             quantize_stage(source, precision, feed)
-    wanted = target.runtime_package.replace("-", "_")
-    backend = wanted if wanted in available_backends() else None
-    threads = target.default_threads if target.arch == "x86_64" else 1
-    built = int8_stage(source, feed, lambda blobs: measure.interleaved_ms(blobs, feed, threads, backend=backend),
-                       backend)
+    built = target_int8_stage(source, feed, target)
     if built.measured_ms:
         float_ops[str(index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms,
-                                 "interpreter": backend or "default"}
+                                 "interpreter": built.interpreter}
     return built.blob
 
 

@@ -14,6 +14,7 @@ float32 but not at int8 (e.g. AVERAGE_POOL_2D, which then splits the delegated g
 for 1, 3, 4, 8 and 16 (ai-edge-litert 2.1.0, x86 with AVX-512): a few input channels cost int8 its advantage. Both
 made the demo's int8 first stage slower than its float32 twin; the float ops cost (DE)QUANTIZE ops around them.
 """
+import hashlib
 import os
 import tempfile
 from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -122,10 +123,14 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
             os.chdir(cwd)
 
 
+_DECIDED = {}   # type: Dict[Tuple, List[float]]
+
+
 class Int8Stage(NamedTuple):
     blob: bytes
     float_ops: Tuple[str, ...]          # op scopes kept float32 (empty: the plain int8 build was faster)
     measured_ms: Dict[str, float]       # median batch-1 ms of each candidate, interleaved ("int8", "int8+float ops")
+    interpreter: str = "default"        # the interpreter package the choice was timed with
 
 
 def stem_scopes(float_blob: bytes) -> List[str]:
@@ -185,5 +190,25 @@ def int8_stage(model, feeds: Dict[str, np.ndarray], time_blobs: Callable[[Sequen
     ms = time_blobs([plain, kept])
     measured = {"int8": round(ms[0], 4), "int8+float ops": round(ms[1], 4)}
     if ms[1] < ms[0]:
-        return Int8Stage(kept, tuple(keep), measured)
-    return Int8Stage(plain, (), measured)
+        return Int8Stage(kept, tuple(keep), measured, backend or "default")
+    return Int8Stage(plain, (), measured, backend or "default")
+
+
+def target_int8_stage(source, feed: Dict[str, np.ndarray], target) -> Int8Stage:
+    """The uniform int8 build convert makes for `target` (int8_stage): its float ops chosen by timing on the
+    target's interpreter package when it is installed here, at the target's thread count on an x86 target (1
+    on a board's: this machine is only its proxy). Adaptive precision starts from this same build."""
+    from edgekit.convert import measure
+    from edgekit.runtime.interpreter import available_backends
+
+    wanted = target.runtime_package.replace("-", "_")
+    backend = wanted if wanted in available_backends() else None
+    threads = target.default_threads if target.arch == "x86_64" else 1
+
+    def timed(blobs: Sequence[bytes]) -> List[float]:
+        # once per pair of builds in a process, so that convert's int8 and the plan's int8 base are one build
+        key = tuple(hashlib.sha1(b).hexdigest() for b in blobs) + (backend or "", threads)
+        if key not in _DECIDED:
+            _DECIDED[key] = list(measure.interleaved_ms(blobs, feed, threads, backend=backend))
+        return _DECIDED[key]
+    return int8_stage(source, feed, timed, backend)

@@ -26,6 +26,8 @@ class Profile:
     chain: Chain
     cache_hits: int
     fallbacks: List[Dict[str, str]]     # ops without a quantized kernel
+    kept_float: List[Tuple[str, ...]]   # per stage: op scopes the int8 build keeps float32 (measured faster here)
+    pin_kept: bool                      # those ops stay float32 in every build (when time decides)
     skipped: List[Dict[str, str]]       # (stage or op, rung) builds that did not convert or run: rung left out
     qsvs: List[Dict]                    # per stage: activation ranges for the per-op recipes
     caches: List[Cache]                 # per stage: the on-disk sensitivity cache
@@ -57,18 +59,22 @@ def _float_ops_in(blob: bytes) -> List[OpInfo]:
 
 
 def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpInfo], rungs: Sequence[str],
-                    qsvs, skipped: List[Dict[str, str]]) -> Dict[str, bytes]:
-    """Whole-stage builds by rung; a rung that does not convert or does not run is left out (and noted)."""
+                    qsvs, skipped: List[Dict[str, str]], target) -> Tuple[Dict[str, bytes], Tuple[str, ...]]:
+    """Whole-stage builds by rung, and the op scopes the int8 build keeps float32; a rung that does not convert
+    or does not run is left out (and noted). int8 is the build `convert --precision int8` makes for the target
+    (quantize.target_int8_stage): the plan starts from it."""
     from edgekit.convert.precision.recipes import quantize_ops
-    from edgekit.convert.quantize import quantize_stage
+    from edgekit.convert.quantize import quantize_stage, target_int8_stage
 
     builds = {"float32": fblob}
+    kept: Tuple[str, ...] = ()
     for r in rungs:
         try:
             if r in ("float16", "int16x8"):
                 builds[r] = quantize_stage(st.model, r, feed)
             elif r == "int8":
-                builds[r] = quantize_stage(st.model, "mixed", feed, {})     # int8 with float fallback
+                built = target_int8_stage(st.model, feed, target)
+                builds[r], kept = built.blob, built.float_ops
             elif r == "int4w":
                 builds[r] = quantize_ops(fblob, {o.scope: ("int4w" if o.op in INT4_OPS else "int8")
                                                  for o in ops}, qsvs=qsvs)
@@ -77,7 +83,7 @@ def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpI
         except (ModelError, RuntimeError, ValueError) as exc:   # e.g. an op with no 16x8 kernel
             builds.pop(r, None)
             skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": _first_line(exc)})
-    return builds
+    return builds, kept if "int8" in builds else ()
 
 
 def runs(blob: bytes, feed: Dict[str, np.ndarray]) -> None:
@@ -93,9 +99,10 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
-            say: Callable[[str], None], stop_at: Optional[float] = None) -> Profile:
-    """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all."""
+def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str, target,
+            say: Callable[[str], None], stop_at: Optional[float] = None, pin_kept: bool = False) -> Profile:
+    """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all.
+    pin_kept: the ops the int8 build keeps float32 stay float32 (the plan starts from that build)."""
     from edgekit.convert.precision.recipes import calibrate, supported
     from edgekit.convert.quantize import quantize_stage
     from edgekit.convert.split import stage_inputs
@@ -105,16 +112,18 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
     chain = Chain(stages, fblobs, data["sens"], input_name)
     all_ops, layers, costs, uniform, fallbacks, hits = [], [], [], [], [], 0
     skipped: List[Dict[str, str]] = []
-    all_qsvs, caches = [], []
+    all_qsvs, caches, kept_float = [], [], []
     for k, st in enumerate(stages):
         known = [ly.name for ly in st.model.layers] + [st.exit_name]
         ops = read_ops(fblobs[k], known)
         all_ops.append(ops)
         qsvs = calibrate(fblobs[k], feeds[k])
         all_qsvs.append(qsvs)
-        builds = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs, skipped)
+        builds, kept = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs, skipped, target)
         uniform.append(builds)
-        no_kernel = {o.scope for o in _float_ops_in(builds["int8"])} if "int8" in builds else set()
+        kept_float.append(kept)
+        pinned_kept = set(kept) if pin_kept else set()
+        no_kernel = {o.scope for o in _float_ops_in(builds["int8"])} - set(kept) if "int8" in builds else set()
         for o in ops:
             if o.scope in no_kernel:
                 fallbacks.append({"stage": str(k), "op": o.op, "layer": o.layer,
@@ -129,13 +138,14 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
                             (r == "float32" or supported(o.op, r)))
             ly = Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
                        rungs=allowed if "float32" in allowed else allowed + ("float32",),
-                       pinned="no int8 kernel: float fallback" if o.scope in no_kernel else "")
+                       pinned="no int8 kernel: float fallback" if o.scope in no_kernel else
+                       "float32 in the int8 build (measured faster here)" if o.scope in pinned_kept else "")
             _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
             mine.append(ly)
         layers.extend(mine)
         cache.save()
         say("stage {}: timing {} ops at each rung (interleaved, batch 1, 1 thread)".format(k, len(mine)))
-        whole, base = time_stage(fblobs[k], ops, mine, sorted(no_kernel), qsvs, feeds[k], builds)
+        whole, base = time_stage(fblobs[k], ops, mine, sorted(no_kernel | pinned_kept), qsvs, feeds[k], builds)
         costs.append(StageCost(
             latency_ms={r: c.median_ms for r, c in whole.items()},
             size_bytes={r: len(b) for r, b in builds.items()},
@@ -147,7 +157,8 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
         hits += cache.hits
         say("stage {}: {} ops measured at {}".format(k, sum(o.weighted for o in ops), ",".join(rungs)))
     return Profile(stages=stages, feeds=feeds, float_blobs=fblobs, ops=all_ops, layers=layers, costs=costs,
-                   uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks,
+                   uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks, kept_float=kept_float,
+                   pin_kept=pin_kept,
                    skipped=skipped, qsvs=all_qsvs, caches=caches)
 
 

@@ -5,9 +5,6 @@ import numpy as np
 
 from edgekit.convert.precision import allocate as al
 from edgekit.convert.precision import objective as ob
-from edgekit.convert.precision.costs import OP_PROTOCOL
-from edgekit.convert.precision.kernels import FORMS
-from edgekit.convert.precision.ladder import RUNGS, weight_bytes
 from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
 from edgekit.errors import ConfigError
 
@@ -46,23 +43,33 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
 
 
 def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
-    """Stage k's .tflite for the current choice (which it may raise: see _harmonized)."""
+    """Stage k's .tflite for the current choice (which it may raise: see _harmonized). A stage whose ops all stay
+    where the int8 build has them is that build itself (the one `convert --precision int8` makes)."""
     from edgekit.convert.precision.recipes import quantize_ops
     from edgekit.convert.quantize import quantize_stage
 
     if f16[k]:
         return prof.uniform[k]["float16"], "float16"
+    if _is_int8_build(prof, k, choice):
+        return prof.uniform[k]["int8"], "int8"
     pinned = [f["layer"] for f in prof.fallbacks if f["stage"] == str(k)]
-    pinned_scopes = [o.scope for o in prof.ops[k] if o.layer in pinned and not o.weighted]
+    kept = prof.kept_float[k] if prof.pin_kept else ()
+    pinned_scopes = [o.scope for o in prof.ops[k] if (o.layer in pinned or o.scope in kept) and not o.weighted]
     rungs = _harmonized(prof, k, choice, pinned_scopes)
     weighted = weighted_choices(prof.layers, choice, k)
     label = stage_label(list(weighted.values()) or ["float32"])
-    if label != "mixed" and (label != "int8" or not pinned_scopes) and label in prof.uniform[k]:
+    if label not in ("mixed", "int8") and label in prof.uniform[k]:
         return prof.uniform[k][label], label
     if set(rungs.values()) <= {"int8", "float32"}:          # the converter, with float fallback for single ops
         return quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rungs), "mixed"
     # what quantize_stage(..., "mixed") does for other mixes, reusing this stage's float build and ranges
     return quantize_ops(prof.float_blobs[k], rungs, qsvs=prof.qsvs[k]), "mixed"
+
+
+def _is_int8_build(prof: Profile, k: int, choice) -> bool:
+    """Every op of stage k that the int8 build quantizes is at int8 (pinned ops are float32 in both)."""
+    return "int8" in prof.uniform[k] and (prof.pin_kept or not prof.kept_float[k]) and all(choice[ly.key][0] == "int8" for ly in prof.layers
+                                             if ly.stage == k and not ly.pinned)
 
 
 def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
@@ -98,19 +105,24 @@ def _scores(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray], y: Optional[n
 
 def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice, f16, budget, input_name, say):
     from edgekit.convert.precision import PrecisionPlan
-    from edgekit.convert.precision.report import plot_png
+    from edgekit.convert.precision.report import layer_table, notes_of, plan_report, plot_png
 
     built = [_build(prof, k, choice, f16) for k in range(len(prof.stages))]
     if budget["mode"] == "size":
         built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
     verification = _verify(prof, data, options, choice, f16, budget, built, input_name, say)
-    timing = _timed(prof, budget, built, choice, f16, target, say)
+    timing, changed = _timed(prof, budget, built, choice, f16, say)
+    for _ in range(len(prof.stages)):        # a stage sent back to int8 for time: check accuracy again
+        if not changed:
+            break
+        verification = _verify(prof, data, options, choice, f16, budget, built, input_name, say)
+        timing, changed = _timed(prof, budget, built, choice, f16, say)
     blobs = tuple(b for b, _ in built)
     table = layer_table(prof, choice, f16, target)
-    report = _report(prof, options, target, rungs, notes, budget, verification, table, [lb for _, lb in built],
-                     blobs)
+    report = plan_report(prof, options, target, rungs, notes, budget, verification, table,
+                         [lb for _, lb in built], blobs)
     report["against_int8"] = timing
-    report["notes"] = _notes(report)
+    report["notes"] = notes_of(report)
     report["summary"] = ob.summary_lines(report, options)
     return PrecisionPlan(blobs=blobs, precisions=tuple(lb for _, lb in built), layers=tuple(table), report=report,
                          plot_png=plot_png(table, report))
@@ -152,8 +164,11 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     ref = _exits(prof, prof.float_blobs, data["held_x"], input_name)
     float_scores = _scores(ref, ref, data["held_y"])
     int8 = _uniform(prof, "int8")
-    int8_scores = _scores(_exits(prof, int8, data["held_x"], input_name), ref, data["held_y"]) if int8 else None
+    int8_outs = _exits(prof, int8, data["held_x"], input_name) if int8 else None
+    int8_scores = _scores(int8_outs, ref, data["held_y"]) if int8_outs else None
     objective = budget["mode"][len("objective-"):] if budget["mode"].startswith("objective-") else None
+    # without labels, agreement with float is coarse: the time objectives also keep int8's SQNR at every exit
+    sqnr_floors = _sqnrs(int8_outs, ref) if objective and int8_outs and data["held_y"] is None else None
     ceiling = ob.backoff_ceiling(objective)
     if objective and int8_scores:               # accuracy at uniform int8's (or float's, if int8 is above it)
         floors = [min(f, q) for f, q in zip(float_scores, int8_scores)]
@@ -163,9 +178,12 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     done: List[str] = []
     undone: List[str] = []                      # raises taken back: the built files would exceed the size budget
     while True:
-        scores = _scores(_exits(prof, [b for b, _ in built], data["held_x"], input_name), ref, data["held_y"])
-        ok = all(s >= fl - 1e-9 for fl, s in zip(floors, scores))
-        k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, floors, scores, int8)
+        outs = _exits(prof, [b for b, _ in built], data["held_x"], input_name)
+        scores, sqnrs = _scores(outs, ref, data["held_y"]), _sqnrs(outs, ref)
+        short = [e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9]
+        short += [e for e, (fl, sq) in enumerate(zip(sqnr_floors or [], sqnrs)) if sq < fl - 1e-9]
+        ok = not short
+        k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, min(short), int8)
         if k is not None:
             backoff.append({"stage": k, "layer": "(every op)", "from": "mixed", "to": "int8", "scores_before": scores})
             say("back-off: stage {} -> int8".format(k))
@@ -195,26 +213,35 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             else "top-1 agreement with float", "float": float_scores, "chosen": scores,
             "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff,
             "undone_over_size_budget": undone, "uniform_int8": int8_scores, "floor": floors,
-            "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop"}
+            "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop",
+            "sqnr_db": sqnrs, "sqnr_floor_db": sqnr_floors}
 
 
-def _revert_stage(prof: Profile, choice, f16, built, floors, scores, int8: List[bytes]) -> Optional[int]:
+def _sqnrs(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> List[float]:
+    """Per exit: SQNR (dB) of the outputs against the float build's."""
+    from edgekit.convert.precision.sensitivity import sqnr_db
+
+    return [sqnr_db(r, o) for o, r in zip(outs, ref)]
+
+
+def _revert_stage(prof: Profile, choice, f16, built, first: int, int8: List[bytes]) -> Optional[int]:
     """For the time objectives: the latest stage, up to the first exit below its floor, that is not its
     converter int8 build goes back to it whole (every op int8): a stage built from per-op recipes can lose
     more than its ops did one at a time. None when every such stage is int8 already."""
-    first = next(e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9)
     mixed = [j for j in range(first + 1) if built[j][0] != int8[j]]
     if not mixed:
         return None
-    k = mixed[-1]
+    _to_int8_build(prof, mixed[-1], choice, f16, built, int8, "after held-out verification")
+    return mixed[-1]
+
+
+def _to_int8_build(prof: Profile, k: int, choice, f16, built, int8: List[bytes], why: str) -> None:
+    """Stage k becomes its int8 build (the one `convert --precision int8` makes), every op as it has it."""
     for ly in prof.layers:
         if ly.stage == k and not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8":
-            choice[ly.key] = ("int8", "stage {} back to int8 after held-out verification".format(k))
+            choice[ly.key] = ("int8", "stage {} back to its int8 build {}".format(k, why))
     f16[k] = ""
-    built[k] = _build(prof, k, choice, f16)
-    if built[k][0] != int8[k]:                  # ops without an int8 rung keep it mixed: take the int8 build
-        built[k] = (int8[k], "int8")
-    return k
+    built[k] = (int8[k], "int8")
 
 
 def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
@@ -223,22 +250,30 @@ def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
     return None if any(b is None for b in blobs) else blobs
 
 
-def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, say) -> Dict[str, Any]:
-    """The built plan against the uniform builds, stage by stage, interleaved. When time is the objective and a
-    stage of the plan is slower than its int8 build beyond the noise, an op of that stage goes back to int8
-    (at most MAX_SLOW times): per-op costs are measured one op at a time, and small ones add up."""
+def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, say) -> Tuple[Dict[str, Any], bool]:
+    """The built plan against the uniform builds, stage by stage, interleaved; and whether it changed the plan.
+    When time is the objective, a stage of the plan slower than its int8 build beyond the noise first sends the
+    op that costs most back to int8 (per-op costs are measured one op at a time, and small ones add up), and if
+    it is still slower, becomes its int8 build whole: the plan is never slower than uniform int8 stage by stage."""
     from edgekit.convert.precision.costs import stage_times
 
     uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in ("int8", "float32", "float16")) if b}
+    timed = budget["mode"].startswith("objective-") and "int8" in uniform
     timing: Dict[str, Any] = {}
-    for attempt in range(ob.MAX_SLOW + 1):
+    tried, changed = set(), False
+    for _ in range(2 * len(prof.stages) + 1):
         got = stage_times(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
         timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
-        k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) \
-            if budget["mode"].startswith("objective-") and attempt < ob.MAX_SLOW else None
-        back = [] if k is None else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
-        if not back:
+        k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) if timed else None
+        if k is None:
             break
+        back = [] if k in tried else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
+        tried.add(k)
+        changed = True
+        if not back:
+            _to_int8_build(prof, k, choice, f16, built, uniform["int8"], "after it measured slower than it")
+            say("stage {} slower than its int8 build: back to it".format(k))
+            continue
         for ly in back:
             choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
         built[k] = _build(prof, k, choice, f16)
@@ -248,84 +283,4 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, sa
     if budget["mode"] in ("size", "latency"):
         got_v = budget["built_bytes"] if budget["mode"] == "size" else budget["measured_ms"]
         budget["holds"] = bool(got_v <= budget["limit"])
-    return timing
-
-
-def _notes(report: Dict[str, Any]) -> List[str]:
-    """One line each for what the user should know (the CLI prints them)."""
-    out = ["adaptive precision: op {} ({}, stage {}) has no int8 kernel: kept float32".format(
-        f["layer"], f["op"], f["stage"]) for f in report["kernel_fallbacks"]]
-    v, b = report["verification"], report["budget"] or {}
-    if not v["holds"]:
-        out.append("adaptive precision: held-out {} dropped by more than {:g} on some exit after {} back-off(s): "
-                   "float {} vs chosen {}".format(v["metric"], v["max_drop"], len(v["backoff"]),
-                                                  _pcts(v["float"]), _pcts(v["chosen"])))
-    if b.get("holds") is False:
-        got = b["built_bytes"] if report["mode"] == "size" else b["measured_ms"]
-        out.append("adaptive precision: the {} budget {:g} {} does not hold: {:.4g} {} measured on the built stages "
-                   "(estimated {:.4g})".format(report["mode"], b["limit"], b["unit"], got, b["unit"], b["estimated"]))
-    if report["rungs_skipped"]:
-        out.append("adaptive precision: {} (op or stage, rung) builds did not convert or run and were left out "
-                   "(report.json precision_plan.rungs_skipped)".format(len(report["rungs_skipped"])))
-    return out
-
-
-def _pcts(values: Sequence[float]) -> str:
-    return "/".join("{:.1%}".format(v) for v in values)
-
-
-def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str, Any]]:
-    rows, est = [], []
-    for ly in prof.layers:
-        rung, reason = ("float16", f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
-        lat = al.op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
-        est.append(lat)
-        loss = prof.costs[ly.stage].losses.get("float16") if rung == "float16" else ly.loss(rung)
-        rows.append({"stage": ly.stage, "layer": ly.name, "op": ly.op, "rung": rung, "reason": reason,
-                     "params": ly.params, "size_bytes": int(weight_bytes(rung, ly.params)),
-                     "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
-                     "layer_sqnr_db": loss.layer_sqnr_db if loss else None, "latency_ms_est": lat,
-                     "sensitivity": {r: ly.losses[r].to_dict() for r in ly.rungs if r in ly.losses},
-                     "kernel": ly.kernels.get(rung, "-"), "form": FORMS.get(rung, rung),
-                     "ms_vs_int8": _finite(ly.costs.get(rung)),
-                     "ms_vs_int8_by_rung": {r: _finite(c) for r, c in ly.costs.items()},
-                     "kernel_by_rung": dict(ly.kernels)})
-    total = sum(est) or 1.0
-    for row, lat in zip(rows, est):
-        row["latency_share"] = lat / total
-    return rows
-
-
-def _finite(v: Optional[float]) -> Optional[float]:
-    """JSON has no infinity: a rung that did not build or run has no time (None)."""
-    return None if v is None or v != v or v in (float("inf"), float("-inf")) else float(v)
-
-
-def _report(prof: Profile, options, target, rungs, notes, budget, verification, table, labels, blobs) -> Dict:
-    return {
-        "mode": options.mode, "tolerance_nats": budget.get("tolerance"),
-        "budget": {k: v for k, v in budget.items() if k not in ("mode", "tolerance")} or None,
-        "ladder": [{"rung": r, "description": RUNGS[r].description} for r in rungs],
-        "left_out": notes, "fp16_compute": target.fp16_compute,
-        "loss": "KL divergence (nats) between softmax of float and quantized exit outputs, the largest over "
-                "the exits an op feeds; SQNR (dB) the smallest over them; layer_sqnr_db at the op's output",
-        "sensitivity_samples": int(len(prof.chain.exits[0])), "cache_hits": prof.cache_hits,
-        "sensitivity_measured": "every op at every rung" if options.measure == "all" or options.mode != "tolerance"
-        else "each op's rungs lowest first up to the first within the tolerance (higher ones when backing off)",
-        "latency_note": "measured on the converting machine (a proxy for the board; batch 1, 1 thread, "
-                        "interleaved, median): whole-stage builds at each rung, and each op's extra ms over an "
-                        "all-int8 build of its stage with only that op moved (ms_vs_int8, 0 within the noise); "
-                        "latency_share is the op's share of multiply-adds",
-        "timing_protocol": OP_PROTOCOL.to_dict(),
-        "boundaries": "float32 tensors between stages (each stage quantizes its inputs and dequantizes its outputs "
-                      "inside the .tflite)",
-        "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
-        "stages": [{"index": k, "precision": lb, "size_bytes": len(b),
-                    "mixed_overhead_ms": prof.costs[k].mixed_ms,
-                    "whole_stage": {r: {"size_bytes": c, "latency_ms": prof.costs[k].latency_ms[r],
-                                        "kl": prof.costs[k].losses[r].kl if r in prof.costs[k].losses else 0.0,
-                                        "sqnr_db": prof.costs[k].losses[r].sqnr_db if r in prof.costs[k].losses
-                                        else None} for r, c in prof.costs[k].size_bytes.items()}}
-                   for k, (lb, b) in enumerate(zip(labels, blobs))],
-        "verification": verification, "layers": table,
-    }
+    return timing, changed

@@ -157,7 +157,7 @@ class _quiet:
 
 
 def repair(blob: bytes) -> bytes:
-    """Float signature outputs; int8 -> int16 requantization through float."""
+    """Float signature outputs, which are the subgraph's outputs; int8 -> int16 requantization through float."""
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils as fbu
 
@@ -181,6 +181,11 @@ def repair(blob: bytes) -> bytes:
                 if sg.tensors[tm.tensorIndex].type != FLOAT32:
                     raise ModelError("the per-op recipe left stage tensor {!r} as an integer tensor; stage "
                                      "boundaries stay float".format(text(tm.name)))
+            # the quantizer may list an integer copy of a float op's output as the subgraph output; a signature
+            # output that is not a subgraph output is never written back by the delegate (its data stays null)
+            named = [int(tm.tensorIndex) for tm in sd.outputs]
+            sg.outputs = [t for t in (int(i) for i in sg.outputs) if t in named] + \
+                [t for t in named if t not in [int(i) for i in sg.outputs]]
     return bytes(fbu.convert_object_to_bytearray(model))
 
 
