@@ -56,9 +56,14 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
     whole-stage costs by rung and the baseline's cost. Candidates are timed in groups of GROUP, each group with
     its own copies of the baseline: fewer interpreters in turn keep the caches as warm as one stage's are."""
+    from edgekit.convert.precision.measure import op_rungs
     from edgekit.convert.precision.recipes import quantize_ops
 
-    base_rungs = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops}
+    weighted = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops if o.weighted}
+    plain = [o.scope for o in ops if o.scope in pinned and not o.weighted]
+    # ops without weights read at their producers' width: an int8 op between two float ones is not built right
+    rungs_with = lambda scope, r: op_rungs(ops, dict(weighted, **{scope: r}), plain)  # noqa: E731
+    base_rungs = op_rungs(ops, weighted, plain)
     base_blob = quantize_ops(fblob, base_rungs, qsvs=qsvs)
     base_kernels = kernels_by_scope(base_blob)
     builds: Dict[Tuple[str, str], bytes] = {}
@@ -68,7 +73,7 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
             if r == "int8" or ly.pinned:
                 continue
             try:
-                builds[(ly.scope, r)] = quantize_ops(fblob, dict(base_rungs, **{ly.scope: r}), qsvs=qsvs)
+                builds[(ly.scope, r)] = quantize_ops(fblob, rungs_with(ly.scope, r), qsvs=qsvs)
                 _caller(builds[(ly.scope, r)], feed)
             except (ModelError, RuntimeError, ValueError):
                 builds.pop((ly.scope, r), None)
