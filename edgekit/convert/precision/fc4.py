@@ -89,4 +89,8 @@ def four_bit_fcs(int8_blob: bytes, float_blob: bytes, scopes: Sequence[str]) -> 
             b = _constant(fm, int(f_op.inputs[2])).reshape(-1)
             b_t.type, b_t.buffer = INT32, _new_buffer(qm, schema, np.round(b / bias_scale).astype(np.int32))
             b_t.quantization = _quantization(schema, bias_scale)
+    used = {int(t.buffer) for sg in qm.subgraphs for t in sg.tensors}
+    for i, buf in enumerate(qm.buffers):
+        if i and i not in used:             # the 8-bit weights and bias replaced above
+            buf.data = None
     return bytes(fbu.convert_object_to_bytearray(qm))

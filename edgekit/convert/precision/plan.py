@@ -6,7 +6,8 @@ import numpy as np
 from edgekit.convert.precision import allocate as al
 from edgekit.convert.precision import objective as ob
 from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
-from edgekit.errors import ConfigError
+from edgekit.convert.precision.fc4 import four_bit_fcs
+from edgekit.errors import ConfigError, ModelError
 
 
 def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
@@ -52,6 +53,12 @@ def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
         return prof.uniform[k]["float16"], "float16"
     if _is_int8_build(prof, k, choice):
         return prof.uniform[k]["int8"], "int8"
+    fc4 = _four_bit_fcs_only(prof, k, choice)
+    if fc4:
+        try:
+            return four_bit_fcs(prof.uniform[k]["int8"], prof.float_blobs[k], fc4), "mixed"
+        except ModelError:
+            pass                                # per-op recipes below
     pinned = [f["layer"] for f in prof.fallbacks if f["stage"] == str(k)]
     kept = prof.kept_float[k] if prof.pin_kept else ()
     pinned_scopes = [o.scope for o in prof.ops[k] if (o.layer in pinned or o.scope in kept) and not o.weighted]
@@ -64,6 +71,16 @@ def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
         return quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rungs), "mixed"
     # what quantize_stage(..., "mixed") does for other mixes, reusing this stage's float build and ranges
     return quantize_ops(prof.float_blobs[k], rungs, qsvs=prof.qsvs[k]), "mixed"
+
+
+def _four_bit_fcs_only(prof: Profile, k: int, choice) -> List[str]:
+    """The fully connected ops of stage k at int4w when every other op is where the int8 build has it: the stage
+    is then that build with their weights at 4 bits (fc4.py). Empty otherwise."""
+    mine = [ly for ly in prof.layers if ly.stage == k and not ly.pinned]
+    fc4 = [ly.scope for ly in mine if choice[ly.key][0] == "int4w" and ly.op == "FULLY_CONNECTED"]
+    rest_int8 = all(choice[ly.key][0] == "int8" for ly in mine if ly.scope not in fc4)
+    ok = "int8" in prof.uniform[k] and (prof.pin_kept or not prof.kept_float[k]) and rest_int8
+    return fc4 if ok else []
 
 
 def _is_int8_build(prof: Profile, k: int, choice) -> bool:
