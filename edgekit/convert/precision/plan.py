@@ -45,48 +45,44 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
 
 def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
     """Stage k's .tflite for the current choice (which it may raise: see _harmonized). A stage whose ops all stay
-    where the int8 build has them is that build itself (the one `convert --precision int8` makes)."""
+    where the int8 build has them is that build itself (the one `convert --precision int8` makes); one whose ops
+    are int8 or float32 is built by the converter, with its 4-bit fully connected ops put in afterwards (fc4.py);
+    any other mix comes from per-op recipes."""
     from edgekit.convert.precision.recipes import quantize_ops
     from edgekit.convert.quantize import quantize_stage
 
     if f16[k]:
         return prof.uniform[k]["float16"], "float16"
-    if _is_int8_build(prof, k, choice):
+    if _as_int8_build(prof, k, choice):
         return prof.uniform[k]["int8"], "int8"
-    fc4 = _four_bit_fcs_only(prof, k, choice)
-    if fc4:
-        try:
-            return four_bit_fcs(prof.uniform[k]["int8"], prof.float_blobs[k], fc4), "mixed"
-        except ModelError:
-            pass                                # per-op recipes below
     pinned = [f["layer"] for f in prof.fallbacks if f["stage"] == str(k)]
     kept = prof.kept_float[k] if prof.pin_kept else ()
     pinned_scopes = [o.scope for o in prof.ops[k] if (o.layer in pinned or o.scope in kept) and not o.weighted]
     rungs = _harmonized(prof, k, choice, pinned_scopes)
+    four = [ly.scope for ly in prof.layers if ly.stage == k and ly.op == "FULLY_CONNECTED" and
+            choice[ly.key][0] == "int4w" and rungs.get(ly.scope) == "int4w"]
+    rest = dict(rungs, **{s: "int8" for s in four})
+    if set(rest.values()) <= {"int8", "float32"}:           # the converter, with float fallback for single ops
+        base = prof.uniform[k]["int8"] if "int8" in prof.uniform[k] and _as_int8_build(prof, k, choice, four) \
+            else quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rest)
+        try:
+            return (four_bit_fcs(base, prof.float_blobs[k], four) if four else base), "mixed"
+        except ModelError:
+            pass                                # per-op recipes below
     weighted = weighted_choices(prof.layers, choice, k)
     label = stage_label(list(weighted.values()) or ["float32"])
     if label not in ("mixed", "int8") and label in prof.uniform[k]:
         return prof.uniform[k][label], label
-    if set(rungs.values()) <= {"int8", "float32"}:          # the converter, with float fallback for single ops
-        return quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rungs), "mixed"
     # what quantize_stage(..., "mixed") does for other mixes, reusing this stage's float build and ranges
     return quantize_ops(prof.float_blobs[k], rungs, qsvs=prof.qsvs[k]), "mixed"
 
 
-def _four_bit_fcs_only(prof: Profile, k: int, choice) -> List[str]:
-    """The fully connected ops of stage k at int4w when every other op is where the int8 build has it: the stage
-    is then that build with their weights at 4 bits (fc4.py). Empty otherwise."""
-    mine = [ly for ly in prof.layers if ly.stage == k and not ly.pinned]
-    fc4 = [ly.scope for ly in mine if choice[ly.key][0] == "int4w" and ly.op == "FULLY_CONNECTED"]
-    rest_int8 = all(choice[ly.key][0] == "int8" for ly in mine if ly.scope not in fc4)
-    ok = "int8" in prof.uniform[k] and (prof.pin_kept or not prof.kept_float[k]) and rest_int8
-    return fc4 if ok else []
-
-
-def _is_int8_build(prof: Profile, k: int, choice) -> bool:
-    """Every op of stage k that the int8 build quantizes is at int8 (pinned ops are float32 in both)."""
-    return "int8" in prof.uniform[k] and (prof.pin_kept or not prof.kept_float[k]) and all(choice[ly.key][0] == "int8" for ly in prof.layers
-                                             if ly.stage == k and not ly.pinned)
+def _as_int8_build(prof: Profile, k: int, choice, besides: Sequence[str] = ()) -> bool:
+    """Every op of stage k that the int8 build quantizes is at int8 (pinned ops are float32 in both), but for
+    the ops named in `besides`."""
+    return "int8" in prof.uniform[k] and (prof.pin_kept or not prof.kept_float[k]) and all(
+        choice[ly.key][0] == "int8" for ly in prof.layers if ly.stage == k and not ly.pinned
+        and ly.scope not in besides)
 
 
 def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
@@ -184,8 +180,9 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     int8_outs = _exits(prof, int8, data["held_x"], input_name) if int8 else None
     int8_scores = _scores(int8_outs, ref, data["held_y"]) if int8_outs else None
     objective = budget["mode"][len("objective-"):] if budget["mode"].startswith("objective-") else None
-    # without labels, agreement with float is coarse: the time objectives also keep int8's SQNR at every exit
-    sqnr_floors = _sqnrs(int8_outs, ref) if objective and int8_outs and data["held_y"] is None else None
+    # a count of right answers on a few held-out samples is coarse: the time objectives also keep int8's SQNR
+    # (against float) at every exit
+    sqnr_floors = _sqnrs(int8_outs, ref) if objective and int8_outs else None
     ceiling = ob.backoff_ceiling(objective)
     if objective and int8_scores:               # accuracy at uniform int8's (or float's, if int8 is above it)
         floors = [min(f, q) for f, q in zip(float_scores, int8_scores)]
@@ -200,6 +197,9 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
         short = [e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9]
         short += [e for e, (fl, sq) in enumerate(zip(sqnr_floors or [], sqnrs)) if sq < fl - 1e-9]
         ok = not short
+        if not ok and objective and int8 and len(backoff) < MAX_BACKOFF and \
+                _compensate(prof, choice, f16, built, budget, min(short), done, backoff, scores, say):
+            continue
         k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, min(short), int8)
         if k is not None:
             backoff.append({"stage": k, "layer": "(every op)", "from": "mixed", "to": "int8", "scores_before": scores})
@@ -232,6 +232,22 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             "undone_over_size_budget": undone, "uniform_int8": int8_scores, "floor": floors,
             "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop",
             "sqnr_db": sqnrs, "sqnr_floor_db": sqnr_floors}
+
+
+def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: List[str], backoff, scores,
+                say) -> bool:
+    """Time objectives: win back accuracy with time the plan saved (objective.accuracy_for_time): one op from int8
+    to float32, its stage rebuilt. False when no op fits in the time."""
+    allowed = max(0.0, budget.get("limit", 0.0) - budget.get("int8_ms", 0.0))
+    ly = ob.accuracy_for_time(prof.layers, choice, allowed, first, done)
+    if ly is None:
+        return False
+    choice[ly.key] = ("float32", "raised from int8 to keep uniform int8's accuracy, within its time")
+    built[ly.stage] = _build(prof, ly.stage, choice, f16)
+    done.append(ly.key)
+    backoff.append({"stage": ly.stage, "layer": ly.name, "from": "int8", "to": "float32", "scores_before": scores})
+    say("back-off: {} int8 -> float32 (within int8's time)".format(ly.name))
+    return True
 
 
 def _sqnrs(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> List[float]:
