@@ -56,7 +56,7 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
     whole-stage costs by rung and the baseline's cost. Candidates are timed in groups of GROUP, each group with
     its own copies of the baseline: fewer interpreters in turn keep the caches as warm as one stage's are."""
-    from edgekit.convert.precision.measure import op_rungs
+    from edgekit.convert.precision.graph import op_rungs
     from edgekit.convert.precision.recipes import quantize_ops
 
     weighted = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops if o.weighted}

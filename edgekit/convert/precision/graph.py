@@ -96,3 +96,25 @@ def _macs(kind: str, tensors, ins: Tuple[int, ...], out_elems: int) -> int:
 def producers(ops: Sequence[OpInfo]) -> Dict[int, OpInfo]:
     """tensor index -> the op that writes it."""
     return {t: op for op in ops for t in op.outputs}
+
+
+def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequence[str]) -> Dict[str, str]:
+    """A rung for every op of a mixed stage: weighted ops as chosen; an op without weights takes the
+    activation width of what feeds it (the widest of its producers; int4w counts as int8)."""
+    prod = producers(ops)
+    out: Dict[str, str] = {}
+    counts: Dict[str, int] = {}
+    for r in weighted.values():
+        counts[r] = counts.get(r, 0) + 1
+    default = max(counts, key=counts.get) if counts else "int8"
+    order = ("int8", "int16x8", "float32")
+    for o in ops:
+        if o.scope in weighted:
+            out[o.scope] = weighted[o.scope]
+        elif o.scope in pinned_float:
+            out[o.scope] = "float32"
+        else:
+            src = [out.get(prod[t].scope) for t in o.inputs if t in prod and prod[t].scope in out]
+            src = ["int8" if r == "int4w" else r for r in src if r]
+            out[o.scope] = max(src, key=order.index) if src else ("int8" if default == "int4w" else default)
+    return out

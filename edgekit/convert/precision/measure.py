@@ -103,7 +103,7 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
             say: Callable[[str], None], stop_at: Optional[float] = None, pin_kept: bool = False) -> Profile:
     """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all.
     pin_kept: the ops the int8 build keeps float32 stay float32 (the plan starts from that build)."""
-    from edgekit.convert.precision.recipes import calibrate, supported
+    from edgekit.convert.precision.recipes import calibrate
     from edgekit.convert.quantize import quantize_stage
     from edgekit.convert.split import stage_inputs
 
@@ -130,18 +130,9 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
                                   "note": "no int8 kernel: kept float32"})
         cache = Cache(fblobs[k], [feeds[k], chain.inputs[k]])
         caches.append(cache)
-        mine = []
-        for o in ops:
-            if not o.weighted:
-                continue
-            allowed = tuple(r for r in LAYER_RUNGS if r in rungs and
-                            (r == "float32" or supported(o.op, r)))
-            ly = Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
-                       rungs=allowed if "float32" in allowed else allowed + ("float32",),
-                       pinned="no int8 kernel: float fallback" if o.scope in no_kernel else
-                       "float32 in the int8 build (measured faster here)" if o.scope in pinned_kept else "")
+        mine = [_layer(k, o, rungs, no_kernel, pinned_kept) for o in ops if o.weighted]
+        for ly, o in zip(mine, [o for o in ops if o.weighted]):
             _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
-            mine.append(ly)
         layers.extend(mine)
         cache.save()
         say("stage {}: timing {} ops at each rung (interleaved, batch 1, 1 thread)".format(k, len(mine)))
@@ -160,6 +151,17 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
                    uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks, kept_float=kept_float,
                    pin_kept=pin_kept,
                    skipped=skipped, qsvs=all_qsvs, caches=caches)
+
+
+def _layer(k: int, o: OpInfo, rungs: Sequence[str], no_kernel, kept_float) -> Layer:
+    """The allocation record of weighted op `o` of stage k: its rungs, and why it stays float32 if it must."""
+    from edgekit.convert.precision.recipes import supported
+
+    allowed = tuple(r for r in LAYER_RUNGS if r in rungs and (r == "float32" or supported(o.op, r)))
+    return Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
+                 rungs=allowed if "float32" in allowed else allowed + ("float32",),
+                 pinned="no int8 kernel: float fallback" if o.scope in no_kernel else
+                 "float32 in the int8 build (measured faster here)" if o.scope in kept_float else "")
 
 
 def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: List[Dict[str, str]],
@@ -182,30 +184,6 @@ def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: Li
         if stop_at is not None and ly.losses[r].kl <= stop_at:
             break
     ly.rungs = tuple(r for r in ly.rungs if r not in failed)
-
-
-def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequence[str]) -> Dict[str, str]:
-    """A rung for every op of a mixed stage: weighted ops as chosen; an op without weights takes the
-    activation width of what feeds it (the widest of its producers; int4w counts as int8)."""
-    from edgekit.convert.precision.graph import producers
-
-    prod = producers(ops)
-    out: Dict[str, str] = {}
-    counts: Dict[str, int] = {}
-    for r in weighted.values():
-        counts[r] = counts.get(r, 0) + 1
-    default = max(counts, key=counts.get) if counts else "int8"
-    order = ("int8", "int16x8", "float32")
-    for o in ops:
-        if o.scope in weighted:
-            out[o.scope] = weighted[o.scope]
-        elif o.scope in pinned_float:
-            out[o.scope] = "float32"
-        else:
-            src = [out.get(prod[t].scope) for t in o.inputs if t in prod and prod[t].scope in out]
-            src = ["int8" if r == "int4w" else r for r in src if r]
-            out[o.scope] = max(src, key=order.index) if src else ("int8" if default == "int4w" else default)
-    return out
 
 
 _WIDTH = {"int4w": 8, "int8": 8, "int16x8": 16, "float32": 0}

@@ -5,7 +5,8 @@ import numpy as np
 
 from edgekit.convert.precision import allocate as al
 from edgekit.convert.precision import objective as ob
-from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
+from edgekit.convert.precision.graph import op_rungs
+from edgekit.convert.precision.measure import Profile, harmonize, stage_label, weighted_choices
 from edgekit.convert.precision.fc4 import four_bit_fcs
 from edgekit.errors import ConfigError, ModelError
 
@@ -209,29 +210,37 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             al.backoff_pick(prof.layers, choice, done, ceiling)
         if ly is None:
             break
-        old = choice[ly.key][0]
-        new = al.next_rung(ly, old, ceiling)
-        while not prof.ensure(ly, new):         # measure="needed": measured now; a rung that fails is dropped
-            new = al.next_rung(ly, new)
-        before = (dict(choice), built[ly.stage])
-        choice[ly.key] = (new, "raised from {} after held-out verification".format(old))
-        built[ly.stage] = _build(prof, ly.stage, choice, f16)
-        if budget["mode"] == "size" and _size(built) > budget["limit"]:
-            choice.clear()
-            choice.update(before[0])
-            built[ly.stage] = before[1]
-            done.append(ly.key)
-            undone.append("{} {} -> {}".format(ly.name, old, new))
-            continue
-        done.append(ly.key) if new == "float32" or new == ceiling else None
-        backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
-        say("back-off: {} {} -> {}".format(ly.name, old, new))
+        _raise_one(prof, ly, choice, f16, built, budget, ceiling, (done, undone, backoff), scores, say)
     return {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
             else "top-1 agreement with float", "float": float_scores, "chosen": scores,
             "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff,
             "undone_over_size_budget": undone, "uniform_int8": int8_scores, "floor": floors,
             "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop",
             "sqnr_db": sqnrs, "sqnr_floor_db": sqnr_floors}
+
+
+def _raise_one(prof: Profile, ly, choice, f16, built, budget, ceiling, logs, scores, say) -> None:
+    """One rung up for `ly` and its stage rebuilt; in size mode taken back when the files would exceed the
+    budget. logs: (done, undone, backoff)."""
+    done, undone, backoff = logs
+    old = choice[ly.key][0]
+    new = al.next_rung(ly, old, ceiling)
+    while not prof.ensure(ly, new):             # measure="needed": measured now; a rung that fails is dropped
+        new = al.next_rung(ly, new)
+    before = (dict(choice), built[ly.stage])
+    choice[ly.key] = (new, "raised from {} after held-out verification".format(old))
+    built[ly.stage] = _build(prof, ly.stage, choice, f16)
+    if budget["mode"] == "size" and _size(built) > budget["limit"]:
+        choice.clear()
+        choice.update(before[0])
+        built[ly.stage] = before[1]
+        done.append(ly.key)
+        undone.append("{} {} -> {}".format(ly.name, old, new))
+        return
+    if new == "float32" or new == ceiling:
+        done.append(ly.key)
+    backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
+    say("back-off: {} {} -> {}".format(ly.name, old, new))
 
 
 def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: List[str], backoff, scores,
