@@ -198,7 +198,7 @@ def target_int8_stage(source, feed: Dict[str, np.ndarray], target) -> Int8Stage:
     """The uniform int8 build convert makes for `target` (int8_stage): its float ops chosen by timing on the
     target's interpreter package when it is installed here, at the target's thread count on an x86 target (1
     on a board's: this machine is only its proxy). Adaptive precision starts from this same build."""
-    from edgekit.convert import measure
+    from edgekit.convert.measure import interleaved_ms
     from edgekit.runtime.interpreter import available_backends
 
     wanted = target.runtime_package.replace("-", "_")
@@ -209,6 +209,6 @@ def target_int8_stage(source, feed: Dict[str, np.ndarray], target) -> Int8Stage:
         # once per pair of builds in a process, so that convert's int8 and the plan's int8 base are one build
         key = tuple(hashlib.sha1(b).hexdigest() for b in blobs) + (backend or "", threads)
         if key not in _DECIDED:
-            _DECIDED[key] = list(measure.interleaved_ms(blobs, feed, threads, backend=backend))
+            _DECIDED[key] = list(interleaved_ms(blobs, feed, threads, backend=backend))
         return _DECIDED[key]
     return int8_stage(source, feed, timed, backend)

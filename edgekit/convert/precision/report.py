@@ -3,7 +3,7 @@ as a PNG plot (matplotlib Agg); `edgekit inspect` prints it as text."""
 import io
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from edgekit.convert.precision import allocate as al
+from edgekit.convert.precision.allocate import op_latency
 from edgekit.convert.precision.costs import OP_PROTOCOL
 from edgekit.convert.precision.kernels import FORMS
 from edgekit.convert.precision.ladder import RUNGS, weight_bytes
@@ -73,7 +73,7 @@ def layer_table(prof: "Profile", choice, f16: List[str], target) -> List[Dict[st
     rows, est = [], []
     for ly in prof.layers:
         rung, reason = ("float16", f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
-        lat = al.op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
+        lat = op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
         est.append(lat)
         loss = prof.costs[ly.stage].losses.get("float16") if rung == "float16" else ly.loss(rung)
         rows.append({"stage": ly.stage, "layer": ly.name, "op": ly.op, "rung": rung, "reason": reason,
