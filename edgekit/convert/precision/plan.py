@@ -64,12 +64,12 @@ def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
             choice[ly.key][0] == "int4w" and rungs.get(ly.scope) == "int4w"]
     rest = dict(rungs, **{s: "int8" for s in four})
     if set(rest.values()) <= {"int8", "float32"}:           # the converter, with float fallback for single ops
-        base = prof.uniform[k]["int8"] if "int8" in prof.uniform[k] and _as_int8_build(prof, k, choice, four) \
-            else quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rest)
         try:
+            base = prof.uniform[k]["int8"] if "int8" in prof.uniform[k] and _as_int8_build(prof, k, choice, four) \
+                else quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rest)
             return (four_bit_fcs(base, prof.float_blobs[k], four) if four else base), "mixed"
         except ModelError:
-            pass                                # per-op recipes below
+            pass                                # its debugger refused this float set: per-op recipes below
     weighted = weighted_choices(prof.layers, choice, k)
     label = stage_label(list(weighted.values()) or ["float32"])
     if label not in ("mixed", "int8") and label in prof.uniform[k]:
