@@ -74,7 +74,18 @@ def test_a_plan_stage_slower_than_its_int8_build_goes_back_to_it(monkeypatch):
     timing, changed = plan._timed(prof, budget, built, choice, f16, lambda what: None)
     assert changed and built == [(b"int8", "int8")]
     assert timing["latency_vs_int8"] == pytest.approx(1.0)
+    plan_ms = {"now": 1.0}                                     # as fast as int8 and no smaller: nothing gained
+    monkeypatch.setattr(costs, "stage_times", lambda c, f, protocol=None: {
+        name: [fixed(plan_ms["now"] if b == b"plan" else 1.0) for b in blobs] for name, blobs in c.items()})
+    built = [(b"plan", "mixed")]
+    timing, changed = plan._timed(prof, budget, built, dict(choice), f16, lambda what: None)
+    assert changed and built == [(b"int8", "int8")]
+    plan_ms["now"] = 0.5                                       # clearly faster: kept
+    built = [(b"plan", "mixed")]
+    timing, changed = plan._timed(prof, budget, built, dict(choice), f16, lambda what: None)
+    assert not changed and built == [(b"plan", "mixed")] and timing["latency_vs_int8"] == pytest.approx(0.5)
     budget = {"mode": "tolerance"}                             # objective size: time does not undo the choice
     built = [(b"plan", "mixed")]
+    plan_ms["now"] = 2.0
     timing, changed = plan._timed(prof, budget, built, choice, f16, lambda what: None)
     assert not changed and built == [(b"plan", "mixed")] and timing["latency_vs_int8"] == pytest.approx(2.0)

@@ -194,3 +194,20 @@ def test_leaving_xnnpack_for_a_builtin_kernel_is_never_free_and_is_sent_back_fir
     assert [ly.name for ly in to_int8(layers, choice)] == ["fc"]   # no builtin one left: the costliest
     choice[layers[1].key] = ("int8", "")
     assert to_int8(layers, choice) == []
+
+
+def test_accuracy_is_won_back_only_within_int8s_time_and_bytes():
+    from edgekit.convert.precision.objective import accuracy_for_time
+
+    fc = _layer("fc", 1000, {"int4w": -0.05, "float32": 0.0}, {"int4w": 1e-3, "int8": 1e-5}, op="FULLY_CONNECTED")
+    small = _layer("small", 100, {"int4w": 0.01, "float32": 0.0}, {"int4w": 1e-2, "int8": 1e-3})
+    big = _layer("big", 5000, {"int4w": 0.2, "float32": 0.0}, {"int4w": 1e-2, "int8": 1e-2})
+    slow = _layer("slow", 10, {"int4w": 0.2, "float32": 0.2}, {"int4w": 1e-2, "int8": 1e-1})
+    layers = [fc, small, big, slow]
+    choice = {ly.key: ("int8", "") for ly in layers}
+    choice[fc.key] = ("int4w", "")                 # saves 500 bytes and 0.05 ms
+    got = accuracy_for_time(layers, choice, 0.0, 0, [])
+    assert got is small                            # big would add 15000 bytes, slow 0.2 ms: neither fits
+    assert accuracy_for_time(layers, choice, 0.0, 0, [small.key]) is None
+    choice[fc.key] = ("int8", "")                  # nothing saved: no room at all
+    assert accuracy_for_time(layers, choice, 0.0, 0, []) is None

@@ -259,6 +259,19 @@ def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: Lis
     return True
 
 
+def _no_gain(prof: Profile, got, built, choice, f16, int8: List[bytes], say) -> bool:
+    """Time objectives: a stage that is neither smaller than its int8 build nor faster beyond the noise goes
+    back to it (it would only risk accuracy). Whether any did."""
+    from edgekit.convert.precision.costs import noise_ms
+
+    back = [k for k, (b, _) in enumerate(built) if b != int8[k] and len(b) >= len(int8[k]) and
+            got["plan"][k].median_ms > got["int8"][k].median_ms - noise_ms(got["int8"][k])]
+    for k in back:
+        _to_int8_build(prof, k, choice, f16, built, int8, "as it gained neither size nor time")
+        say("stage {} gains neither size nor time over its int8 build: back to it".format(k))
+    return bool(back)
+
+
 def _sqnrs(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> List[float]:
     """Per exit: SQNR (dB) of the outputs against the float build's."""
     from edgekit.convert.precision.sensitivity import sqnr_db
@@ -320,6 +333,8 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, say) -> Tu
             choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
         built[k] = _build(prof, k, choice, f16)
         say("stage {} slower than int8: {} -> int8".format(k, ", ".join(ly.name for ly in back)))
+    if timed and timing:
+        changed = _no_gain(prof, got, built, choice, f16, uniform["int8"], say) or changed
     budget["built_bytes"] = int(sum(len(b) for b, _ in built))
     budget["measured_ms"] = timing["plan_ms"]
     if budget["mode"] in ("size", "latency"):
