@@ -122,7 +122,7 @@ def print_demo(rows, target):
 def print_size_bound(ad, i8):
     """What the size goal would cost in time, from the plan's own per-op measurements (each op moved alone in an
     all-int8 build of its stage, interleaved, batch 1, 1 thread): the ops with the most weight bytes at each rung,
-    and the cheapest 4-bit moves (least ms per byte saved) that would bring the bundle to 0.70x int8."""
+    and the cheapest 4-bit moves from uniform int8 (least ms per byte saved) that would bring it to 0.70x."""
     from edgekit.convert.precision.ladder import weight_bytes
 
     layers = ad["plan"]["layers"]
@@ -133,25 +133,22 @@ def print_size_bound(ad, i8):
             print("  {:<14} {:>7} params ({:>4.1%}): {}".format(ly["layer"], ly["params"], ly["params"] / total, ", ".join(
                 "{} {}".format(r, "-" if ms is None else "{:+.4f} ms ({})".format(ms, ly["kernel_by_rung"].get(r, "-")))
                 for r, ms in sorted(ly["ms_vs_int8_by_rung"].items()))))
-    need = ad["size"] - 0.70 * i8["size"]
+    need = 0.30 * i8["size"]
     moves = []
     for ly in layers:
         ms = ly["ms_vs_int8_by_rung"].get("int4w")
-        if ms is None or ly["rung"] == "int4w":
-            continue
-        saved = weight_bytes(ly["rung"], ly["params"]) - weight_bytes("int4w", ly["params"])
-        more = ms - (ly["ms_vs_int8_by_rung"].get(ly["rung"]) or 0.0)
-        if saved > 0:
-            moves.append((max(more, 0.0) / saved, saved, more, ly["layer"]))
+        saved = weight_bytes("int8", ly["params"]) - weight_bytes("int4w", ly["params"])
+        if ms is not None and saved > 0:
+            moves.append((max(ms, 0.0) / saved, saved, ms, ly["layer"]))
     saved, extra, taken = 0.0, 0.0, []
     for _, b, more, name in sorted(moves):
         if saved >= need:
             break
         saved, extra, taken = saved + b, extra + more, taken + [name]
     slack = 0.05 * i8["ms"]
-    print("size goal bound: 0.70x int8 needs {:.1f} KiB less than the default plan; the cheapest 4-bit moves ({}) "
+    print("size goal bound: 0.70x int8 needs {:.1f} KiB less than uniform int8; the cheapest 4-bit moves from it ({}) "
           "save {:.1f} KiB for {:+.4f} ms summed per op, against the 1.05x slack of {:.4f} ms -> {}".format(
-              max(need, 0.0) / 1024.0, ", ".join(taken) or "none needed", saved / 1024.0, extra, slack,
+              need / 1024.0, ", ".join(taken) or "none needed", saved / 1024.0, extra, slack,
               "within the slack" if saved >= need and extra <= slack else
               "not reachable at 1.05x with these kernels" if saved >= need else "not reachable with 4-bit weights"))
 
