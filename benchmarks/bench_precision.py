@@ -16,7 +16,7 @@ from the calibration images (one forward pass with batch statistics). Inputs: th
 rungs int4w,int8,float32 (int16x8 runs on reference kernels and every op would be timed at it). SQNR of each
 exit against float Keras on 64 held-out images; latency = both stages at batch 1, 1 thread, each build interleaved with int8.
 Goal (default objective): adaptive exit SQNR >= int8's at <= 1.0x int8's latency. int8 is the build `convert
---precision int8` makes (quantize.target_int8_stage); it and the plan's stages are calibrated on all 160 images.
+--precision int8` makes (quantize.uniform_stage); it and the plan's stages are calibrated on all 160 images.
 
     python benchmarks/bench_precision.py [--skip-mobilenet] [--warm] [--target raspberry-pi-4]
 """
@@ -184,11 +184,12 @@ def mobilenet(n_calib):
 
 
 def run_mobilenet(target, samples):
-    from edgekit.convert.measure import full_depth_outputs
-    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.evaluate import full_depth_outputs
+    from edgekit.convert.precision import PrecisionOptions
+    from edgekit.convert.precision.choose import choose_precision
     from edgekit.convert.precision.costs import full_depth
     from edgekit.convert.precision.sensitivity import sqnr_db
-    from edgekit.convert.quantize import quantize_stage, target_int8_stage
+    from edgekit.convert.quantize import quantize_stage, uniform_stage
     from edgekit.convert.split import split_model, stage_inputs
 
     model, calib, test = mobilenet(160)
@@ -199,7 +200,7 @@ def run_mobilenet(target, samples):
     rows = {}
     for p in ("int8", "float32"):               # int8: the build `convert --precision int8` makes for the target
         c = Clock()
-        rows[p] = {"blobs": [target_int8_stage(st.model, f, target).blob if p == "int8" else
+        rows[p] = {"blobs": [uniform_stage(st.model, p, f, target)[0] if p == "int8" else
                              quantize_stage(st.model, p, f) for st, f in zip(stages, feeds)], "time": str(c)}
     rungs = tuple(r for r in ("int4w", "int8", "float32") if r in target.precisions + ("int4w",))
     for objective in ("latency", "accuracy"):

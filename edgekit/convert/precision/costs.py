@@ -13,14 +13,18 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope
+from edgekit.convert.evaluate import DECISION_PROTOCOL
+from edgekit.convert.precision.graph import op_rungs
+from edgekit.convert.precision.recipes import quantize_ops
 from edgekit.runtime.cost_protocol import Cost, CostProtocol, measure_candidates
 from edgekit.errors import ModelError
+from edgekit.runtime.interpreter import StageCall, load_backend
 
 NOISE_FRACTION = 0.02         # a difference below this share of the baseline (or half its IQR) is noise
 BASE = "int8 baseline"
 BASE_COPIES = 3               # the baseline is timed this many times (separate interpreters): its spread is noise
 GROUP = 12                    # candidates timed together (with their own baseline copies)
-PROTOCOL = CostProtocol(warmup=3, max_seconds=8.0)   # the project-wide protocol, bounded for per-op decisions
+PROTOCOL = DECISION_PROTOCOL  # the project-wide protocol, bounded for decisions made while converting
 OP_PROTOCOL = CostProtocol(warmup=3, max_seconds=4.0)
 
 
@@ -42,8 +46,6 @@ def _baseline(measured: Dict) -> Tuple[Cost, float]:
 
 
 def _caller(blob: bytes, feed: Mapping[str, np.ndarray]) -> Callable[[], object]:
-    from edgekit.runtime.interpreter import StageCall, load_backend
-
     call = StageCall(load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner())
     one = {k: np.asarray(v[:1], np.float32) for k, v in feed.items()}
     call(**one)
@@ -56,9 +58,6 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
     whole-stage costs by rung and the baseline's cost. Candidates are timed in groups of GROUP, each group with
     its own copies of the baseline: fewer interpreters in turn keep the caches as warm as one stage's are."""
-    from edgekit.convert.precision.graph import op_rungs
-    from edgekit.convert.precision.recipes import quantize_ops
-
     weighted = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops if o.weighted}
     plain = [o.scope for o in ops if o.scope in pinned and not o.weighted]
     # ops without weights read at their producers' width: an int8 op between two float ones is not built right

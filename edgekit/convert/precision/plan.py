@@ -1,19 +1,25 @@
 """Allocate over the profile, build the stages, verify on held-out samples, back off, and report."""
+import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.convert.precision import allocate as al
-from edgekit.convert.precision import objective as ob
+from edgekit.convert.evaluate import full_depth_outputs
+from edgekit.convert.precision import allocate as al, objective as ob
+from edgekit.convert.precision.costs import noise_ms, stage_times
+from edgekit.convert.precision.fc4 import four_bit_fcs
 from edgekit.convert.precision.graph import op_rungs
 from edgekit.convert.precision.measure import Profile, harmonize, stage_label, weighted_choices
-from edgekit.convert.precision.fc4 import four_bit_fcs
+from edgekit.convert.precision.options import DEFAULT_TOLERANCE, MAX_BACKOFF, NEGLIGIBLE, PrecisionPlan
+from edgekit.convert.precision.recipes import quantize_ops, supported
+from edgekit.convert.precision.report import layer_table, notes_of, plan_report, plot_png
+from edgekit.convert.precision.sensitivity import sqnr_db
+from edgekit.convert.quantize import quantize_stage
 from edgekit.errors import ConfigError, ModelError
 
 
-def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
-    from edgekit.convert.precision import DEFAULT_TOLERANCE, NEGLIGIBLE
 
+def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
     mode = options.mode
     layers = prof.layers
     budget: Dict[str, Any] = {"mode": mode}
@@ -49,9 +55,6 @@ def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
     where the int8 build has them is that build itself (the one `convert --precision int8` makes); one whose ops
     are int8 or float32 is built by the converter, with its 4-bit fully connected ops put in afterwards (fc4.py);
     any other mix comes from per-op recipes."""
-    from edgekit.convert.precision.recipes import quantize_ops
-    from edgekit.convert.quantize import quantize_stage
-
     if f16[k]:
         return prof.uniform[k]["float16"], "float16"
     if _as_int8_build(prof, k, choice):
@@ -89,8 +92,6 @@ def _as_int8_build(prof: Profile, k: int, choice, besides: Sequence[str] = ()) -
 def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
     """A rung per op of stage k; weighted ops that must read their input at 16 bits (measure.harmonize) are
     raised in `choice`, with the reason."""
-    from edgekit.convert.precision.recipes import supported
-
     mine = {ly.scope: ly for ly in prof.layers if ly.stage == k}
     rungs = op_rungs(prof.ops[k], weighted_choices(prof.layers, choice, k), pinned_scopes)
     can16 = lambda o: "int16x8" in mine[o.scope].rungs if o.scope in mine else supported(o.op, "int16x8")  # noqa
@@ -105,8 +106,6 @@ def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict
 
 
 def _exits(prof: Profile, blobs: Sequence[bytes], x: np.ndarray, input_name: str) -> List[np.ndarray]:
-    from edgekit.convert.measure import full_depth_outputs
-
     return full_depth_outputs(blobs, prof.stages, x, input_name, threads=2)
 
 
@@ -118,9 +117,6 @@ def _scores(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray], y: Optional[n
 
 
 def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice, f16, budget, input_name, say):
-    from edgekit.convert.precision import PrecisionPlan
-    from edgekit.convert.precision.report import layer_table, notes_of, plan_report, plot_png
-
     built = [_build(prof, k, choice, f16) for k in range(len(prof.stages))]
     if budget["mode"] == "size":
         built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
@@ -149,8 +145,6 @@ def _size(built) -> int:
 def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built):
     """The size budget holds for the built files, not just the estimate: while they are larger, allocate again
     under a limit lowered by the excess, and rebuild."""
-    import dataclasses
-
     for _ in range(3):
         excess = _size(built) - budget["limit"]
         if excess <= 0:
@@ -173,8 +167,6 @@ def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built)
 def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name, say) -> Dict[str, Any]:
     """Held-out check; back off the most sensitive op a rung at a time until it holds (in size mode only while
     the built files stay within the budget). Updates `built` and `choice` in place."""
-    from edgekit.convert.precision import MAX_BACKOFF
-
     ref = _exits(prof, prof.float_blobs, data["held_x"], input_name)
     float_scores = _scores(ref, ref, data["held_y"])
     int8 = _uniform(prof, "int8")
@@ -262,8 +254,6 @@ def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: Lis
 def _no_gain(prof: Profile, got, built, choice, f16, int8: List[bytes], say) -> bool:
     """Time objectives: a stage that is neither smaller than its int8 build nor faster beyond the noise goes
     back to it (it would only risk accuracy). Whether any did."""
-    from edgekit.convert.precision.costs import noise_ms
-
     back = [k for k, (b, _) in enumerate(built) if b != int8[k] and len(b) >= len(int8[k]) and
             got["plan"][k].median_ms > got["int8"][k].median_ms - noise_ms(got["int8"][k])]
     for k in back:
@@ -274,8 +264,6 @@ def _no_gain(prof: Profile, got, built, choice, f16, int8: List[bytes], say) -> 
 
 def _sqnrs(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> List[float]:
     """Per exit: SQNR (dB) of the outputs against the float build's."""
-    from edgekit.convert.precision.sensitivity import sqnr_db
-
     return [sqnr_db(r, o) for o, r in zip(outs, ref)]
 
 
@@ -310,8 +298,6 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, say) -> Tu
     When time is the objective, a stage of the plan slower than its int8 build beyond the noise first sends the
     op that costs most back to int8 (per-op costs are measured one op at a time, and small ones add up), and if
     it is still slower, becomes its int8 build whole: the plan is never slower than uniform int8 stage by stage."""
-    from edgekit.convert.precision.costs import stage_times
-
     uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in ("int8", "float32", "float16")) if b}
     timed = budget["mode"].startswith("objective-") and "int8" in uniform
     timing: Dict[str, Any] = {}

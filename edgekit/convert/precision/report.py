@@ -6,21 +6,22 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 from edgekit.convert.precision.allocate import op_latency
 from edgekit.convert.precision.costs import OP_PROTOCOL
 from edgekit.convert.precision.kernels import FORMS
-from edgekit.convert.precision.ladder import RUNGS, weight_bytes
+from edgekit.convert.precision.ladder import weight_bytes
+from edgekit.rungs import FLOAT16, RUNG, RUNGS
 
 if TYPE_CHECKING:
     from edgekit.convert.precision.measure import Profile
 
 PLOT_NAME = "precision.png"
-_COLORS = {"int4w": "#4c72b0", "int8": "#55a868", "int16x8": "#c44e52", "float16": "#8172b2", "float32": "#937860"}
+_COLORS = {r.name: r.color for r in RUNGS}
 
 
 def plot_png(layers: Sequence[Dict[str, Any]], report: Dict[str, Any]) -> Optional[bytes]:
     """Bars: chosen rung per layer (colour) with exit SQNR at each measured rung; None without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib is optional (no plot without it)
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: as above, and after use("Agg")
     except ImportError:
         return None
     names = ["{}:{}".format(r["stage"], r["layer"]) for r in layers]
@@ -72,10 +73,10 @@ def _pcts(values: Sequence[float]) -> str:
 def layer_table(prof: "Profile", choice, f16: List[str], target) -> List[Dict[str, Any]]:
     rows, est = [], []
     for ly in prof.layers:
-        rung, reason = ("float16", f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
+        rung, reason = (FLOAT16, f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
         lat = op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
         est.append(lat)
-        loss = prof.costs[ly.stage].losses.get("float16") if rung == "float16" else ly.loss(rung)
+        loss = prof.costs[ly.stage].losses.get(FLOAT16) if rung == FLOAT16 else ly.loss(rung)
         rows.append({"stage": ly.stage, "layer": ly.name, "op": ly.op, "rung": rung, "reason": reason,
                      "params": ly.params, "size_bytes": int(weight_bytes(rung, ly.params)),
                      "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
@@ -100,7 +101,7 @@ def plan_report(prof: "Profile", options, target, rungs, notes, budget, verifica
     return {
         "mode": options.mode, "tolerance_nats": budget.get("tolerance"),
         "budget": {k: v for k, v in budget.items() if k not in ("mode", "tolerance")} or None,
-        "ladder": [{"rung": r, "description": RUNGS[r].description} for r in rungs],
+        "ladder": [{"rung": r, "description": RUNG[r].description} for r in rungs],
         "left_out": notes, "fp16_compute": target.fp16_compute,
         "loss": "KL divergence (nats) between softmax of float and quantized exit outputs, the largest over "
                 "the exits an op feeds; SQNR (dB) the smallest over them; layer_sqnr_db at the op's output",
