@@ -55,7 +55,7 @@ def test_four_bit_fully_connected_inside_the_int8_build_runs_on_xnnpack():
 
 
 def test_a_plan_stage_slower_than_its_int8_build_goes_back_to_it(monkeypatch):
-    from edgekit.convert.precision import costs, plan
+    from edgekit.convert.precision import plan
     from edgekit.convert.precision.allocate import Layer
     from edgekit.runtime.cost_protocol import Cost
 
@@ -65,7 +65,7 @@ def test_a_plan_stage_slower_than_its_int8_build_goes_back_to_it(monkeypatch):
     def stage_times(candidates, feeds, protocol=None):     # fixed stage costs: the plan's own build is slow
         return {name: [fixed(2.0 if b == b"plan" else 1.0) for b in blobs] for name, blobs in candidates.items()}
 
-    monkeypatch.setattr(costs, "stage_times", stage_times)
+    monkeypatch.setattr(plan, "stage_times", stage_times)
     ly = Layer(stage=0, scope="fc", op="FULLY_CONNECTED", name="fc", params=8, macs=8, rungs=("int4w", "float32"))
     prof = SimpleNamespace(stages=[object()], uniform=[{"int8": b"int8", "float32": b"f32"}], layers=[ly],
                            chain=SimpleNamespace(inputs=[{}]))
@@ -75,7 +75,7 @@ def test_a_plan_stage_slower_than_its_int8_build_goes_back_to_it(monkeypatch):
     assert changed and built == [(b"int8", "int8")]
     assert timing["latency_vs_int8"] == pytest.approx(1.0)
     plan_ms = {"now": 1.0}                                     # as fast as int8 and no smaller: nothing gained
-    monkeypatch.setattr(costs, "stage_times", lambda c, f, protocol=None: {
+    monkeypatch.setattr(plan, "stage_times", lambda c, f, protocol=None: {
         name: [fixed(plan_ms["now"] if b == b"plan" else 1.0) for b in blobs] for name, blobs in c.items()})
     built = [(b"plan", "mixed")]
     timing, changed = plan._timed(prof, budget, built, dict(choice), f16, lambda what: None)
