@@ -33,8 +33,12 @@ def bundle(demo_bundles, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def x(test_split):
-    return test_split.x[:48]
+def x(bundle, test_split):
+    """Test images, every other one going past the first exit at the bundle's thresholds (most leave there)."""
+    exits = EarlyExitRunner(bundle).run(test_split.x).exits
+    early, late = np.flatnonzero(exits == 0), np.flatnonzero(exits > 0)
+    k = min(24, len(early), len(late))
+    return test_split.x[np.ravel(np.column_stack([early[:k], late[:k]]))]
 
 
 def test_every_call_is_timed_with_its_exit_and_stages_on_fixed_costs(bundle, x):
