@@ -20,7 +20,8 @@ BENCH_MODULE = "edgekit.bench"
 
 
 def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
-                threads: Optional[int] = None) -> Dict[str, Any]:
+                threads: Optional[int] = None, interpreter: Optional[str] = None,
+                max_batch: Optional[int] = None) -> Dict[str, Any]:
     from edgekit.bench.run import run_bench
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner
@@ -29,7 +30,7 @@ def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOption
     protocol.check()
     energy.check()
     ds = load_data(data)
-    runner = EarlyExitRunner(bundle, num_threads=threads)
+    runner = EarlyExitRunner(bundle, backend=interpreter, num_threads=threads, max_batch=max_batch)
     profile = profile_from_target(get_target(runner.manifest.target))
     return run_bench(runner, ds.x, ds.y, protocol, energy, profile)
 
@@ -64,29 +65,33 @@ def bench_args(protocol: Protocol, energy: EnergyOptions) -> List[str]:
 
 
 def board_bench(board: Any, bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
-                threads: Optional[int] = None) -> Dict[str, Any]:
+                threads: Optional[int] = None, interpreter: Optional[str] = None) -> Dict[str, Any]:
     """The bench run on `board` (an edgekit.deploy Board) with the same protocol; its JSON result."""
     from edgekit.deploy.remote import run_remote
 
     protocol.check()
     energy.check()
-    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy) + _threads_args(threads),
-                        module=BENCH_MODULE)
+    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy) +
+                        _runtime_args(threads, interpreter, None), module=BENCH_MODULE)
     result["host"] = board.label
     return result
 
 
-def _threads_args(threads: Optional[int]) -> List[str]:
+def _runtime_args(threads: Optional[int], interpreter: Optional[str], max_batch: Optional[int]) -> List[str]:
+    """--threads, --interpreter, --max-batch for the board's python -m edgekit.runtime / edgekit.bench."""
     from edgekit.runtime.cost_protocol import resolve_stage_threads
 
-    return [] if threads is None else ["--threads", str(resolve_stage_threads({}, 1, threads)[0])]
+    args = [] if threads is None else ["--threads", str(resolve_stage_threads({}, 1, threads)[0])]
+    args += [] if interpreter is None else ["--interpreter", interpreter]
+    return args + ([] if max_batch is None else ["--max-batch", str(max_batch)])
 
 
-def board_run(board: Any, bundle: str, data: str, full_depth: bool, threads: Optional[int] = None) -> Dict[str, Any]:
+def board_run(board: Any, bundle: str, data: str, full_depth: bool, threads: Optional[int] = None,
+              interpreter: Optional[str] = None, max_batch: Optional[int] = None) -> Dict[str, Any]:
     """`python -m edgekit.runtime` on `board`: predictions, exits, accuracy, as `edgekit run --json`."""
     from edgekit.deploy.remote import run_remote
 
     result = run_remote(board, release_for(bundle), data, (["--full-depth"] if full_depth else []) +
-                        _threads_args(threads))
+                        _runtime_args(threads, interpreter, max_batch))
     result["host"] = board.label
     return result

@@ -77,7 +77,9 @@ def _integer_boundaries(blobs: List[bytes], stages) -> Tuple[List[bytes], List[D
     return integer_boundaries(blobs, [st.input_names for st in stages], [st.carried_names for st in stages])
 
 
-def _check_options(opts: ConvertOptions):
+def check_options(opts: ConvertOptions):
+    """Every check that needs neither TensorFlow nor the model: target, precision, options, output; returns
+    (target, precision)."""
     from edgekit.convert.bundle import check_writable
     from edgekit.convert.quantize import check_precision
     from edgekit.targets import get_target
@@ -95,9 +97,9 @@ def _check_options(opts: ConvertOptions):
     if opts.exit_rule is not None and opts.exit_rule not in EXIT_RULES:
         raise ConfigError("unknown exit rule {!r}; allowed: {}".format(opts.exit_rule, ", ".join(EXIT_RULES)))
     if opts.max_drop is not None:
-        from edgekit.convert.calibrate import check_options
+        from edgekit.convert.calibrate import check_options as check_fit
 
-        check_options(_calibrate_options(opts, opts.out_dir))
+        check_fit(_calibrate_options(opts, opts.out_dir))
     check_writable(opts.out_dir, target.name, opts.force)
     return target, precision
 
@@ -110,10 +112,11 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
 
     from edgekit.convert.tf import tensorflow
 
-    tensorflow()
     step = progress or (lambda done, total, label: None)
-    target, precision = _check_options(opts)
+    target, precision = check_options(opts)           # before TensorFlow: a typo is refused at once
     calib = load_data(opts.calib_path)
+    step(0, 0, "load: TensorFlow and {}".format(os.path.basename(opts.model_path)))
+    tensorflow()
     if opts.model_path.lower().endswith(".onnx"):
         return _convert_onnx(opts, target, precision, calib, step)
     if opts.input_shape or opts.onnx_exits:
@@ -128,7 +131,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     if opts.exits is not None:                         # after load, before split: heads trained, backbone frozen
         from edgekit.convert.exits import attach_exits
 
-        attached = attach_exits(model, opts.exits, train_part, progress=step)
+        attached = attach_exits(model, opts.exits, train_part, progress=_phase(step, "exit heads"))
         model = attached.model
         trained.append(("exit heads", load_data(opts.exits.data_path) if opts.exits.data_path else train_part,
                         opts.exits.data_path or opts.calib_path))
@@ -136,14 +139,13 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
     if opts.prune is not None:                         # after exits, before split: channels physically removed
         from edgekit.convert.prune import prune
 
-        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=step)
+        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=_phase(step, "prune"))
         model = pruned.model
         if opts.prune.recover_epochs:
             trained.append(("pruning recovery", train_part, opts.calib_path))
 
     stages = split_model(model)
-    total = len(stages) + 2
-    step(1, total, "split into {} stages".format(len(stages)))
+    step(1, 1, "split: {} stages".format(len(stages)))
     reference = _exit_outputs(model, stages, x[:PARITY_SAMPLES])
     split_err = measure.max_abs_error(run_stages_keras(stages, x[:PARITY_SAMPLES], input_name), reference)
     if max(split_err) > PARITY_TOL:
@@ -151,15 +153,15 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
                          "order".format(max(split_err), PARITY_TOL))
 
     feeds = stage_inputs(stages, x[:200], input_name)
-    plan = _precision_plan(opts, stages, target, x, calib.y, input_name) if precision == "adaptive" else None
+    plan = _precision_plan(opts, stages, target, x, calib.y, input_name, step) if precision == "adaptive" else None
     blobs: List[bytes] = []
     float_ops: Dict[str, Any] = {}
     for st, feed in zip(stages, feeds):
         blobs.append(plan.blobs[st.index] if plan else _quantize(st.model, precision, feed, target, st.index,
                                                                  float_ops))
-        step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
+        step(len(blobs), len(stages), "quantize: stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, stages)
-
+    step(0, 0, "measure: accuracy and stage costs here")
     threads = target.default_threads if target.arch == "x86_64" else 1
     float_out = _exit_outputs(model, stages, x)
     lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
@@ -200,9 +202,14 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         report["notes"] = report.get("notes", []) + plan.report.get("notes", [])   # printed by the CLI
         if plan.plot_png:
             files["precision.png"] = plan.plot_png
-    result = _write(opts, manifest, files, report)
-    step(total, total, "bundle written")
+    result = _write(opts, manifest, files, report, step)
+    step(1, 1, "write: bundle written")
     return result
+
+
+def _phase(step: Progress, name: str) -> Progress:
+    """A library step's progress reported as one phase of convert."""
+    return lambda done, total, what: step(done, total, "{}: {}".format(name, what))
 
 
 def _quantize(source, precision: str, feed: Dict[str, np.ndarray], target, index: int,
@@ -228,10 +235,11 @@ def _quantize(source, precision: str, feed: Dict[str, np.ndarray], target, index
     return built.blob
 
 
-def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str):
+def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str, step: Progress):
     from edgekit.convert.precision import choose_precision, options_from
 
-    return choose_precision(stages, target, x, y, options_from(opts), input_name)
+    return choose_precision(stages, target, x, y, options_from(opts), input_name,
+                            lambda what: step(0, 0, "precision: " + what))
 
 
 def _rule(opts: ConvertOptions, st) -> str:
@@ -266,11 +274,12 @@ def _board_extra(target, costs: Dict[str, Any]) -> Dict[str, Any]:
             "costs": costs, "energy": manifest_energy(target)}
 
 
-def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any]) -> ConvertResult:
+def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any],
+           step: Progress) -> ConvertResult:
     """Write the bundle (fitting thresholds into it first when asked) and return what was written."""
     from edgekit.convert.bundle import write_bundle
 
-    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))
+    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts, step))
     if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
         manifest = load_bundle(bundle_dir)
         with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
@@ -291,13 +300,14 @@ def _splitting(opts: ConvertOptions) -> bool:
     return opts.max_drop is not None and opts.threshold_data is None
 
 
-def _fit(opts: ConvertOptions) -> Optional[Callable[[str], None]]:
+def _fit(opts: ConvertOptions, step: Progress) -> Optional[Callable[[str], None]]:
     """Threshold fitting on the written (not yet swapped-in) bundle, when an accuracy drop is asked for."""
     if opts.max_drop is None:
         return None
     from edgekit.convert.calibrate import fit_bundle
 
     def finalize(tmp_dir: str) -> None:
+        step(0, 0, "thresholds: fitting for at most {:g} accuracy lost".format(opts.max_drop))
         fit_bundle(_calibrate_options(opts, tmp_dir))
 
     return finalize
@@ -308,7 +318,8 @@ def _report(opts: ConvertOptions, target, precision: str, manifest: Manifest, ca
     return {
         "model": opts.model_path, "model_name": manifest.model_name, "target": target.name,
         "precision": precision, "bundle_id": manifest.bundle_id,
-        "calibration": {"path": opts.calib_path, "samples": len(calib), "labelled": calib.y is not None},
+        "calibration": {"path": opts.calib_path, "samples": len(calib), "labelled": calib.y is not None,
+                        "input_range": [float(np.min(calib.x)), float(np.max(calib.x))]},
         "bundle_size_bytes": sum(s.size_bytes for s in manifest.stages),
         "latency_measured_on": "{} ({}), batch 1, threads per stage {}".format(
             manifest.extra["costs"]["measured_on"], manifest.extra["costs"]["machine"]["cpu_model"],
@@ -350,12 +361,11 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     exit_names, precision, notes = _onnx_exits_and_notes(opts, target, precision)
     split = split_onnx(opts.model_path, exit_names, opts.input_shape)
     x = split.to_bundle(calib.x, "calibration data " + opts.calib_path)
-    total = len(split.stages) + 3
     float_out = list(split.values(x, split.exit_names).values())          # onnxruntime on the whole model
     split_err = measure.max_abs_error(split.chained(x[:PARITY_SAMPLES]), [o[:PARITY_SAMPLES] for o in float_out])
     if max(split_err) > PARITY_TOL:
         raise ModelError("chained ONNX stages differ from the model by {:.3g} (> {})".format(max(split_err), PARITY_TOL))
-    step(1, total, "split into {} ONNX stages".format(len(split.stages)))
+    step(1, 1, "split: {} ONNX stages".format(len(split.stages)))
     feeds = split.values(x[:CALIBRATION_SAMPLES], sorted({n for s in split.stages for n in s.input_names}
                                                          - {split.input_name}))
     feeds[split.input_name] = x[:CALIBRATION_SAMPLES]
@@ -363,12 +373,13 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
     float_ops: Dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
         saved = onnx_to_saved_models(split, x, work)
-        step(2, total, "onnx2tf: {} SavedModels".format(len(saved)))
+        step(1, 1, "onnx2tf: {} SavedModels".format(len(saved)))
         for st in split.stages:
             feed = {n: feeds[n] for n in st.input_names}
             blobs.append(_quantize(saved[st.index].path, precision, feed, target, st.index, float_ops))
-            step(2 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
+            step(len(blobs), len(split.stages), "quantize: stage {} -> {}".format(st.index, precision))
     blobs, quant = _integer_boundaries(blobs, split.stages)
+    step(0, 0, "measure: accuracy and stage costs here")
     threads = target.default_threads if target.arch == "x86_64" else 1
     lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
     costs = measure.stage_costs(blobs, split.stages, x, split.input_name, target.default_threads)
@@ -392,6 +403,6 @@ def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Pro
                   data=data_record(calib, opts.calib_path, opts.model_path, []))
     if float_ops:
         report["int8_float_ops"] = dict(float_ops, measured_on="the converting machine, batch 1, interleaved")
-    result = _write(opts, manifest, {s.file: b for s, b in zip(specs, blobs)}, report)
-    step(total, total, "bundle written")
+    result = _write(opts, manifest, {s.file: b for s, b in zip(specs, blobs)}, report, step)
+    step(1, 1, "write: bundle written")
     return result

@@ -122,9 +122,11 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
         cache = Cache(fblobs[k], [feeds[k], chain.inputs[k]])
         caches.append(cache)
         mine = []
+        probes = sum(1 for o in ops if o.weighted)
         for o in ops:
             if not o.weighted:
                 continue
+            say("stage {}: sensitivity of {} {}/{}".format(k, o.layer, len(mine) + 1, probes))
             allowed = tuple(r for r in LAYER_RUNGS if r in rungs and
                             (r == "float32" or supported(o.op, r)))
             ly = Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
