@@ -55,9 +55,11 @@ def test_eta_from_the_rate_of_the_current_count():
     clock.now += 2.0
     bar(0, 0, "precision: stage 0: sensitivity of conv2 2/4")
     assert (bar.done, bar.total) == (2, 4) and bar.eta(clock.now) == 2.0
-    bar(0, 0, "precision: stage 1: sensitivity of conv3 1/2")     # the next stage's count starts afresh
     clock.now += 3.0
-    assert bar.eta(clock.now) == 3.0
+    bar(0, 0, "precision: stage 1: sensitivity of conv3 1/4")     # the next stage's count starts afresh
+    assert bar.eta(clock.now) == 9.0
+    clock.now += 1.0
+    assert bar.eta(clock.now) == 8.0                               # counting down between reports
     bar(0, 0, "measure: stage costs")
     assert bar.eta(clock.now) is None                              # not countable: no ETA
 

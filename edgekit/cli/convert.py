@@ -128,6 +128,11 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
 
     if not os.path.exists(model):
         raise ConfigError("model file not found: {}".format(model))
+    if max_drop is None and (holdout or threshold_data):
+        raise ConfigError("{} only apply to fitted thresholds: add --max-accuracy-drop DROP (without it every "
+                          "exit uses --threshold {:g} and nothing is fitted)".format(
+                              " and ".join(n for n, v in (("--threshold-data", threshold_data),
+                                                          ("--holdout", holdout)) if v), threshold))
     opts = ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
                           threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
                           input_shape=sizes("--input-shape", input_shape), tolerance=tolerance,
@@ -164,6 +169,11 @@ def _print(result: Any, as_json: bool) -> None:
         return
     click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
         result.bundle_dir, len(result.manifest.stages), report["precision"], report["bundle_size_bytes"] / 1024.0))
+    measured = [st.get("calib_accuracy_tflite") for st in report.get("stages", ())]
+    if measured and None not in measured:
+        click.echo("accuracy of each exit alone on {} ({} samples, TFLite): {}".format(
+            report["calibration"]["path"], report["calibration"]["samples"],
+            " ".join("{:.2%}".format(a) for a in measured)))
     for line in threshold_lines(report):
         click.echo(line)
     for line in (report.get("precision_plan") or {}).get("summary", ()):

@@ -98,9 +98,10 @@ class Progress:
 
     def eta(self, now: float) -> Optional[float]:
         """Seconds left in this phase, from its rate so far (None when not countable or not started)."""
-        if self.total <= 0 or self.done <= 0 or self.done > self.total:
+        if self.total <= 0 or self.done <= 0 or self.done >= self.total:
             return None
-        return (now - self.count_start) * (self.total - self.done) / self.done
+        at_last = (self.last - self.count_start) * (self.total - self.done) / self.done
+        return max(0.0, at_last - (now - self.last))     # counting down between reports
 
     def _line(self, now: float, text: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.wall()))
@@ -184,8 +185,10 @@ def _captured(verbose: bool) -> Iterator[Tuple[TextIO, Callable[[], str]]]:
 def running(label: str, verbose: bool = False, live: Optional[bool] = None) -> Iterator[Progress]:
     """Progress for a command's long work, with the chatter captured: shown with `verbose`, or replayed on
     stderr when the work fails with something other than an EdgekitError (whose one line says it all)."""
+    live = is_terminal() if live is None else live       # asked before fds 1 and 2 are redirected
+    quiet = not own_streams()
     with _captured(verbose) as (stream, read), warnings.catch_warnings(record=not verbose) as caught:
-        bar = Progress(label, stream, live, quiet=not own_streams())
+        bar = Progress(label, stream, live, quiet=quiet)
         try:
             yield bar
         except EdgekitError:
