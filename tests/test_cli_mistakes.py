@@ -99,9 +99,9 @@ def test_click_usage_errors_are_one_line(demo_bundles, tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     one_line(cli("convert", DEMO, "-t", "raspberry-pi-5", "--calib", CALIB, "-o", afile), "--out", "is a file")
-    one_line(cli("bench", bundle, "--data", TEST, "--meter", "wattmeter"), "unknown meter 'wattmeter'", "rapl")
+    one_line(cli("bench", bundle, "--data", TEST, "--meter", "wattmeter"), "unknown energy meter 'wattmeter'", "rapl")
     one_line(cli("nosuchcommand"), "No such command")
-    one_line(cli("run", bundle, TEST, "--threads", "0"), "--threads")
+    one_line(cli("run", bundle, TEST, "--threads", "0"), "threads 0")
 
 
 def test_broken_inventory_yaml_is_one_line(demo_bundles, tmp_path):

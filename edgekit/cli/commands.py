@@ -40,16 +40,16 @@ def _fit_objectives() -> Tuple[str, ...]:
 @option("--data", default=None, type=click.Path(exists=True, dir_okay=False),
         help="Held-out data (x, y) to fit on (default: the data and part the thresholds were last fitted on).")
 @option("--held-out", is_flag=True, help="Fit on the held-out quarter of --data (as convert does with --calib).")
-@option("--max-accuracy-drop", "max_drop", required=True, type=click.FloatRange(0.0, 1.0),
+@option("--max-accuracy-drop", "max_drop", required=True, type=float,
         help="Allowed accuracy loss against full depth, in [0, 1] (0.01 = one point).")
 @option("--holdout", type=click.Path(exists=True, dir_okay=False), default=None,
         help="A second split: reports the accuracy the fitted thresholds actually reach.")
 @exit_rule_option("Exit rule for every exit (default: each exit's own).")
 @option("--objective", type=Choice(_fit_objectives(), "objective"), default="auto", show_default=True,
         help="accuracy (needs labels), agreement (with the last exit) or auto (accuracy when labelled).")
-@option("--margin-z", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
+@option("--margin-z", default=2.0, show_default=True, type=float,
         help="Safety margin on the accuracy constraint, in standard errors.")
-@option("--threads", type=click.IntRange(min=1), default=None,
+@option("--threads", type=int, default=None,
         help="Fit on the stage costs measured at this thread count (edgekit profile) and run at it.")
 @option("--json", "as_json", is_flag=True, help="Print the fit as JSON.")
 @verbose_option

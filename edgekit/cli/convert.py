@@ -80,9 +80,9 @@ def _exit_options(fn: Any) -> Any:
 
 def _threshold_options(fn: Any) -> Any:
     for opt in reversed([
-        click.option("--threshold", default=0.9, show_default=True, type=click.FloatRange(0.0, 1.0),
+        click.option("--threshold", default=0.9, show_default=True, type=float,
                      help="Confidence needed to exit early (without --max-accuracy-drop)."),
-        click.option("--max-accuracy-drop", "max_drop", type=click.FloatRange(0.0, 1.0), default=None,
+        click.option("--max-accuracy-drop", "max_drop", type=float, default=None,
                      help="Fit per-exit thresholds so accuracy stays within this drop of full depth (e.g. 0.01)."),
         click.option("--threshold-data", type=click.Path(exists=True, dir_okay=False), default=None,
                      help="Labelled held-out data to fit thresholds on (default: a held-out part of --calib)."),

@@ -60,13 +60,13 @@ def _stack(opts: Sequence[Decorator]) -> Decorator:
 def runtime_options(fn: Callable[..., Any]) -> Any:
     """--threads, --interpreter, --max-batch: how the runtime runs the bundle, wherever a command runs it."""
     return _stack([
-        click.option("--threads", type=click.IntRange(min=1), default=None,
+        click.option("--threads", type=int, default=None,
                      help="Interpreter threads for every stage (default: the counts measured per stage in the "
                           "bundle)."),
         click.option("--interpreter", type=Choice(interpreters(), "interpreter"), default=None,
                      help="TFLite interpreter package: {} (default: the first installed).".format(
                          ", ".join(interpreters()))),
-        click.option("--max-batch", type=click.IntRange(min=1), default=None,
+        click.option("--max-batch", type=int, default=None,
                      help="Most samples per call (default: the manifest's, else 1024)."),
     ])(fn)
 

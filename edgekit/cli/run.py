@@ -81,7 +81,7 @@ def _run_here(bundle: str, data: str, full_depth: bool, budget_ms: Optional[floa
 
 def _energy_options(fn: Any) -> Any:
     for opt in reversed([
-        option("--meter", type=Choice(meters(), "meter"), default="auto", show_default=True,
+        option("--meter", type=Choice(meters(), "energy meter"), default="auto", show_default=True,
                help="Energy meter (auto: the board's own sensor, else the power model)."),
         option("--usb-meter", "usb_meter", metavar="DEVICE", default=None, help="Serial device of a USB power meter."),
         option("--blocks", default=3, show_default=True, type=int, help="Energy blocks per mode (alternating)."),
