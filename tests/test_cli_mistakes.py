@@ -60,7 +60,8 @@ def existing_bundle(tmp_path):
 @pytest.mark.parametrize("extra, needles", [
     (("-t", "raspberry-pi-9"), ["unknown target 'raspberry-pi-9'", "raspberry-pi-5"]),
     (("-t", "raspberry-pi-5", "--precision", "int3"), ["unknown precision 'int3'", "int16x8", "adaptive"]),
-    (("-t", "raspberry-pi-5", "--exits", "auto:0"), ["--exits 'auto:0'"]),
+    (("-t", "raspberry-pi-5", "--prune-flops", "1.5"), ["outside (0, 1]"]),
+    (("-t", "raspberry-pi-5", "--threshold-data", TEST), ["--threshold-data only apply to fitted thresholds"]),
     (("-t", "raspberry-pi-5", "--precision", "int8", "--tolerance", "0.01"), ["only apply with --precision adaptive"]),
 ])
 def test_convert_typos_are_refused_before_tensorflow_loads(tmp_path, extra, needles):
@@ -166,3 +167,19 @@ def test_inputs_far_outside_the_calibration_range_warn(demo_bundles, tmp_path):
     assert len(warning) == 1 and "[0, 255]" in warning[0] and "calibration data's [0, 1]" in warning[0]
     quiet = cli("run", bundle, TEST)
     assert quiet.exit_code == 0 and "warning" not in quiet.stderr
+
+
+def test_the_choices_spelled_in_the_cli_are_the_registries():
+    from edgekit.cli import options
+    from edgekit.convert.exits import TARGETS
+    from edgekit.convert.precision.objective import OBJECTIVES
+    from edgekit.convert.prune import ALLOCATIONS
+    from edgekit.convert.pruning.importance import IMPORTANCE
+    from edgekit.convert.quantize import check_precision
+    from edgekit.convert.thresholds import OBJECTIVES as FIT_OBJECTIVES
+
+    assert options.OBJECTIVES == OBJECTIVES and options.FIT_OBJECTIVES == FIT_OBJECTIVES
+    assert options.HEAD_TARGETS == TARGETS and options.ALLOCATIONS == ALLOCATIONS
+    assert options.IMPORTANCES == tuple(IMPORTANCE)
+    assert [check_precision(p) for p in options.precisions()[:-1]] == list(options.precisions()[:-1])
+    assert options.precisions()[-1] == "adaptive"

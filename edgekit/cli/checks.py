@@ -1,13 +1,11 @@
-"""Warnings for results that would be quietly wrong: inputs far outside the calibration data's range, a bundle
-built for a board benchmarked on this machine."""
+"""A warning for results that would be quietly wrong: inputs far outside the range of the calibration data the
+bundle was quantized on (its report.json)."""
 import json
 import os
-import platform
 from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
-from edgekit.errors import EdgekitError
 from edgekit.manifest import REPORT_NAME
 
 FAR = 1.0        # outside by more than this many calibration ranges is "far" (0-255 pixels against 0-1 floats)
@@ -48,29 +46,3 @@ def range_warning(bundle: str, data_path: Optional[str], x: Optional[np.ndarray]
         return None
     return ("{}: {}; quantized stages clip what lies outside their ranges, so accuracy and exits will be quietly "
             "wrong: scale the inputs as the calibration data was".format(data_path or "the inputs", why))
-
-
-def borrowed_warning(bundle: str, threads: Optional[int]) -> Optional[str]:
-    """A bundle built for a board and benchmarked on a machine of another architecture: say what comes from the
-    board's profile (threads per stage, the power model for energy) rather than from this machine."""
-    from edgekit.manifest import read_manifest
-    from edgekit.targets import get_target
-
-    try:
-        manifest = read_manifest(bundle)
-        target = get_target(manifest.target)
-    except EdgekitError:          # the bench itself reports an unreadable bundle or unknown target
-        return None
-    here = platform.machine().lower()
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(here, here)
-    if target.arch == arch:
-        return None
-    runtime = manifest.extra.get("runtime", {})
-    borrowed = []
-    if threads is None:
-        borrowed.append("threads per stage {} (measured on the converting machine for {})".format(
-            runtime.get("stage_threads", "?"), target.name))
-    borrowed.append("the {} power model if no meter of this machine is used".format(target.name))
-    return ("{} was built for {} ({}); benchmarked here on {}, it borrows from that board's profile: {}. Latency and "
-            "energy are this machine's, not the board's (edgekit bench --host runs it there)".format(
-                bundle, target.name, target.arch, arch, "; ".join(borrowed)))

@@ -1,13 +1,13 @@
 """`edgekit targets`, `convert`, `calibrate`, `inspect` and `demo`: making bundles and looking into them."""
 import json
 import os
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 import click
 
 from edgekit.cli.app import command, option, require
 from edgekit.cli.checks import range_warning
-from edgekit.cli.options import Choice, exit_rule_option, runtime_options, verbose_option
+from edgekit.cli.options import FIT_OBJECTIVES, Choice, exit_rule_option, runtime_options, verbose_option
 from edgekit.cli.output import echo_json, echo_table
 from edgekit.cli.progress import running
 from edgekit.cli.text import precision_lines, threshold_text
@@ -28,12 +28,6 @@ def targets_cmd(as_json: bool) -> None:
     echo_table(("target", "arch", "cores", "runtime", "precisions (preferred first)", "energy"), rows)
 
 
-def _fit_objectives() -> Tuple[str, ...]:
-    from edgekit.convert.thresholds import OBJECTIVES
-
-    return OBJECTIVES
-
-
 @command("calibrate", "edgekit calibrate out/raspberry-pi-5 --data calibration/digits_calib.npz --held-out "
                       "--max-accuracy-drop 0.01")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
@@ -45,7 +39,7 @@ def _fit_objectives() -> Tuple[str, ...]:
 @option("--holdout", type=click.Path(exists=True, dir_okay=False), default=None,
         help="A second split: reports the accuracy the fitted thresholds actually reach.")
 @exit_rule_option("Exit rule for every exit (default: each exit's own).")
-@option("--objective", type=Choice(_fit_objectives(), "objective"), default="auto", show_default=True,
+@option("--objective", type=Choice(FIT_OBJECTIVES, "objective"), default="auto", show_default=True,
         help="accuracy (needs labels), agreement (with the last exit) or auto (accuracy when labelled).")
 @option("--margin-z", default=2.0, show_default=True, type=float,
         help="Safety margin on the accuracy constraint, in standard errors.")
@@ -58,7 +52,7 @@ def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: fl
                   verbose: bool) -> None:
     """Fit per-exit thresholds for least expected latency within an accuracy drop (on the bundle's stage costs, e.g.
     measured on the board by `edgekit profile`); rewrites the bundle."""
-    from edgekit.convert.calibrate import CalibrateOptions, calibrate, fitted_on
+    from edgekit.convert.threshold_fit import CalibrateOptions, calibrate, fitted_on
 
     data, part = fitted_on(bundle, data, held_out)
     for warning in filter(None, [range_warning(bundle, data)]):
@@ -153,7 +147,7 @@ def _ops_tables(bundle: str, data: Optional[str], threads: Optional[int], interp
 @verbose_option
 def demo_cmd(target: str, out: Optional[str], runs: int, verbose: bool) -> None:
     """Convert the shipped demo model, run it on the digits test split and time early exit."""
-    from edgekit.demo import run_demo
+    from edgekit.cli.demo_run import run_demo
     from edgekit.targets import get_target
 
     get_target(target)                       # an unknown target is refused before TensorFlow loads

@@ -9,31 +9,20 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import click
 
 from edgekit.cli.app import command, option, require
-from edgekit.cli.options import Choice, exit_rule_option, precisions, verbose_option
+from edgekit.cli.options import (ADAPTIVE, HEAD_TARGETS, OBJECTIVES, Choice, exit_rule_option, precisions,
+                                 verbose_option)
 from edgekit.cli.output import echo_json
 from edgekit.cli.progress import running
-from edgekit.cli.prune import prune_from_cli, prune_options, summary_lines
+from edgekit.cli.prune import prune_budget, prune_from_cli, prune_options, summary_lines
 from edgekit.cli.text import threshold_lines
 from edgekit.errors import ConfigError
+from edgekit.rungs import LADDER
 
 if TYPE_CHECKING:
-    from edgekit.convert import ConvertOptions
     from edgekit.convert.exits import ExitOptions
 
 EXAMPLE = """edgekit convert edgekit/assets/demo_digits.keras -t raspberry-pi-5 --calib calibration/digits_calib.npz -o out
 edgekit convert backbone.keras -t host-x86_64 --calib calib.npz -o out --exits auto:3 --max-accuracy-drop 0.01"""
-
-
-def _objectives() -> Tuple[str, ...]:
-    from edgekit.convert.precision.objective import OBJECTIVES
-
-    return OBJECTIVES
-
-
-def _head_targets() -> Tuple[str, ...]:
-    from edgekit.convert.exits import TARGETS
-
-    return TARGETS
 
 
 def _adaptive_options(fn: Any) -> Any:
@@ -45,8 +34,9 @@ def _adaptive_options(fn: Any) -> Any:
                      help="adaptive: least loss within this bundle size (720000, 800K, 1.5M)."),
         click.option("--latency-budget", type=float, default=None,
                      help="adaptive: least loss within this full-depth latency (ms, batch 1, measured here)."),
-        click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32."),
-        click.option("--objective", type=Choice(_objectives(), "objective"), default=None,
+        click.option("--rungs", default=None, help="adaptive: the rungs to use, of {} (float32 among them).".format(
+            ",".join(LADDER))),
+        click.option("--objective", type=Choice(OBJECTIVES, "objective"), default=None,
                      help="adaptive: latency (default: no slower than the fastest uniform precision, smallest size "
                           "at int8's accuracy), size (smallest, whatever the kernels cost) or accuracy (least loss "
                           "at that speed)."),
@@ -66,7 +56,7 @@ def _exit_options(fn: Any) -> Any:
                           "distillation."),
         click.option("--head-epochs", type=click.IntRange(min=1), default=None,
                      help="--exits: most epochs per head (early stopping; 40)."),
-        click.option("--head-target", type=Choice(_head_targets(), "head target"), default=None,
+        click.option("--head-target", type=Choice(HEAD_TARGETS, "head target"), default=None,
                      help="--exits: what the heads learn from (auto: labels when present, else distillation)."),
         click.option("--head-budget", type=float, default=None,
                      help="--exits: head FLOPs / its stage's FLOPs at most (0.1)."),
@@ -123,39 +113,61 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                 recover: bool, recover_epochs: Optional[int], as_json: bool, verbose: bool) -> None:
     """Convert a Keras (.keras, SavedModel) or ONNX model into a per-stage TFLite bundle for a board: split at its
     exits (or at exits attached with --exits), optionally pruned, quantized, measured, thresholds fitted."""
-    from edgekit.convert import ConvertOptions, convert
-    from edgekit.convert.precision.ladder import parse_size
+    cheap_checks(model, target, out, force, precision, threshold, max_drop, threshold_data, holdout,
+                 {"--tolerance": tolerance, "--size-budget": size_budget, "--latency-budget": latency_budget,
+                  "--rungs": rungs, "--objective": objective})
+    if prune_flops is None and prune_params is None and prune_latency is None:
+        prune_from_cli(None, None, None, prune_importance, recover, recover_epochs)   # refuses them without a budget
+    else:
+        prune_budget(prune_flops, prune_params, prune_latency)
+    require("tensorflow", *(("onnx2tf", "onnxruntime") if model.lower().endswith(".onnx") else ()))
+    with running("convert", verbose) as progress:
+        progress(0, 0, "load: TensorFlow")
+        from edgekit.convert import ConvertOptions, convert  # imports TensorFlow
+        from edgekit.convert.precision.ladder import parse_size
+
+        prune = prune_from_cli(prune_flops, prune_params, prune_latency, prune_importance, recover, recover_epochs)
+        opts = ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
+                              threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
+                              input_shape=sizes("--input-shape", input_shape), tolerance=tolerance,
+                              latency_budget_ms=latency_budget,
+                              size_budget=None if size_budget is None else parse_size(size_budget),
+                              rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
+                              objective=objective,
+                              exits=exit_options(exits, exit_data, head_epochs, head_target, head_budget,
+                                                 max_crossing, seed), prune=prune)
+        result = convert(opts, progress=progress)
+    _print(result, as_json)
+
+
+def cheap_checks(model: str, target: str, out: str, force: bool, precision: Optional[str], threshold: float,
+                 max_drop: Optional[float], threshold_data: Optional[str], holdout: Optional[str],
+                 adaptive: Dict[str, Any]) -> None:
+    """What convert would refuse, checked before TensorFlow is imported (edgekit.convert imports it at once):
+    the model file, the target, the precision on it, adaptive-only options, the threshold options, the output."""
+    from edgekit.targets import get_target
 
     if not os.path.exists(model):
         raise ConfigError("model file not found: {}".format(model))
+    board = get_target(target)
+    chosen = precision or board.default_precision
+    if chosen not in board.precisions + (ADAPTIVE,):
+        raise ConfigError("precision {!r} is not supported on {}; allowed there: {}".format(
+            chosen, board.name, ", ".join(board.precisions)))
+    given = [flag for flag, v in adaptive.items() if v is not None]
+    if given and precision != ADAPTIVE:
+        raise ConfigError("{} only apply with --precision adaptive; got --precision {}".format(
+            ", ".join(given), precision or "(the target's default)"))
+    if not 0.0 <= threshold <= 1.0:
+        raise ConfigError("threshold {} is outside [0, 1]".format(threshold))
     if max_drop is None and (holdout or threshold_data):
         raise ConfigError("{} only apply to fitted thresholds: add --max-accuracy-drop DROP (without it every "
                           "exit uses --threshold {:g} and nothing is fitted)".format(
                               " and ".join(n for n, v in (("--threshold-data", threshold_data),
                                                           ("--holdout", holdout)) if v), threshold))
-    opts = ConvertOptions(model, target, calib, out, precision, threshold, force, max_drop=max_drop,
-                          threshold_data=threshold_data, holdout=holdout, exit_rule=exit_rule,
-                          input_shape=sizes("--input-shape", input_shape), tolerance=tolerance,
-                          latency_budget_ms=latency_budget,
-                          size_budget=None if size_budget is None else parse_size(size_budget),
-                          rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
-                          objective=objective,
-                          exits=exit_options(exits, exit_data, head_epochs, head_target, head_budget, max_crossing,
-                                             seed),
-                          prune=prune_from_cli(prune_flops, prune_params, prune_latency, prune_importance, recover,
-                                               recover_epochs))
-    preflight(opts)
-    require("tensorflow", *(("onnx2tf", "onnxruntime") if model.lower().endswith(".onnx") else ()))
-    with running("convert", verbose) as progress:
-        result = convert(opts, progress=progress)
-    _print(result, as_json)
-
-
-def preflight(opts: "ConvertOptions") -> None:
-    """What convert checks before any work, run here before TensorFlow is imported."""
-    from edgekit.convert import check_options
-
-    check_options(opts)
+    bundle = os.path.join(out, board.name)
+    if os.path.exists(bundle) and not force:
+        raise ConfigError("bundle {} already exists; pass --force to replace it (nothing was written)".format(bundle))
 
 
 def _print(result: Any, as_json: bool) -> None:

@@ -27,12 +27,21 @@ class Choice(click.Choice):
         raise ConfigError("unknown {} {!r}; allowed: {}".format(self.what, value, ", ".join(self.choices)))
 
 
-def precisions() -> Tuple[str, ...]:
-    """Every --precision convert takes: the uniform precisions, then adaptive."""
-    from edgekit.convert.precision import ADAPTIVE
-    from edgekit.convert.quantize import PRECISION_MODES
+ADAPTIVE = "adaptive"
+# The fixed lists whose registries live in edgekit/convert/ (which imports TensorFlow at once): spelled here so
+# that --help and a typo need no TensorFlow; tests/test_cli_mistakes.py checks each against its registry.
+OBJECTIVES = ("latency", "size", "accuracy")                 # convert.precision.objective.OBJECTIVES
+FIT_OBJECTIVES = ("auto", "accuracy", "agreement")           # convert.thresholds.OBJECTIVES
+HEAD_TARGETS = ("auto", "labels", "distill")                 # convert.exits.TARGETS
+IMPORTANCES = ("l1", "l2", "bn_scale", "activation")         # convert.pruning.importance.IMPORTANCE
+ALLOCATIONS = ("dp", "uniform")                              # convert.prune.ALLOCATIONS
 
-    return tuple(PRECISION_MODES) + (ADAPTIVE,)
+
+def precisions() -> Tuple[str, ...]:
+    """Every --precision convert takes: the whole-stage precisions, then adaptive."""
+    from edgekit.rungs import PRECISIONS
+
+    return tuple(PRECISIONS) + (ADAPTIVE,)
 
 
 def exit_rules() -> Tuple[str, ...]:
@@ -57,8 +66,9 @@ def _stack(opts: Sequence[Decorator]) -> Decorator:
     return lambda fn: functools.reduce(lambda f, opt: opt(f), reversed(opts), fn)
 
 
-def runtime_options(fn: Callable[..., Any]) -> Any:
-    """--threads, --interpreter, --max-batch: how the runtime runs the bundle, wherever a command runs it."""
+def runtime_options(max_batch: bool = True) -> Decorator:
+    """--threads, --interpreter, --max-batch: how the runtime runs the bundle, wherever a command runs it (the
+    bench calls one sample at a time: no --max-batch there)."""
     return _stack([
         click.option("--threads", type=int, default=None,
                      help="Interpreter threads for every stage (default: the counts measured per stage in the "
@@ -66,9 +76,8 @@ def runtime_options(fn: Callable[..., Any]) -> Any:
         click.option("--interpreter", type=Choice(interpreters(), "interpreter"), default=None,
                      help="TFLite interpreter package: {} (default: the first installed).".format(
                          ", ".join(interpreters()))),
-        click.option("--max-batch", type=int, default=None,
-                     help="Most samples per call (default: the manifest's, else 1024)."),
-    ])(fn)
+    ] + ([click.option("--max-batch", type=int, default=None,
+                       help="Most samples per call (default: the manifest's, else 1024).")] if max_batch else []))
 
 
 def exit_rule_option(help_text: str) -> Decorator:

@@ -8,33 +8,33 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import click
 
 from edgekit.cli.app import command, option, require
-from edgekit.cli.options import Choice, verbose_option
+from edgekit.cli.options import ALLOCATIONS, IMPORTANCES, Choice, verbose_option
 from edgekit.cli.output import echo_json, echo_table
 from edgekit.cli.progress import running
-from edgekit.convert.prune import DEFAULT_RATIOS, PruneOptions
 from edgekit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekit.convert.prune import PruneOptions
 
 DEFAULT_RECOVER_EPOCHS = 30
 
 
-def _budget(flops: Optional[float], params: Optional[float], latency: Optional[float]) -> Tuple[str, float]:
+def prune_budget(flops: Optional[float], params: Optional[float], latency: Optional[float]) -> Tuple[str, float]:
     given = [(k, v) for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None]
     if len(given) != 1:
         names = ", ".join("--prune-{}".format(k) for k, _ in given) or "none"
         raise ConfigError("give exactly one pruning budget: --prune-flops, --prune-params or --prune-latency "
                           "(got {})".format(names))
-    return given[0]
-
-
-def _importances() -> Tuple[str, ...]:
-    from edgekit.convert.pruning.importance import IMPORTANCE
-
-    return tuple(IMPORTANCE)
+    kind, fraction = given[0]
+    if not 0.0 < fraction <= 1.0:           # PruneOptions.check says the same, after TensorFlow has loaded
+        raise ConfigError("prune budget {}={} is outside (0, 1]; it is the fraction of the model's {} to keep".format(
+            kind, fraction, kind))
+    return kind, fraction
 
 
 def prune_options(old_spellings: bool) -> Callable[[Callable[..., Any]], Any]:
@@ -53,7 +53,7 @@ def prune_options(old_spellings: bool) -> Callable[[Callable[..., Any]], Any]:
         option("--prune-latency", "prune_latency", aliases=old("--latency"), type=fraction, default=None,
                help="Prune whole channels to keep this fraction of the measured layer latency, in (0, 1]."),
         option("--prune-importance", "prune_importance", aliases=old("--importance"),
-               type=Choice(_importances(), "importance"), default=None,
+               type=Choice(IMPORTANCES, "importance"), default=None,
                help="How channels are ranked (default l1)."),
         option("--recover", is_flag=True, help="Fine-tune the pruned model by distillation from the original "
                                                "(at most {} epochs unless --recover-epochs).".format(
@@ -72,7 +72,8 @@ def recover_epochs_of(recover: bool, epochs: Optional[int]) -> int:
 
 
 def prune_from_cli(flops: Optional[float], params: Optional[float], latency: Optional[float],
-                   importance: Optional[str], recover: bool, recover_epochs: Optional[int]) -> Optional[PruneOptions]:
+                   importance: Optional[str], recover: bool,
+                   recover_epochs: Optional[int]) -> Optional["PruneOptions"]:
     """The `convert --prune-*` options as PruneOptions (None when no budget is given), checked now so that
     a bad value fails before any work."""
     if flops is None and params is None and latency is None:
@@ -82,13 +83,17 @@ def prune_from_cli(flops: Optional[float], params: Optional[float], latency: Opt
             raise ConfigError("{} need a budget: --prune-flops, --prune-params or --prune-latency".format(
                 ", ".join(given)))
         return None
-    kind, fraction = _budget(flops, params, latency)
+    kind, fraction = prune_budget(flops, params, latency)
+    from edgekit.convert.prune import PruneOptions  # lazy: edgekit.convert imports TensorFlow at once
+
     return PruneOptions(fraction=fraction, budget=kind, importance=importance or "l1",
                         recover_epochs=recover_epochs_of(recover, recover_epochs)).check()
 
 
 def _ratios(text: Optional[str]) -> Tuple[float, ...]:
     if text is None:
+        from edgekit.convert.prune import DEFAULT_RATIOS  # lazy: edgekit.convert imports TensorFlow at once
+
         return DEFAULT_RATIOS
     try:
         return tuple(float(r) for r in text.split(",") if r.strip())
@@ -178,12 +183,6 @@ def _groups_table(report: Dict[str, Any]) -> None:
 EXAMPLE = """edgekit prune edgekit/assets/demo_digits.keras --prune-flops 0.5 --calib calibration/digits_calib.npz -o half.keras --recover"""
 
 
-def _allocations() -> Tuple[str, ...]:
-    from edgekit.convert.prune import ALLOCATIONS
-
-    return ALLOCATIONS
-
-
 @command("prune", EXAMPLE)
 @click.argument("model", type=click.Path(exists=True))
 @option("--calib", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -191,7 +190,7 @@ def _allocations() -> Tuple[str, ...]:
 @option("--out", "-o", required=True, type=click.Path(dir_okay=False),
         help="The pruned model (.keras); its report goes beside it (.report.json).")
 @prune_options(old_spellings=True)
-@option("--allocation", type=Choice(_allocations(), "allocation"), default="dp", show_default=True,
+@option("--allocation", type=Choice(ALLOCATIONS, "allocation"), default="dp", show_default=True,
         help="dp (layer-adaptive) or uniform (the baseline).")
 @option("--target", "-t", default=None, help="Board profile whose channel multiple to round to.")
 @option("--channel-multiple", type=click.IntRange(min=1), default=None,
@@ -212,24 +211,24 @@ def prune_cmd(model: str, calib: str, out: str, prune_flops: Optional[float], pr
               ratios: Optional[str], samples: int, compensate: bool, eval_path: Optional[str], force: bool,
               as_json: bool, verbose: bool) -> None:
     """Remove whole channels (layer-adaptive ratios under a FLOPs/params/latency budget) from a Keras model."""
-    from edgekit.convert.load import load_model
-    from edgekit.convert.prune import prune
-    from edgekit.convert.tf import tensorflow
     from edgekit.data import load_data
     from edgekit.targets import get_target
 
-    kind, fraction = _budget(prune_flops, prune_params, prune_latency)
-    opts = PruneOptions(fraction=fraction, budget=kind, importance=prune_importance or "l1", allocation=allocation,
-                        ratios=_ratios(ratios), channel_multiple=channel_multiple, samples=samples,
-                        recover_epochs=recover_epochs_of(recover, recover_epochs), compensate=compensate).check()
-    opts = opts.resolved(get_target(target) if target else None)
+    kind, fraction = prune_budget(prune_flops, prune_params, prune_latency)      # cheap checks before TensorFlow
+    board = get_target(target) if target else None
     _check_out(out, force)
     data = load_data(calib)
     held = load_data(eval_path) if eval_path else None
     require("tensorflow")
     with running("prune", verbose) as progress:
         progress(0, 0, "load: TensorFlow and {}".format(os.path.basename(model)))
-        tensorflow()
+        from edgekit.convert.load import load_model
+        from edgekit.convert.prune import PruneOptions, prune
+
+        opts = PruneOptions(fraction=fraction, budget=kind, importance=prune_importance or "l1",
+                            allocation=allocation, ratios=_ratios(ratios), channel_multiple=channel_multiple,
+                            samples=samples, recover_epochs=recover_epochs_of(recover, recover_epochs),
+                            compensate=compensate).check().resolved(board)
         keras_model = load_model(model)
         result = prune(keras_model, opts, data, progress=lambda d, t, what: progress(d, t, "prune: " + what),
                        eval_data=held)

@@ -4,7 +4,7 @@ from typing import Any, Dict, Optional
 import click
 
 from edgekit.cli.app import command, option
-from edgekit.cli.checks import borrowed_warning, range_warning
+from edgekit.cli.checks import range_warning
 from edgekit.cli.options import Choice, data_option, meters, one_data, runtime_options, verbose_option
 from edgekit.cli.output import echo_json
 from edgekit.cli.progress import running
@@ -31,14 +31,16 @@ def _warn(message: Optional[str]) -> None:
 @option("--budget-ms", type=click.FloatRange(min=0.0, min_open=True), default=None,
         help="Per-sample latency budget: run a stage only if it is predicted to fit.")
 @option("--anytime", is_flag=True, help="With --budget-ms: return the best answer so far at the deadline.")
-@runtime_options
+@option("--target-ms", type=float, default=None, help="Hold this mean latency per sample: a load controller moves "
+                                                      "the exit thresholds while the samples run.")
+@runtime_options()
 @option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
 @ssh_options
 @verbose_option
 def run_cmd(bundle: str, data_arg: Optional[str], data: Optional[str], full_depth: bool, budget_ms: Optional[float],
-            anytime: bool, threads: Optional[int], interpreter: Optional[str], max_batch: Optional[int],
-            as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
+            anytime: bool, target_ms: Optional[float], threads: Optional[int], interpreter: Optional[str],
+            max_batch: Optional[int], as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
             remote_dir: str, remote_python: str, timeout_s: float, verbose: bool) -> None:
     """Run a bundle on DATA with early exit: predictions, exits, accuracy (when labelled)."""
     data = one_data(data_arg, data)
@@ -46,19 +48,19 @@ def run_cmd(bundle: str, data_arg: Optional[str], data: Optional[str], full_dept
         raise ConfigError("--anytime returns the best answer at the deadline: it needs --budget-ms MS")
     _warn(range_warning(bundle, data))
     if host is not None:
-        from edgekit.bench.command import board_run
+        from edgekit.deploy.board_runs import board_run
 
         if budget_ms is not None or anytime:
             raise ConfigError("--budget-ms/--anytime run locally only for now: the board's python -m edgekit.runtime "
                               "does not take them; got --host {} with them".format(host))
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
-        result = board_run(board, bundle, data, full_depth, threads, interpreter, max_batch)
+        result = board_run(board, bundle, data, full_depth, threads, target_ms, interpreter, max_batch)
         delegates = result.get("delegates", [])
     else:
         with running("run", verbose):
-            result, delegates = _run_here(bundle, data, full_depth, budget_ms, anytime, threads, interpreter,
-                                          max_batch)
+            result, delegates = _run_here(bundle, data, full_depth, budget_ms, anytime, target_ms, threads,
+                                          interpreter, max_batch)
     if as_json:
         echo_json(result)
         return
@@ -66,16 +68,22 @@ def run_cmd(bundle: str, data_arg: Optional[str], data: Optional[str], full_dept
     click.echo("{}{} samples  accuracy {}  exit histogram {}  ({}){}".format(
         "{}: ".format(result["host"]) if "host" in result else "", len(result["exits"]), acc,
         result["exit_histogram"], "; ".join(delegates), budget_note(result, budget_ms)))
+    if "controller" in result:
+        from edgekit.runtime.controller import controller_line
+
+        click.echo(controller_line(result["controller"]))
 
 
 def _run_here(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float], anytime: bool,
-              threads: Optional[int], interpreter: Optional[str], max_batch: Optional[int]) -> Any:
+              target_ms: Optional[float], threads: Optional[int], interpreter: Optional[str],
+              max_batch: Optional[int]) -> Any:
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner, evaluate
 
     runner = EarlyExitRunner(bundle, backend=interpreter, num_threads=threads, max_batch=max_batch)
     ds = load_data(data, max_batch=runner.max_batch)
-    result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
+    result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime,
+                      target_ms=target_ms)
     return result, runner.delegate_status
 
 
@@ -105,7 +113,7 @@ def _energy_options(fn: Any) -> Any:
 @option("--report", "report_dir", metavar="DIR", default=None, type=click.Path(),
         help="Write JSON, CSV and PNG plots to DIR (atomically).")
 @option("--force", is_flag=True, help="Replace an existing --report DIR.")
-@runtime_options
+@runtime_options(max_batch=False)
 @option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
 @ssh_options
@@ -113,11 +121,12 @@ def _energy_options(fn: Any) -> Any:
 def bench_cmd(bundle: str, data_arg: Optional[str], data: Optional[str], runs: int, warmup: int, seconds: float,
               meter: str, usb_meter: Optional[str], blocks: int, block_seconds: float, idle_seconds: float,
               report_dir: Optional[str], force: bool, threads: Optional[int], interpreter: Optional[str],
-              max_batch: Optional[int], as_json: bool, host: Optional[str], identity: Optional[str],
+              as_json: bool, host: Optional[str], identity: Optional[str],
               known_hosts: str, accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float,
               verbose: bool) -> None:
     """Latency and energy of early exit against full depth from one run (batch 1), with accuracy."""
-    from edgekit.bench import command as bench
+    from edgekit.bench.command import local_bench
+    from edgekit.deploy.board_runs import board_bench
     from edgekit.bench.energy import EnergyOptions
     from edgekit.bench.latency import Protocol
     from edgekit.bench.report import check_report_dir, write_report
@@ -130,16 +139,12 @@ def bench_cmd(bundle: str, data_arg: Optional[str], data: Optional[str], runs: i
         check_report_dir(report_dir, force)
     _warn(range_warning(bundle, data))
     if host is not None:
-        if max_batch is not None:
-            raise ConfigError("--max-batch {}: the bench calls one sample at a time; python -m edgekit.bench on the "
-                              "board does not take it (allowed: without --host)".format(max_batch))
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
-        result = bench.board_bench(board, bundle, data, protocol, energy, threads, interpreter)
+        result = board_bench(board, bundle, data, protocol, energy, threads, interpreter)
     else:
-        _warn(borrowed_warning(bundle, threads))
         with running("bench", verbose):
-            result = bench.local_bench(bundle, data, protocol, energy, threads, interpreter, max_batch)
+            result = local_bench(bundle, data, protocol, energy, threads, interpreter)
     written = write_report(result, report_dir, force) if report_dir is not None else []
     _print_bench(result, as_json, report_dir, written)
 
@@ -148,7 +153,7 @@ def _print_bench(result: Dict[str, Any], as_json: bool, report_dir: Optional[str
     from edgekit.bench.run import text_lines
 
     if as_json:
-        echo_json({k: v for k, v in result.items() if k != "raw_ms"})
+        echo_json({k: v for k, v in result.items() if not k.startswith("raw_")})   # raw_ms, raw_calls: the report
         return
     for line in text_lines(result):
         click.echo(line)
