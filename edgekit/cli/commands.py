@@ -96,7 +96,7 @@ def _fit_table(section: Dict[str, Any]) -> None:
 @option("--ops", is_flag=True, help="Also time each operator of each stage here (ops cut out one by one).")
 @option("--data", type=click.Path(exists=True, dir_okay=False), default=None,
         help="--ops: run its first sample (default: zeros).")
-@runtime_options
+@runtime_options()
 def inspect_cmd(bundle: str, as_json: bool, ops: bool, data: Optional[str], threads: Optional[int],
                 interpreter: Optional[str], max_batch: Optional[int]) -> None:
     """Show a bundle's stages, tensors, exits and sizes (checksums verified)."""
