@@ -28,7 +28,7 @@ def _warn(message: Optional[str]) -> None:
 @click.argument("data_arg", metavar="[DATA]", required=False, type=click.Path(exists=True, dir_okay=False))
 @data_option(_DATA_HELP)
 @option("--full-depth", is_flag=True, help="Run every stage for every sample.")
-@option("--budget-ms", type=click.FloatRange(min=0.0, min_open=True), default=None,
+@option("--budget-ms", type=float, default=None,
         help="Per-sample latency budget: run a stage only if it is predicted to fit.")
 @option("--anytime", is_flag=True, help="With --budget-ms: return the best answer so far at the deadline.")
 @option("--target-ms", type=float, default=None, help="Hold this mean latency per sample: a load controller moves "
