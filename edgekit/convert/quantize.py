@@ -27,7 +27,7 @@ from edgekit.convert.evaluate import interleaved_ms
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.recipes import quantize_ops
 from edgekit.convert.tf import quiet, tensorflow
-from edgekit.errors import ConfigError, ModelError
+from edgekit.errors import ConfigError, ModelError, first_line
 from edgekit.rungs import FLOAT32, INT8, MIXED, PRECISIONS, RANGE_SAMPLES, RUNG, RUNGS
 from edgekit.runtime.interpreter import available_backends, load_backend
 
@@ -135,8 +135,7 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
                     return bytes(debugger.get_nondebug_quantized_model())
                 return bytes(conv.convert())
         except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError("stage {} cannot be converted at {}: {}".format(label, precision, first[:300]))
+            raise ModelError("stage {} cannot be converted at {}: {}".format(label, precision, first_line(exc, 300)))
         finally:
             os.chdir(cwd)
 

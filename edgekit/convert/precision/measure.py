@@ -11,7 +11,7 @@ from edgekit.convert.precision.recipes import calibrate, supported
 from edgekit.convert.precision.sensitivity import Cache, Chain, layer_loss, stage_loss
 from edgekit.convert.quantize import quantize_stage, whole_stage
 from edgekit.convert.split import stage_inputs
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 from edgekit.rungs import FLOAT32, INT8, INT16X8, LAYER_RUNGS, MIXED, RUNG
 from edgekit.runtime.interpreter import load_backend
 
@@ -68,7 +68,7 @@ def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpI
             runs(builds[r], feed)
         except (ModelError, RuntimeError, ValueError) as exc:   # e.g. an op with no 16x8 kernel
             builds.pop(r, None)
-            skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": _first_line(exc)})
+            skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": first_line(exc, 200)})
     return builds
 
 
@@ -76,11 +76,6 @@ def runs(blob: bytes, feed: Dict[str, np.ndarray]) -> None:
     """Raise RuntimeError when the interpreter cannot prepare or run `blob` on one sample of `feed`."""
     sig = load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner()
     sig(**{k: np.asarray(v[:1], np.float32) for k, v in feed.items()})
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
@@ -154,7 +149,7 @@ def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: Li
         except (ModelError, RuntimeError, ValueError) as exc:
             failed.add(r)
             skipped.append({"stage": str(ly.stage), "rung": r, "scope": o.scope, "layer": o.layer,
-                            "why": _first_line(exc)})
+                            "why": first_line(exc, 200)})
             continue
         if stop_at is not None and ly.losses[r].kl <= stop_at:
             break
