@@ -1,0 +1,191 @@
+"""The search: each technique alone first (measured), then combinations in the order cheap proxies rank them,
+then the most promising operating points timed end to end.
+
+Proxies: a combination's cost is the baseline's times the product of its techniques' measured cost ratios (each
+technique's best accurate-enough point over the baseline at full depth), and its accuracy loss the sum of their
+measured losses. Only combinations whose proxy loss fits the constraint and whose proxy cost beats the best
+point measured so far are converted, best proxy first, at most `max_combinations` of them: a Pareto-guided
+search, not a grid. Every conversion and measurement goes through the cache.
+"""
+import itertools
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from edgekit.optimize.cache import Cache, cache_key
+from edgekit.optimize.measure import ConvertFn, Splits, build, end_to_end, points, write_point
+from edgekit.optimize.pareto import Point, feasible
+from edgekit.optimize.space import NATIVE, Candidate, OptimizeOptions, rungs
+
+Progress = Callable[[str, int, int, str], None]     # phase, done, total, what
+
+
+@dataclass
+class Context:
+    opts: OptimizeOptions
+    target: Any
+    cache: Cache
+    keys: Dict[str, Any]          # model hash, target, board, data hashes, settings
+    convert_fn: ConvertFn
+    splits: Splits
+    min_accuracy: float
+    progress: Progress
+    conversions: int = 0          # conversions actually run (not found in the cache)
+    cache_hits: int = 0
+    log: List[Dict[str, Any]] = field(default_factory=list)
+
+    def key(self, cand: Candidate, **more: Any) -> str:
+        return cache_key(candidate=cand.to_dict(), **dict(self.keys, **more))
+
+
+def bundle_for(ctx: Context, cand: Candidate) -> str:
+    key = ctx.key(cand, what="bundle")
+    got = ctx.cache.bundle(key)
+    if got is not None:
+        ctx.cache_hits += 1
+        return got
+    work = ctx.cache.work_dir()
+    try:
+        built = build(ctx.opts, cand, work, ctx.convert_fn)
+        ctx.conversions += 1
+        return ctx.cache.put_bundle(key, built)
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(ctx: Context, cand: Candidate, why: str) -> List[Point]:
+    key = ctx.key(cand, what="points", shares=list(ctx.opts.space.drop_shares), max_drop=ctx.opts.max_drop)
+    got = ctx.cache.result(key)
+    if got is None:
+        bundle = bundle_for(ctx, cand)
+        got = {"points": [p.to_dict() for p in points(bundle, cand, ctx.splits, ctx.opts.max_drop,
+                                                       ctx.opts.space.drop_shares, ctx.target)]}
+        ctx.cache.put_result(key, got)
+    else:
+        ctx.cache_hits += 1
+    ctx.log.append({"candidate": cand.key, "why": why})
+    return [Point.from_dict(d) for d in got["points"]]
+
+
+def baseline(model_exits: int, target: Any) -> Candidate:
+    """Uniform int8 (the target's default where it has no int8), the model's own exits, not pruned."""
+    return Candidate(exits=model_exits, prune=None, precision="int8" if "int8" in target.precisions
+                     else target.default_precision)
+
+
+def singles(ctx: Context, base: Candidate, plain: bool) -> List[Candidate]:
+    """Each technique alone: precision rungs, pruning fractions, exit counts (on a single-output model)."""
+    space = ctx.opts.space
+    out = [base] + [replace(base, precision=r) for r in rungs(space, ctx.target, ctx.opts.budget)
+                    if r != base.precision]
+    out += [replace(base, prune=p) for p in space.prune_fractions]
+    out += [replace(base, exits=n) for n in space.exit_counts] if plain else []
+    return out
+
+
+def _ratios(pts: List[Point], base_full: Point, metric: str, min_acc: float, ref: float) -> Tuple[float, float]:
+    """(cost ratio over the baseline at full depth, accuracy lost) of a candidate's best accurate-enough point
+    (its most accurate point when none is)."""
+    ok = feasible(pts, min_acc)
+    best = min(ok, key=lambda p: p.metric(metric)) if ok else max(pts, key=lambda p: p.accuracy)
+    return best.metric(metric) / max(base_full.metric(metric), 1e-12), max(0.0, ref - best.accuracy)
+
+
+def combinations(ctx: Context, base: Candidate, measured: Dict[Candidate, List[Point]], ref: float,
+                 metric: str) -> List[Tuple[float, float, Candidate]]:
+    """Untried combinations of two or more techniques with their proxy (cost, loss), best proxy first."""
+    base_full = [p for p in measured[base] if p.drop_share is None][0]
+    by_dim: Dict[str, Dict[Any, Tuple[float, float]]] = {"exits": {base.exits: (1.0, 0.0)},
+                                                         "prune": {None: (1.0, 0.0)},
+                                                         "precision": {base.precision: (1.0, 0.0)}}
+    for cand, pts in measured.items():
+        r = _ratios(pts, base_full, metric, ctx.min_accuracy, ref)
+        for dim in ("exits", "prune", "precision"):
+            if getattr(cand, dim) != getattr(base, dim):
+                by_dim[dim][getattr(cand, dim)] = r
+    out = []
+    for e, p, q in itertools.product(by_dim["exits"], by_dim["prune"], by_dim["precision"]):
+        cand = Candidate(e, p, q)
+        if cand in measured or sum(v != getattr(base, d) for d, v in zip(("exits", "prune", "precision"),
+                                                                           (e, p, q))) < 2:
+            continue
+        parts = [by_dim["exits"][e], by_dim["prune"][p], by_dim["precision"][q]]
+        cost = base_full.metric(metric)
+        for r, _ in parts:
+            cost *= r
+        out.append((cost, sum(d for _, d in parts), cand))
+    return sorted(out, key=lambda t: (t[0], t[1]))
+
+
+def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Candidate]:
+    """Every measured operating point (the verified ones timed end to end) and the baseline candidate."""
+    metric = ctx.opts.budget.metric
+    base = baseline(model_exits, ctx.target)
+    measured: Dict[Candidate, List[Point]] = {}
+    todo = singles(ctx, base, model_exits != NATIVE)
+    for i, cand in enumerate(todo):
+        ctx.progress("singles", i, len(todo), cand.key)
+        measured[cand] = measure(ctx, cand, "single technique")
+    ctx.progress("singles", len(todo), len(todo), "done")
+    combos = [c for c in combinations(ctx, base, measured, ref, metric)
+              if c[1] <= ctx.opts.max_drop + 1e-12]
+    tried = 0
+    for cost, loss, cand in combos:
+        best = min((p.metric(metric) for pts in measured.values() for p in feasible(pts, ctx.min_accuracy)),
+                   default=float("inf"))
+        if tried >= ctx.opts.space.max_combinations or cost >= best:
+            continue
+        ctx.progress("combinations", tried, min(len(combos), ctx.opts.space.max_combinations), cand.key)
+        measured[cand] = measure(ctx, cand, "proxy cost {:.4g}, proxy loss {:.4f}".format(cost, loss))
+        tried += 1
+    ctx.log.append({"combinations_ranked": len(combos), "combinations_converted_or_cached": tried})
+    return [p for pts in measured.values() for p in pts], base
+
+
+def verify(ctx: Context, pts: List[Point], base: Candidate) -> List[Point]:
+    """The `verify` cheapest accurate-enough points and the baseline at full depth, timed end to end (cached)."""
+    metric = ctx.opts.budget.metric
+    if metric == "size_bytes":
+        return pts
+    order = sorted(feasible(pts, ctx.min_accuracy), key=lambda p: p.metric(metric))[:ctx.opts.space.verify]
+    base_full = [p for p in pts if p.candidate == base and p.drop_share is None]
+    chosen = order + [p for p in base_full if p not in order]
+    out = [p for p in pts if p not in chosen]
+    for i, p in enumerate(chosen):
+        ctx.progress("end-to-end", i, len(chosen), p.name)
+        out.append(timed(ctx, p))
+    ctx.progress("end-to-end", len(chosen), len(chosen), "done")
+    return out
+
+
+def point_bundle(ctx: Context, p: Point) -> str:
+    """The cached bundle of the point: the candidate's bundle with the point's thresholds."""
+    key = ctx.key(p.candidate, what="point-bundle", share=p.drop_share, max_drop=ctx.opts.max_drop)
+    got = ctx.cache.bundle(key)
+    if got is not None:
+        return got
+    import os
+    import shutil
+
+    work = ctx.cache.work_dir()
+    try:
+        made = write_point(bundle_for(ctx, p.candidate), p, os.path.join(work, "b"), ctx.opts.calib_path,
+                           ctx.opts.eval_path, ctx.opts.max_drop)
+        return ctx.cache.put_bundle(key, made)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def timed(ctx: Context, p: Point) -> Point:
+    key = ctx.key(p.candidate, what="end-to-end", share=p.drop_share, max_drop=ctx.opts.max_drop)
+    got = ctx.cache.result(key)
+    if got is None:
+        t0 = time.monotonic()
+        got = end_to_end(point_bundle(ctx, p), p, ctx.splits, ctx.opts.board, ctx.target).to_dict()
+        got["seconds"] = time.monotonic() - t0
+        ctx.cache.put_result(key, got)
+    else:
+        ctx.cache_hits += 1
+    return Point.from_dict(got)
