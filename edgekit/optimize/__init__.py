@@ -23,6 +23,7 @@ from edgekit.optimize.space import NATIVE, Budget, OptimizeOptions, SearchSpace
 
 __all__ = ["Budget", "OptimizeOptions", "OptimizeResult", "SearchSpace", "optimize"]
 TECHNIQUES = ("exits", "pruning", "precision")
+PLAIN_EXITS = 1                   # a single-output model's baseline: one exit (convert needs a cut)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def optimize(opts: OptimizeOptions, progress: Optional[Progress] = None,
     ref = _reference(opts, cache, keys, splits)
     ctx = Context(opts, target, cache, keys, convert_fn, splits, ref["accuracy"] - opts.max_drop,
                   progress or (lambda phase, done, total, what: None))
-    pts, base = search(ctx, NATIVE if ref["outputs"] > 1 else 0, ref["accuracy"])
+    pts, base = search(ctx, NATIVE if ref["outputs"] > 1 else PLAIN_EXITS, ref["accuracy"])
     pts = verify(ctx, pts, base)
     metric, limit = opts.budget.metric, opts.budget.limit
     timed = [p for p in pts if p.latency_from == "end to end"] if metric != "size_bytes" else pts

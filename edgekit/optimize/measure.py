@@ -19,11 +19,13 @@ from edgekit.data import Dataset
 from edgekit.manifest import MANIFEST_NAME, Manifest, load_bundle
 from edgekit.optimize.pareto import Point
 from edgekit.optimize.space import NATIVE, Candidate, OptimizeOptions
+from edgekit.runtime.cost_protocol import CostProtocol
 from edgekit.runtime.policy import exit_rule
 from edgekit.runtime.runner import EarlyExitRunner, evaluate, exit_outputs
 
 ConvertFn = Callable[..., Any]       # edgekit.convert.convert's signature: (ConvertOptions, progress) -> result
 STAGE_COSTS = "stage costs"
+VERIFY_PROTOCOL = CostProtocol(warmup=1, chunk=5, min_rounds=10, max_rounds=200, max_seconds=30.0)
 END_TO_END = "end to end"
 
 
@@ -136,27 +138,47 @@ def write_point(src: str, p: Point, dest: str, calib_path: str, eval_path: str, 
     return dest
 
 
-def end_to_end(bundle: str, p: Point, splits: Splits, board: Any, target: Any, runs: int = 200) -> Point:
-    """The point timed end to end, batch 1, as `edgekit bench` times it (here, or on the board after flashing)."""
-    from edgekit.bench.latency import Protocol, bench
+def end_to_end_board(bundle: str, p: Point, splits: Splits, board: Any, target: Any, runs: int = 200) -> Point:
+    """The point timed end to end on the board by `edgekit bench` there (after flashing): latency and energy
+    (the board's meter, or its power model: labelled)."""
+    from edgekit.bench.command import board_bench
+    from edgekit.bench.energy import EnergyOptions
+    from edgekit.bench.latency import Protocol
+    from edgekit.deploy import flash
 
-    if board is not None:
-        from edgekit.bench.command import board_bench
-        from edgekit.bench.energy import EnergyOptions
-        from edgekit.deploy import flash
-
-        flash(bundle, board)
-        got = board_bench(board, bundle, splits.eval_path, Protocol(runs=runs), EnergyOptions())
-        e = got.get("energy") or {}
-        mean = got["early_exit"]["latency_ms"]["mean"]
-        joules = (e.get("early_exit") or {}).get("joules_total")
-        if joules is not None:                         # the board's meter, or its power model: labelled
-            return replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=float(joules) * 1e3,
-                           energy_kind=str(e.get("kind", "estimated")))
-        return replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=energy_mj(mean, target))
-    got = bench(EarlyExitRunner(bundle), splits.eval.x[:runs], None, Protocol(runs=runs))
+    flash(bundle, board)
+    got = board_bench(board, bundle, splits.eval_path, Protocol(runs=runs), EnergyOptions())
+    e = got.get("energy") or {}
     mean = got["early_exit"]["latency_ms"]["mean"]
+    joules = (e.get("early_exit") or {}).get("joules_total")
+    if joules is not None:
+        return replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=float(joules) * 1e3,
+                       energy_kind=str(e.get("kind", "estimated")))
     return replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=energy_mj(mean, target))
+
+
+def end_to_end_here(bundles: Sequence[str], pts: Sequence[Point], splits: Splits, target: Any,
+                    protocol: Optional[CostProtocol] = None) -> List[Point]:
+    """The points timed together here under the cost protocol (interleaved, the order rotating, until the
+    medians settle): one call runs every --eval sample through the runtime at batch 1, as `edgekit bench`
+    does, so a call's time over the sample count is the mean latency per inference."""
+    from edgekit.runtime.cost_protocol import measure_candidates
+
+    x = splits.eval.x
+    runners = [EarlyExitRunner(b) for b in bundles]
+
+    def call(runner: EarlyExitRunner) -> Callable[[], None]:
+        def run_all() -> None:
+            for i in range(len(x)):
+                runner.run(x[i:i + 1])
+        return run_all
+
+    costs = measure_candidates({k: call(r) for k, r in enumerate(runners)}, protocol or VERIFY_PROTOCOL)
+    out = []
+    for k, p in enumerate(pts):
+        mean = costs[k].median_ms / len(x)
+        out.append(replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=energy_mj(mean, target)))
+    return out
 
 
 def is_native(cand: Candidate) -> bool:

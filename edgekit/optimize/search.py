@@ -12,8 +12,11 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+import numpy as np
+
 from edgekit.optimize.cache import Cache, cache_key
-from edgekit.optimize.measure import ConvertFn, Splits, build, end_to_end, points, write_point
+from edgekit.optimize.measure import (ConvertFn, Splits, build, end_to_end_board, end_to_end_here, points,
+                                      write_point)
 from edgekit.optimize.pareto import Point, feasible
 from edgekit.optimize.space import NATIVE, Candidate, OptimizeOptions, rungs
 
@@ -70,7 +73,9 @@ def measure(ctx: Context, cand: Candidate, why: str) -> List[Point]:
 
 
 def baseline(model_exits: int, target: Any) -> Candidate:
-    """Uniform int8 (the target's default where it has no int8), the model's own exits, not pruned."""
+    """Uniform int8 (the target's default where it has no int8), the model's own exits, not pruned. A
+    single-output model gets one exit (auto:1): convert cuts a model at its exits and needs at least one cut;
+    at full depth that exit's head is the only difference from the plain model."""
     return Candidate(exits=model_exits, prune=None, precision="int8" if "int8" in target.precisions
                      else target.default_precision)
 
@@ -81,41 +86,48 @@ def singles(ctx: Context, base: Candidate, plain: bool) -> List[Candidate]:
     out = [base] + [replace(base, precision=r) for r in rungs(space, ctx.target, ctx.opts.budget)
                     if r != base.precision]
     out += [replace(base, prune=p) for p in space.prune_fractions]
-    out += [replace(base, exits=n) for n in space.exit_counts] if plain else []
+    out += [replace(base, exits=n) for n in space.exit_counts if n != base.exits] if plain else []
     return out
 
 
-def _ratios(pts: List[Point], base_full: Point, metric: str, min_acc: float, ref: float) -> Tuple[float, float]:
-    """(cost ratio over the baseline at full depth, accuracy lost) of a candidate's best accurate-enough point
-    (its most accurate point when none is)."""
+def _ratio(pts: List[Point], base_full: Point, metric: str, min_acc: float, ref: float) -> Tuple[float, float]:
+    """(cost ratio over the baseline at full depth, accuracy lost) of the cheapest accurate-enough point among
+    pts (the most accurate when none is)."""
     ok = feasible(pts, min_acc)
     best = min(ok, key=lambda p: p.metric(metric)) if ok else max(pts, key=lambda p: p.accuracy)
     return best.metric(metric) / max(base_full.metric(metric), 1e-12), max(0.0, ref - best.accuracy)
 
 
+def technique_ratios(ctx: Context, base: Candidate, measured: Dict[Candidate, List[Point]], ref: float,
+                     metric: str) -> Dict[str, Dict[Any, Tuple[float, float]]]:
+    """Per technique and setting, (cost ratio, accuracy lost) as measured alone: exits from the thresholded
+    points of the unpruned baseline-precision conversions, pruning and precision from their full-depth points."""
+    base_full = [p for p in measured[base] if p.drop_share is None][0]
+    out: Dict[str, Dict[Any, Tuple[float, float]]] = {"exits": {}, "prune": {None: (1.0, 0.0)},
+                                                      "precision": {base.precision: (1.0, 0.0)}}
+    for cand, pts in measured.items():
+        full = [p for p in pts if p.drop_share is None]
+        exits = [p for p in pts if p.drop_share is not None]
+        if cand.prune is None and cand.precision == base.precision and exits:
+            out["exits"][cand.exits] = _ratio(exits, base_full, metric, ctx.min_accuracy, ref)
+        elif cand.exits == base.exits and (cand.prune is None) != (cand.precision == base.precision):
+            dim = "prune" if cand.prune is not None else "precision"
+            out[dim][getattr(cand, dim)] = _ratio(full, base_full, metric, ctx.min_accuracy, ref)
+    return out
+
+
 def combinations(ctx: Context, base: Candidate, measured: Dict[Candidate, List[Point]], ref: float,
                  metric: str) -> List[Tuple[float, float, Candidate]]:
-    """Untried combinations of two or more techniques with their proxy (cost, loss), best proxy first."""
-    base_full = [p for p in measured[base] if p.drop_share is None][0]
-    by_dim: Dict[str, Dict[Any, Tuple[float, float]]] = {"exits": {base.exits: (1.0, 0.0)},
-                                                         "prune": {None: (1.0, 0.0)},
-                                                         "precision": {base.precision: (1.0, 0.0)}}
-    for cand, pts in measured.items():
-        r = _ratios(pts, base_full, metric, ctx.min_accuracy, ref)
-        for dim in ("exits", "prune", "precision"):
-            if getattr(cand, dim) != getattr(base, dim):
-                by_dim[dim][getattr(cand, dim)] = r
+    """Untried candidates with their proxy (cost, loss), best proxy first."""
+    by_dim = technique_ratios(ctx, base, measured, ref, metric)
+    base_cost = [p for p in measured[base] if p.drop_share is None][0].metric(metric)
     out = []
     for e, p, q in itertools.product(by_dim["exits"], by_dim["prune"], by_dim["precision"]):
         cand = Candidate(e, p, q)
-        if cand in measured or sum(v != getattr(base, d) for d, v in zip(("exits", "prune", "precision"),
-                                                                           (e, p, q))) < 2:
+        if cand in measured:
             continue
         parts = [by_dim["exits"][e], by_dim["prune"][p], by_dim["precision"][q]]
-        cost = base_full.metric(metric)
-        for r, _ in parts:
-            cost *= r
-        out.append((cost, sum(d for _, d in parts), cand))
+        out.append((base_cost * float(np.prod([r for r, _ in parts])), sum(d for _, d in parts), cand))
     return sorted(out, key=lambda t: (t[0], t[1]))
 
 
@@ -124,7 +136,7 @@ def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Can
     metric = ctx.opts.budget.metric
     base = baseline(model_exits, ctx.target)
     measured: Dict[Candidate, List[Point]] = {}
-    todo = singles(ctx, base, model_exits != NATIVE)
+    todo = singles(ctx, base, model_exits != NATIVE)   # one conversion gives full depth and exits at once
     for i, cand in enumerate(todo):
         ctx.progress("singles", i, len(todo), cand.key)
         measured[cand] = measure(ctx, cand, "single technique")
@@ -145,19 +157,37 @@ def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Can
 
 
 def verify(ctx: Context, pts: List[Point], base: Candidate) -> List[Point]:
-    """The `verify` cheapest accurate-enough points and the baseline at full depth, timed end to end (cached)."""
+    """The `verify` cheapest accurate-enough points (distinct bundles) and the baseline at full depth, timed end
+    to end together (cached as one measurement)."""
     metric = ctx.opts.budget.metric
     if metric == "size_bytes":
         return pts
-    order = sorted(feasible(pts, ctx.min_accuracy), key=lambda p: p.metric(metric))[:ctx.opts.space.verify]
-    base_full = [p for p in pts if p.candidate == base and p.drop_share is None]
-    chosen = order + [p for p in base_full if p not in order]
-    out = [p for p in pts if p not in chosen]
-    for i, p in enumerate(chosen):
-        ctx.progress("end-to-end", i, len(chosen), p.name)
-        out.append(timed(ctx, p))
+    chosen: List[Point] = [p for p in pts if p.candidate == base and p.drop_share is None]
+    for p in sorted(feasible(pts, ctx.min_accuracy), key=lambda p: p.metric(metric)):
+        if len(chosen) > ctx.opts.space.verify:
+            break
+        if all((q.candidate, q.thresholds) != (p.candidate, p.thresholds) for q in chosen):
+            chosen.append(p)
+    ctx.progress("end-to-end", 0, len(chosen), "{} points, interleaved".format(len(chosen)))
+    timed = measure_end_to_end(ctx, chosen)
     ctx.progress("end-to-end", len(chosen), len(chosen), "done")
-    return out
+    return [p for p in pts if p not in chosen] + timed
+
+
+def measure_end_to_end(ctx: Context, chosen: List[Point]) -> List[Point]:
+    key = cache_key(what="end-to-end", points=[ctx.key(p.candidate, share=p.drop_share) for p in chosen],
+                    **ctx.keys)
+    got = ctx.cache.result(key)
+    if got is not None:
+        ctx.cache_hits += 1
+        return [Point.from_dict(d) for d in got["points"]]
+    bundles = [point_bundle(ctx, p) for p in chosen]
+    if ctx.opts.board is not None:
+        timed = [end_to_end_board(b, p, ctx.splits, ctx.opts.board, ctx.target) for b, p in zip(bundles, chosen)]
+    else:
+        timed = end_to_end_here(bundles, chosen, ctx.splits, ctx.target)
+    ctx.cache.put_result(key, {"points": [p.to_dict() for p in timed]})
+    return timed
 
 
 def point_bundle(ctx: Context, p: Point) -> str:
@@ -176,16 +206,3 @@ def point_bundle(ctx: Context, p: Point) -> str:
         return ctx.cache.put_bundle(key, made)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def timed(ctx: Context, p: Point) -> Point:
-    key = ctx.key(p.candidate, what="end-to-end", share=p.drop_share, max_drop=ctx.opts.max_drop)
-    got = ctx.cache.result(key)
-    if got is None:
-        t0 = time.monotonic()
-        got = end_to_end(point_bundle(ctx, p), p, ctx.splits, ctx.opts.board, ctx.target).to_dict()
-        got["seconds"] = time.monotonic() - t0
-        ctx.cache.put_result(key, got)
-    else:
-        ctx.cache_hits += 1
-    return Point.from_dict(got)
