@@ -2,11 +2,13 @@
 head training from labels and by distillation with the backbone untouched, and every bad input."""
 import os
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from edgekit.convert.exits import ExitOptions, attach_exits, choose_auto, find_cut_points, named_cut_points
+from edgekit.convert.exits import (ExitOptions, attach_exits, choose_auto, find_cut_points, named_cut_points,
+                                   parse_exits)
 from edgekit.data import Dataset
 from edgekit.errors import ConfigError, DataError, ModelError
 from tests.conftest import CALIB, DEMO, ROOT
@@ -224,14 +226,17 @@ def test_too_little_data_and_missing_labels(cnn, calib):
 ])
 def test_bad_exit_options(spec, fields, needle):
     with pytest.raises(ConfigError) as err:
-        ExitOptions.parse(spec, **fields)
+        auto, layers = parse_exits(spec)
+        replace(ExitOptions(auto=auto, layers=layers), **fields).check()
     assert needle in str(err.value)
 
 
 def test_head_options_without_exits_are_an_error():
-    assert ExitOptions.from_cli(None, epochs=None, seed=None) is None
+    from edgekit.cli.commands import exit_options
+
+    assert exit_options(None, None, None, None, None, None, None) is None
     with pytest.raises(ConfigError, match="--head-epochs, --seed given without --exits"):
-        ExitOptions.from_cli(None, epochs=5, seed=1)
+        exit_options(None, None, 5, None, None, None, 1)
 
 
 def test_a_tight_budget_is_an_error_not_a_silent_overrun(cnn, calib):

@@ -21,8 +21,24 @@ NOT_PREFERRED = ("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D"
                  "GlobalMaxPooling2D", "GlobalMaxPooling3D", "Flatten", "Reshape")
 MIN_REMAINING = 0.05        # auto: an exit must leave at least this fraction of the FLOPs to save
 Progress = Callable[[int, int, str], None]
-CLI_NAMES = {"data_path": "--exit-data", "epochs": "--head-epochs", "seed": "--seed", "target": "--head-target",
-             "max_crossing": "--max-crossing", "head_budget": "--head-budget"}
+
+
+def parse_exits(spec: str) -> Tuple[int, Tuple[str, ...]]:
+    """`auto:N` -> (N, ()); `layerA,layerB` -> (0, the names): the `auto` and `layers` fields of ExitOptions."""
+    spec = (spec or "").strip()
+    if spec.startswith("auto"):
+        n = spec[5:] if spec.startswith("auto:") else ""
+        if not n.isdigit() or int(n) < 1:
+            raise ConfigError("--exits {!r}: allowed 'auto:N' with N >= 1 (e.g. auto:3) or layer names "
+                              "separated by commas".format(spec))
+        return int(n), ()
+    names = tuple(s.strip() for s in spec.split(","))
+    if not spec or any(not s for s in names):
+        raise ConfigError("--exits {!r}: allowed 'auto:N' or layer names separated by commas, none empty"
+                          .format(spec))
+    if len(set(names)) != len(names):
+        raise ConfigError("--exits {!r} names a layer twice".format(spec))
+    return 0, names
 
 
 @dataclass(frozen=True)
@@ -42,36 +58,6 @@ class ExitOptions:
     patience: int = 6
     batch_size: int = 64
     learning_rate: float = 3e-3
-
-    @classmethod
-    def parse(cls, spec: str, **fields: Any) -> "ExitOptions":
-        """`auto:N` or `layerA,layerB`; other fields by keyword (None keeps the default)."""
-        spec = (spec or "").strip()
-        kept = {k: v for k, v in fields.items() if v is not None}
-        if spec.startswith("auto"):
-            n = spec[5:] if spec.startswith("auto:") else ""
-            if not n.isdigit() or int(n) < 1:
-                raise ConfigError("--exits {!r}: allowed 'auto:N' with N >= 1 (e.g. auto:3) or layer names "
-                                  "separated by commas".format(spec))
-            return cls(auto=int(n), **kept).check()
-        names = tuple(s.strip() for s in spec.split(","))
-        if not spec or any(not s for s in names):
-            raise ConfigError("--exits {!r}: allowed 'auto:N' or layer names separated by commas, none empty"
-                              .format(spec))
-        if len(set(names)) != len(names):
-            raise ConfigError("--exits {!r} names a layer twice".format(spec))
-        return cls(layers=names, **kept).check()
-
-    @classmethod
-    def from_cli(cls, spec: Optional[str], **fields: Any) -> Optional["ExitOptions"]:
-        """None without --exits; a head-training option given without --exits is an error, not ignored."""
-        if spec is None:
-            given = sorted(CLI_NAMES.get(k, k) for k, v in fields.items() if v is not None)
-            if given:
-                raise ConfigError("{} given without --exits; head-training options need --exits auto:N or "
-                                  "--exits layerA,layerB".format(", ".join(given)))
-            return None
-        return cls.parse(spec, **fields)
 
     def check(self) -> "ExitOptions":
         if (self.auto > 0) == bool(self.layers):

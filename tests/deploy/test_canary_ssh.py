@@ -127,5 +127,5 @@ def test_canary_options_are_checked_before_any_board_is_touched(tmp_path, bundle
 
 def test_canary_needs_an_inventory(bundles, data_file):
     with pytest.raises(ConfigError, match="needs --inventory"):
-        from edgekit.deploy.canary_cli import plan_from_options
+        from edgekit.cli.canary import plan_from_options
         plan_from_options("flash", None, 1, 0.0, str(data_file), 0.5, None)

@@ -261,7 +261,7 @@ def test_keep_prunes_old_releases_but_never_current_or_previous(board, bundles, 
 
 
 def test_run_remote_the_way_run_and_bench_call_it(board, bundles, data_file):
-    from edgekit.deploy.cli import board_from_options
+    from edgekit.cli.ssh import board_from_options
 
     rid = flash(str(bundles["A"]), board).bundle_id
     target = board_from_options(str(board.host), board.ssh.identity, board.ssh.known_hosts, False, board.remote_dir,

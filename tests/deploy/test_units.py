@@ -176,7 +176,7 @@ def test_agent_install_switch_rollback_locally(tmp_path):
 
 def test_agent_keeps_old_python_syntax_and_import_stays_light():
     ast.parse(agent_source(), feature_version=(3, 5))
-    got = subprocess.run([sys.executable, "-c", "import sys, edgekit.deploy, edgekit.deploy.cli; "
+    got = subprocess.run([sys.executable, "-c", "import sys, edgekit.deploy, edgekit.cli.flash; "
                           "print(sorted(m for m in ('paramiko', 'tensorflow') if m in sys.modules))"],
                          capture_output=True, text=True, timeout=60)
     assert got.stdout.strip() == "[]", got.stderr

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from edgekit.cli_output import echo_json
+from edgekit.cli.output import echo_json
 from edgekit.errors import ConfigError
 
 

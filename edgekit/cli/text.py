@@ -1,15 +1,10 @@
-"""Text the CLI prints: tables, the per-layer precision table, the threshold fit summary (no click here)."""
+"""Text the CLI prints: the per-layer precision table, the threshold fit summary, the budget note."""
 import json
 import os
 from typing import Any, Dict, List
 
+from edgekit.cli.output import table_lines
 from edgekit.manifest import REPORT_NAME
-
-
-def table_lines(header: Any, rows: Any) -> List[str]:
-    widths = [max(len(str(r[i])) for r in list(rows) + [header]) for i in range(len(header))]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    return [line.format(*header), line.format(*("-" * w for w in widths))] + [line.format(*r) for r in rows]
 
 
 def precision_lines(bundle: str) -> List[str]:

@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import click
 
-from edgekit.cli_output import StepBar, echo_json, echo_table
+from edgekit.cli.output import StepBar, echo_json, echo_table
 from edgekit.convert.prune import DEFAULT_RATIOS, PruneOptions
 from edgekit.errors import ConfigError
 

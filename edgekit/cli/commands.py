@@ -1,35 +1,20 @@
-"""The edgekit command line. Each command parses, calls one library function, prints.
-
-Every EdgekitError becomes one line on stderr and exit code 2; heavy imports happen inside commands.
-"""
+"""`edgekit targets`, `convert`, `calibrate`, `inspect` and `demo`: making bundles and looking into them."""
 import json
 import os
-import sys
-from typing import Any, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 import click
 
-from edgekit.cli_output import StepBar, echo_json, echo_table
-from edgekit.cli_text import budget_note, precision_lines, threshold_lines
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.cli.output import StepBar, echo_json, echo_table
+from edgekit.cli.prune import options_from_cli, summary_lines
+from edgekit.cli.text import precision_lines, threshold_lines
+from edgekit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekit.convert.exits import ExitOptions
 
 
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except EdgekitError as exc:
-            click.echo("edgekit: error: {}".format(exc), err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Group)
-@click.version_option(package_name="edgekit")
-def main() -> None:
-    """Convert, flash, run and benchmark dynamic (early-exit) networks on edge boards."""
-
-
-@main.command("targets")
+@click.command("targets")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object {targets: [profile, ...]}.")
 def targets_cmd(as_json: bool) -> None:
     """List the board profiles in targets/."""
@@ -44,7 +29,7 @@ def targets_cmd(as_json: bool) -> None:
     echo_table(("target", "arch", "cores", "runtime", "precisions (preferred first)", "energy"), rows)
 
 
-@main.command("convert")
+@click.command("convert")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", required=True, help="Board profile name (see `edgekit targets`).")
 @click.option("--calib", required=True, type=click.Path(dir_okay=False), help="Calibration data: .npz (x, y) or .npy.")
@@ -101,8 +86,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                 prune_importance: Optional[str] = None, recover_epochs: Optional[int] = None) -> None:
     """Convert a multi-exit Keras model into a per-stage TFLite bundle for a board."""
     from edgekit.convert import ConvertOptions, convert
-    from edgekit.convert.pruning.cli import options_from_cli, summary_lines
-    from edgekit.convert.exits import ExitOptions, exits_table
+    from edgekit.convert.exits import exits_table
     from edgekit.convert.precision.ladder import parse_size
 
     bar = StepBar("converting")
@@ -114,9 +98,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                                         size_budget=None if size_budget is None else parse_size(size_budget),
                                         rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
                                         objective=objective,
-                                        exits=ExitOptions.from_cli(exits, data_path=exit_data, epochs=head_epochs,
-                                                                   target=head_target, head_budget=head_budget,
-                                                                   max_crossing=max_crossing, seed=seed),
+                                        exits=exit_options(exits, exit_data, head_epochs, head_target,
+                                                           head_budget, max_crossing, seed),
                                         prune=options_from_cli(prune_flops, prune_params, prune_latency,
                                                                prune_importance, recover_epochs)),
                          progress=bar)
@@ -142,7 +125,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
         click.echo(line)
 
 
-@main.command("calibrate")
+@click.command("calibrate")
 @click.argument("bundle", type=click.Path())
 @click.option("--data", default=None, type=click.Path(dir_okay=False),
               help="Held-out data (x, y) to fit on (default: the data and part the thresholds were last fitted on).")
@@ -187,7 +170,7 @@ def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: fl
         fit["chosen_vs_oracle_cost"], fit["oracle_cost_ms"]))
 
 
-@main.command("inspect")
+@click.command("inspect")
 @click.argument("bundle", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest (and report) as JSON.")
 @click.option("--ops", is_flag=True, help="Also time each operator of each stage here (ops cut out one by one).")
@@ -233,110 +216,7 @@ def _ops_tables(bundle: str, data: Optional[str]) -> None:
     click.echo()
 
 
-from edgekit.deploy.cli import board_from_options, ssh_options  # noqa: E402  (--host on run and bench)
-
-_HOST_HELP = ("Run on this board over SSH (USER@HOST[:PORT]); BUNDLE is then 'current', 'previous', a bundle id "
-              "or a flashed local bundle directory.")
-
-
-@main.command("run")
-@click.argument("bundle", type=click.Path())
-@click.argument("data", type=click.Path(dir_okay=False))
-@click.option("--full-depth", is_flag=True, help="Run every stage for every sample.")
-@click.option("--budget-ms", type=float, default=None,
-              help="Per-sample latency budget: run a stage only if it is predicted to fit.")
-@click.option("--anytime", is_flag=True, help="With --budget-ms: return the best answer so far at the deadline.")
-@click.option("--threads", type=int, default=None,
-              help="Interpreter threads for every stage (default: the counts measured per stage in the bundle).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
-@ssh_options
-def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float], anytime: bool,
-            threads: Optional[int], as_json: bool,
-            host: Optional[str], identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
-            remote_dir: str, remote_python: str, timeout_s: float) -> None:
-    """Run a bundle on DATA with early exit: predictions, exits, accuracy (when labelled)."""
-    from edgekit.data import load_data
-    from edgekit.runtime import EarlyExitRunner, evaluate
-
-    if host is not None:
-        from edgekit.bench.command import board_run
-        from edgekit.errors import ConfigError
-
-        if budget_ms is not None or anytime:
-            raise ConfigError("--budget-ms/--anytime run locally only for now: the board's python -m edgekit.runtime "
-                              "does not take them; got --host {} with them".format(host))
-        board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
-                                   timeout_s)
-        result = board_run(board, bundle, data, full_depth, threads)
-        delegates = result.get("delegates", [])
-    else:
-        runner = EarlyExitRunner(bundle, num_threads=threads)
-        ds = load_data(data, max_batch=runner.max_batch)
-        result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
-        delegates = runner.delegate_status
-    if as_json:
-        echo_json(result)
-        return
-    acc = "n/a (no labels)" if result["accuracy"] is None else "{:.2%}".format(result["accuracy"])
-    click.echo("{}{} samples  accuracy {}  exit histogram {}  ({}){}".format(
-        "{}: ".format(result["host"]) if "host" in result else "", len(result["exits"]), acc,
-        result["exit_histogram"], "; ".join(delegates), budget_note(result, budget_ms)))
-
-
-@main.command("bench")
-@click.argument("bundle", type=click.Path())
-@click.option("--data", required=True, type=click.Path(dir_okay=False), help="Inputs (and labels) to time.")
-@click.option("--runs", default=200, show_default=True, type=int, help="Steady-state calls per mode.")
-@click.option("--warmup", default=20, show_default=True, type=int, help="Discarded calls per mode.")
-@click.option("--seconds", default=0.0, show_default=True, type=float, help="Minimum steady-state time.")
-@click.option("--meter", default="auto", show_default=True,
-              help="Energy meter: auto, rapl, jetson-ina3221, rpi5-pmic, usb-serial or power-model.")
-@click.option("--usb-meter", "usb_meter", metavar="DEVICE", default=None, help="Serial device of a USB power meter.")
-@click.option("--blocks", default=3, show_default=True, type=int, help="Energy blocks per mode (alternating).")
-@click.option("--block-seconds", default=1.0, show_default=True, type=float, help="Seconds per energy block (>= 1).")
-@click.option("--idle-seconds", default=2.0, show_default=True, type=float, help="Idle baseline seconds, same run.")
-@click.option("--report", "report_dir", metavar="DIR", default=None, type=click.Path(),
-              help="Write JSON, CSV and PNG plots to DIR (atomically).")
-@click.option("--force", is_flag=True, help="Replace an existing --report DIR.")
-@click.option("--threads", type=int, default=None,
-              help="Interpreter threads for every stage (default: the counts measured per stage in the bundle).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
-@ssh_options
-def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, meter: str, usb_meter: Optional[str],
-              blocks: int, block_seconds: float, idle_seconds: float, report_dir: Optional[str], force: bool,
-              threads: Optional[int], as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str,
-              accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float) -> None:
-    """Latency and energy of early exit against full depth from one run (batch 1), with accuracy."""
-    from edgekit.bench import command
-    from edgekit.bench.energy import EnergyOptions
-    from edgekit.bench.latency import Protocol
-    from edgekit.bench.report import check_report_dir, write_report
-    from edgekit.bench.run import text_lines
-
-    protocol = Protocol(runs=runs, warmup=warmup, min_seconds=seconds).check()
-    energy = EnergyOptions(meter=meter, usb_device=usb_meter, blocks=blocks, block_seconds=block_seconds,
-                           idle_seconds=idle_seconds).check()
-    if report_dir is not None:
-        check_report_dir(report_dir, force)
-    if host is not None:
-        board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
-                                   timeout_s)
-        result = command.board_bench(board, bundle, data, protocol, energy, threads)
-    else:
-        result = command.local_bench(bundle, data, protocol, energy, threads)
-    written = write_report(result, report_dir, force) if report_dir is not None else []
-    if as_json:
-        echo_json({k: v for k, v in result.items() if k != "raw_ms"})
-        return
-    for line in text_lines(result):
-        click.echo(line)
-    if report_dir is not None:
-        click.echo("report: {} ({})".format(report_dir, ", ".join(written)))
-
-
-@main.command("demo")
+@click.command("demo")
 @click.option("--target", "-t", default="host-x86_64", show_default=True, help="Board profile to convert for.")
 @click.option("--out", "-o", default=None, type=click.Path(file_okay=False), help="Keep the bundle here (default: a temporary directory).")
 @click.option("--runs", default=300, show_default=True, type=int, help="Timed calls per mode.")
@@ -361,6 +241,30 @@ def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
     click.echo("bundle: {}".format(summary["bundle_dir"]))
 
 
+def exit_options(spec: Optional[str], data: Optional[str], epochs: Optional[int], target: Optional[str],
+                 head_budget: Optional[float], max_crossing: Optional[int],
+                 seed: Optional[int]) -> Optional["ExitOptions"]:
+    """convert's --exits and head-training options as ExitOptions (None without --exits); a head-training option
+    given without --exits is an error, not ignored. An option left out keeps the ExitOptions default."""
+    from edgekit.convert.exits import ExitOptions, parse_exits
+
+    given = {"--exit-data": data, "--head-epochs": epochs, "--head-target": target, "--head-budget": head_budget,
+             "--max-crossing": max_crossing, "--seed": seed}
+    if spec is None:
+        named = sorted(k for k, v in given.items() if v is not None)
+        if named:
+            raise ConfigError("{} given without --exits; head-training options need --exits auto:N or "
+                              "--exits layerA,layerB".format(", ".join(named)))
+        return None
+    auto, layers = parse_exits(spec)
+    d = ExitOptions()
+    return ExitOptions(auto=auto, layers=layers, data_path=data,
+                       epochs=d.epochs if epochs is None else epochs, seed=d.seed if seed is None else seed,
+                       max_crossing=d.max_crossing if max_crossing is None else max_crossing,
+                       head_budget=d.head_budget if head_budget is None else head_budget,
+                       target=d.target if target is None else target).check()
+
+
 def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else "{:.2%}".format(v)
 
@@ -373,19 +277,3 @@ def _sizes(option: str, text: Optional[str]) -> Optional[Tuple[int, ...]]:
     if not all(p.isdigit() and int(p) > 0 for p in parts):
         raise ConfigError("{} {!r}: allowed positive integers separated by commas, e.g. 3,224,224".format(option, text))
     return tuple(int(p) for p in parts)
-
-
-# The other command groups, registered once `main` exists.
-from edgekit.deploy.cli import flash as _flash_cmd  # noqa: E402
-main.add_command(_flash_cmd)
-from edgekit.convert.pruning.cli import prune_cmd as _prune_cmd  # noqa: E402
-main.add_command(_prune_cmd)
-from edgekit.signing_cli import keygen as _keygen_cmd, sign as _sign_cmd  # noqa: E402
-main.add_command(_keygen_cmd)
-main.add_command(_sign_cmd)
-from edgekit.profile_cli import profile as _profile_cmd  # noqa: E402
-main.add_command(_profile_cmd)
-
-
-if __name__ == "__main__":
-    main()

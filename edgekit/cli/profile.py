@@ -5,7 +5,8 @@ from typing import Optional
 
 import click
 
-from edgekit.deploy.cli import board_from_options, ssh_options
+from edgekit.cli.output import table_lines
+from edgekit.cli.ssh import board_from_options, ssh_options
 
 
 @click.command("profile")
@@ -29,7 +30,6 @@ def profile(bundle: str, data: Optional[str], threads: Optional[int], host: Opti
     calibrate` then fits thresholds on these costs."""
     from edgekit.bench.profile import (check_threads, cost_rows, profile_board, profile_here, sample_input,
                                        summary, write_costs)
-    from edgekit.bench.run import _table
     from edgekit.data import load_data
     from edgekit.manifest import load_bundle
 
@@ -50,7 +50,7 @@ def profile(bundle: str, data: Optional[str], threads: Optional[int], host: Opti
         click.echo(json.dumps(section, indent=2))
     else:
         click.echo(summary(section))
-        for line in _table(("stage", "ms by threads: median [p10-p90]", "threads", "ms"), cost_rows(section)):
+        for line in table_lines(("stage", "ms by threads: median [p10-p90]", "threads", "ms"), cost_rows(section)):
             click.echo(line)
         click.echo("{} {}".format("not written (--dry-run):" if dry_run else "written into", bundle))
     if signed:

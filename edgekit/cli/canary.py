@@ -5,7 +5,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import click
 
-from edgekit.cli_output import echo_json, echo_table
+from edgekit.cli.output import echo_json, echo_table
 from edgekit.deploy.canary import SmokeTest
 from edgekit.deploy.errors import DeployError
 from edgekit.deploy.hosts import Board
