@@ -157,17 +157,23 @@ def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Can
 
 
 def verify(ctx: Context, pts: List[Point], base: Candidate) -> List[Point]:
-    """The `verify` cheapest accurate-enough points (distinct bundles) and the baseline at full depth, timed end
-    to end together (cached as one measurement)."""
+    """The `verify` cheapest accurate-enough points (distinct bundles), the cheapest point of each technique
+    alone and the baseline at full depth, timed end to end together (cached as one measurement)."""
     metric = ctx.opts.budget.metric
     if metric == "size_bytes":
         return pts
+    ok = sorted(feasible(pts, ctx.min_accuracy), key=lambda p: p.metric(metric))
     chosen: List[Point] = [p for p in pts if p.candidate == base and p.drop_share is None]
-    for p in sorted(feasible(pts, ctx.min_accuracy), key=lambda p: p.metric(metric)):
+    for p in ok:
         if len(chosen) > ctx.opts.space.verify:
             break
         if all((q.candidate, q.thresholds) != (p.candidate, p.thresholds) for q in chosen):
             chosen.append(p)
+    for technique in ("exits", "pruning", "precision"):   # so the choice is compared with each technique alone
+        single = next((p for p in ok if p.techniques(base) == (technique,)), None)
+        if single is not None and all((q.candidate, q.thresholds) != (single.candidate, single.thresholds)
+                                      for q in chosen):
+            chosen.append(single)
     ctx.progress("end-to-end", 0, len(chosen), "{} points, interleaved".format(len(chosen)))
     timed = measure_end_to_end(ctx, chosen)
     ctx.progress("end-to-end", len(chosen), len(chosen), "done")
