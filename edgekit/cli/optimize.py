@@ -62,6 +62,11 @@ class _Progress:
                    err=True)
 
 
+def _show(progress: Optional[bool]) -> bool:
+    """Progress lines only where someone watches, so a script that reads stderr sees the one error line."""
+    return progress if progress is not None else sys.stderr.isatty()
+
+
 @click.command("optimize")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("--target", "-t", required=True, help="Board profile name (see `edgekit targets`).")
@@ -86,11 +91,14 @@ class _Progress:
 @click.option("--precisions", default=None, help="Precisions tried (default: the target's uniform rungs).")
 @click.option("--max-combinations", type=int, default=None, help="Most combined candidates converted (4).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.option("--progress/--no-progress", default=None,
+              help="One line per step on stderr: phase, candidates, elapsed time (default: when stderr is a terminal).")
 @ssh_options
 def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: float, latency_ms: Optional[float],
                  energy_mj: Optional[float], size: Optional[str], out: str, host: Optional[str],
                  cache_dir: Optional[str], exit_counts: Optional[str], prune_fractions: Optional[str],
-                 precisions: Optional[str], max_combinations: Optional[int], as_json: bool, identity: Optional[str],
+                 precisions: Optional[str], max_combinations: Optional[int], as_json: bool,
+                 progress: Optional[bool], identity: Optional[str],
                  known_hosts: str, accept_new_host_key: bool, remote_dir: str, remote_python: str,
                  timeout_s: float) -> None:
     """Find the cheapest exits x pruning x precision x thresholds within an accuracy drop that meets a budget."""
@@ -101,7 +109,7 @@ def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: 
     board = None if host is None else board_from_options(host, identity, known_hosts, accept_new_host_key,
                                                          remote_dir, remote_python, timeout_s)
     result = optimize(OptimizeOptions(model, target, calib, eval_path, out, budget, max_drop, board, cache_dir,
-                                      space), progress=_Progress())
+                                      space), progress=_Progress() if _show(progress) else None)
     if as_json:
         echo_json(dict(result.report, bundle_dir=result.bundle_dir))
         return

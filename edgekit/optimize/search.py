@@ -72,12 +72,11 @@ def measure(ctx: Context, cand: Candidate, why: str) -> List[Point]:
     return [Point.from_dict(d) for d in got["points"]]
 
 
-def baseline(model_exits: int, target: Any) -> Candidate:
-    """Uniform int8 (the target's default where it has no int8), the model's own exits, not pruned. A
+def baseline(model_exits: int, precisions: List[str]) -> Candidate:
+    """Uniform int8 (the first precision tried where int8 is not), the model's own exits, not pruned. A
     single-output model gets one exit (auto:1): convert cuts a model at its exits and needs at least one cut;
     at full depth that exit's head is the only difference from the plain model."""
-    return Candidate(exits=model_exits, prune=None, precision="int8" if "int8" in target.precisions
-                     else target.default_precision)
+    return Candidate(exits=model_exits, prune=None, precision="int8" if "int8" in precisions else precisions[0])
 
 
 def singles(ctx: Context, base: Candidate, plain: bool) -> List[Candidate]:
@@ -134,7 +133,7 @@ def combinations(ctx: Context, base: Candidate, measured: Dict[Candidate, List[P
 def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Candidate]:
     """Every measured operating point (the verified ones timed end to end) and the baseline candidate."""
     metric = ctx.opts.budget.metric
-    base = baseline(model_exits, ctx.target)
+    base = baseline(model_exits, rungs(ctx.opts.space, ctx.target, ctx.opts.budget))
     measured: Dict[Candidate, List[Point]] = {}
     todo = singles(ctx, base, model_exits != NATIVE)   # one conversion gives full depth and exits at once
     for i, cand in enumerate(todo):

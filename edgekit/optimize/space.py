@@ -12,6 +12,7 @@ from edgekit.errors import ConfigError
 
 NATIVE = -1                       # exits: the model's own outputs are its exits
 BUDGETS = ("latency_ms", "energy_mj", "size_bytes")
+FLAGS = {"latency_ms": "--latency-ms", "energy_mj": "--energy-mj", "size_bytes": "--size"}
 PRUNE_FRACTIONS = (0.7, 0.5)      # FLOPs fractions kept
 EXIT_COUNTS = (1, 2, 3)           # auto:N on a single-output model
 DROP_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)   # thresholds fitted at these shares of what the candidate may lose
@@ -47,7 +48,7 @@ class Budget:
         if self.metric not in BUDGETS:
             raise ConfigError("budget {!r}; allowed: {}".format(self.metric, ", ".join(BUDGETS)))
         if isinstance(self.limit, bool) or not self.limit > 0:
-            raise ConfigError("budget {} = {!r}; allowed: a number above 0".format(self.metric, self.limit))
+            raise ConfigError("{} {!r}: allowed a number above 0".format(FLAGS[self.metric], self.limit))
         return self
 
 
