@@ -13,19 +13,19 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.bench.energy import EnergyOptions
 from edgekit.convert.provenance import HELD_OUT, fit_data
 from edgekit.convert.thresholds import DEFAULT_Z, NEVER, apply_thresholds, correctness, fit_thresholds
 from edgekit.data import Dataset
 from edgekit.manifest import MANIFEST_NAME, Manifest, load_bundle
 from edgekit.optimize.pareto import Point
 from edgekit.optimize.space import NATIVE, Candidate, OptimizeOptions
-from edgekit.runtime.cost_protocol import CostProtocol
 from edgekit.runtime.policy import exit_rule
 from edgekit.runtime.runner import EarlyExitRunner, evaluate, exit_outputs
 
 ConvertFn = Callable[..., Any]       # edgekit.convert.convert's signature: (ConvertOptions, progress) -> result
 STAGE_COSTS = "stage costs"
-VERIFY_PROTOCOL = CostProtocol(warmup=1, chunk=5, min_rounds=10, max_rounds=200, max_seconds=30.0)
+BOARD_ENERGY = EnergyOptions(blocks=2, block_seconds=1.0, idle_seconds=1.0)   # the meter's, labelled; short
 END_TO_END = "end to end"
 
 
@@ -142,12 +142,11 @@ def end_to_end_board(bundle: str, p: Point, splits: Splits, board: Any, target: 
     """The point timed end to end on the board by `edgekit bench` there (after flashing): latency and energy
     (the board's meter, or its power model: labelled)."""
     from edgekit.bench.command import board_bench
-    from edgekit.bench.energy import EnergyOptions
     from edgekit.bench.latency import Protocol
     from edgekit.deploy import flash
 
     flash(bundle, board)
-    got = board_bench(board, bundle, splits.eval_path, Protocol(runs=runs), EnergyOptions())
+    got = board_bench(board, bundle, splits.eval_path, Protocol(runs=runs), BOARD_ENERGY)
     e = got.get("energy") or {}
     mean = got["early_exit"]["latency_ms"]["mean"]
     joules = (e.get("early_exit") or {}).get("joules_total")
@@ -157,28 +156,25 @@ def end_to_end_board(bundle: str, p: Point, splits: Splits, board: Any, target: 
     return replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=energy_mj(mean, target))
 
 
-def end_to_end_here(bundles: Sequence[str], pts: Sequence[Point], splits: Splits, target: Any,
-                    protocol: Optional[CostProtocol] = None) -> List[Point]:
-    """The points timed together here under the cost protocol (interleaved, the order rotating, until the
-    medians settle): one call runs every --eval sample through the runtime at batch 1, as `edgekit bench`
-    does, so a call's time over the sample count is the mean latency per inference."""
-    from edgekit.runtime.cost_protocol import measure_candidates
+def end_to_end_here(bundles: Sequence[str], pts: Sequence[Point], splits: Splits, target: Any) -> List[Point]:
+    """The points timed together on this machine, in a child process that never ran TensorFlow
+    (edgekit/optimize/timing.py): the mean latency per inference over every --eval sample."""
+    import json
+    import subprocess
+    import sys
 
-    x = splits.eval.x
-    runners = [EarlyExitRunner(b) for b in bundles]
+    from edgekit.errors import EdgekitError
 
-    def call(runner: EarlyExitRunner) -> Callable[[], None]:
-        def run_all() -> None:
-            for i in range(len(x)):
-                runner.run(x[i:i + 1])
-        return run_all
-
-    costs = measure_candidates({k: call(r) for k, r in enumerate(runners)}, protocol or VERIFY_PROTOCOL)
-    out = []
-    for k, p in enumerate(pts):
-        mean = costs[k].median_ms / len(x)
-        out.append(replace(p, latency_ms=mean, latency_from=END_TO_END, energy_mj=energy_mj(mean, target)))
-    return out
+    got = subprocess.run([sys.executable, "-m", "edgekit.optimize.timing", splits.eval_path] + list(bundles),
+                         capture_output=True, text=True)
+    if got.returncode != 0:
+        lines = [ln for ln in got.stderr.splitlines() if ln.startswith("edgekit: error: ")] or \
+            got.stderr.strip().splitlines()[-1:] or ["exit code {}".format(got.returncode)]
+        raise EdgekitError("timing the candidates end to end failed: {}".format(lines[-1].replace(
+            "edgekit: error: ", "")))
+    means = json.loads(got.stdout)["mean_ms"]
+    return [replace(p, latency_ms=float(ms), latency_from=END_TO_END, energy_mj=energy_mj(ms, target))
+            for p, ms in zip(pts, means)]
 
 
 def is_native(cand: Candidate) -> bool:

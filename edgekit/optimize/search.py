@@ -130,6 +130,15 @@ def combinations(ctx: Context, base: Candidate, measured: Dict[Candidate, List[P
     return sorted(out, key=lambda t: (t[0], t[1]))
 
 
+def pruned_too_far(measured: Dict[Candidate, List[Point]], cand: Candidate, min_accuracy: float) -> bool:
+    """Successive halving along the pruning axis: a FLOPs fraction is not tried once a larger one (less pruned,
+    otherwise the same) was below the accuracy floor even at full depth."""
+    if cand.prune is None:
+        return False
+    return any(c.prune is not None and c.prune > cand.prune and replace(c, prune=cand.prune) == cand and
+               max(p.accuracy for p in pts if p.drop_share is None) < min_accuracy for c, pts in measured.items())
+
+
 def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Candidate]:
     """Every measured operating point (the verified ones timed end to end) and the baseline candidate."""
     metric = ctx.opts.budget.metric
@@ -137,6 +146,9 @@ def search(ctx: Context, model_exits: int, ref: float) -> Tuple[List[Point], Can
     measured: Dict[Candidate, List[Point]] = {}
     todo = singles(ctx, base, model_exits != NATIVE)   # one conversion gives full depth and exits at once
     for i, cand in enumerate(todo):
+        if pruned_too_far(measured, cand, ctx.min_accuracy):
+            ctx.log.append({"candidate": cand.key, "why": "skipped: a larger FLOPs fraction already lost too much"})
+            continue
         ctx.progress("singles", i, len(todo), cand.key)
         measured[cand] = measure(ctx, cand, "single technique")
     ctx.progress("singles", len(todo), len(todo), "done")

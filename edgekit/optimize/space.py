@@ -91,14 +91,16 @@ class OptimizeOptions:
 
 
 def rungs(space: SearchSpace, target: Any, budget: Budget) -> List[str]:
-    """The precision plans tried alone: the target's uniform rungs (the slow reference-kernel rungs only when
-    size is what counts; adaptive 'size' then too, since the latency objective is no faster than the fastest
-    uniform rung by its own contract)."""
+    """The precision plans tried alone: the target's uniform rungs. When latency or energy counts, rungs that
+    cannot be faster are left out: int16x8 (reference kernels) and float16 where the cores do not compute in fp16
+    (it halves size, not time). Adaptive precision only for size: its latency objective is no faster than the
+    fastest uniform rung by its own contract."""
     if space.precisions is not None:
         bad = [p for p in space.precisions if p not in target.precisions and p != "adaptive:size"]
         if bad:
             raise ConfigError("precisions {} are not run by {}; allowed: {}".format(
                 ", ".join(bad), target.name, ", ".join(target.precisions)))
         return list(space.precisions)
-    out = [p for p in target.precisions if budget.metric == "size_bytes" or p not in SLOW_RUNGS]
+    size = budget.metric == "size_bytes"
+    out = [p for p in target.precisions if size or (p not in SLOW_RUNGS and (p != "float16" or target.fp16_compute))]
     return out + (["adaptive:size"] if budget.metric == "size_bytes" else [])
