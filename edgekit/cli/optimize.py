@@ -115,12 +115,12 @@ def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: 
         return
     metric, unit = budget.metric, UNITS[budget.metric]
     rows = [(p.candidate.key, "full depth" if p.drop_share is None else "{:g} x drop".format(p.drop_share),
-             "{:.2%}".format(p.accuracy), "{:.4g} {}".format(p.metric(metric), unit), p.latency_from,
+             "{:.2%}".format(p.accuracy), "{:.4g} {}".format(p.metric(metric), unit), p.latency_from.split(":")[0],
              "*" if p == result.chosen else "") for p in result.front]
     echo_table(("candidate", "thresholds", "accuracy", metric, "measured as", "chosen"), rows)
     s = result.report["search"]
     click.echo("chosen: {} ({:.4g} {} <= {:g}, accuracy {:.2%}); bundle {}".format(
         result.chosen.name, result.chosen.metric(metric), unit, budget.limit, result.chosen.accuracy,
         result.bundle_dir))
-    click.echo("{} conversions run, {} cache hits, {:.0f} s; pareto.csv, pareto.png, report.json in {}".format(
+    click.echo("conversions run: {}, cache hits: {}, {:.0f} s; pareto.csv, pareto.png, report.json in {}".format(
         s["conversions_run"], s["cache_hits"], s["seconds"], out), file=sys.stdout)

@@ -13,7 +13,7 @@ class Point:
     thresholds: Tuple[float, ...]
     accuracy: float               # on --eval
     latency_ms: float             # expected from the stage costs, or measured end to end (latency_from)
-    latency_from: str             # "stage costs" | "end to end"
+    latency_from: str             # "end to end", "stage costs", or "modelled: stage costs + overhead"
     energy_mj: float
     energy_kind: str              # "estimated" | "measured"
     size_bytes: int
