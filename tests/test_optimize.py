@@ -80,7 +80,9 @@ def test_outputs_front_report_and_bundle(first_run):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     report = json.load(open(os.path.join(out, "report.json")))
     rows = list(csv.DictReader(open(os.path.join(out, "pareto.csv"))))
-    assert len(rows) == len(report["points"]) == 1 + len(SPACE.drop_shares)     # full depth and each share
+    assert len(rows) == len(report["points"]) and 2 <= len(rows) <= 1 + len(SPACE.drop_shares)
+    ths = [tuple(p["thresholds"]) for p in report["points"]]
+    assert len(set(ths)) == len(ths)                    # a share that fits the same thresholds adds no point
     front = [Point.from_dict(d) for d in report["front"]]
     assert front == pareto_front([Point.from_dict(d) for d in report["points"]], "latency_ms")
     assert sum(int(r["on_front"]) for r in rows) == len(front) and sum(int(r["chosen"]) for r in rows) == 1

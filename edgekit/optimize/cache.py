@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 
 import edgekit
 
-CACHE_SCHEMA = 1
+CACHE_SCHEMA = 2
 
 
 def default_dir() -> str:

@@ -102,8 +102,12 @@ def points(bundle: str, cand: Candidate, splits: Splits, max_drop: float, shares
     full = apply_thresholds([NEVER] * (len(costs) - 1), e_scores, e_right, costs)
     out = [point(None, full.thresholds, full.accuracy, full.cost_ms, full.exit_fractions)]
     f_scores, f_right = _scores(runner, splits.fit)
+    seen = set()
     for share in shares:
         fit = fit_thresholds(f_scores, f_right, costs, share * max_drop, DEFAULT_Z)
+        if tuple(fit.chosen.thresholds) in seen:       # the same bundle as a smaller share: one point
+            continue
+        seen.add(tuple(fit.chosen.thresholds))
         got = apply_thresholds(fit.chosen.thresholds, e_scores, e_right, costs)
         out.append(point(share, fit.chosen.thresholds, got.accuracy, got.cost_ms, got.exit_fractions))
     return out
