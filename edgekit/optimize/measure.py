@@ -102,7 +102,7 @@ def points(bundle: str, cand: Candidate, splits: Splits, max_drop: float, shares
     full = apply_thresholds([NEVER] * (len(costs) - 1), e_scores, e_right, costs)
     out = [point(None, full.thresholds, full.accuracy, full.cost_ms, full.exit_fractions)]
     f_scores, f_right = _scores(runner, splits.fit)
-    seen = set()
+    seen = {tuple(full.thresholds)}
     for share in shares:
         fit = fit_thresholds(f_scores, f_right, costs, share * max_drop, DEFAULT_Z)
         if tuple(fit.chosen.thresholds) in seen:       # the same bundle as a smaller share: one point
