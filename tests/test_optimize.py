@@ -154,3 +154,14 @@ def test_the_command_prints_the_front_and_the_choice(first_run, tmp_path):
     assert result.chosen.name.split(" thresholds")[0] in got.stdout.splitlines()[2]     # the front's table
     assert "optimize:" in got.stderr and "singles" in got.stderr       # progress: phase, count, elapsed
     assert (tmp_path / "cli" / "host-x86_64" / "manifest.json").is_file()
+
+
+def test_a_size_budget_chooses_the_smallest_accurate_enough_point_from_the_cache(first_run, tmp_path):
+    opts, _, _, _ = first_run
+    got = _cli(opts, "--size", "10M", "-o", tmp_path / "size", "--json")
+    assert got.returncode == 0, got.stderr
+    report = json.loads(got.stdout)
+    assert report["search"]["conversions_run"] == 0 and report["budget"] == {"metric": "size_bytes",
+                                                                             "limit": 10 * 1024 * 1024}
+    ok = [p for p in report["points"] if p["accuracy"] >= report["min_accuracy"]]
+    assert report["chosen"]["size_bytes"] == min(p["size_bytes"] for p in ok)
