@@ -2,7 +2,7 @@
 
 Converts the demo model once whole and once split into stages, at float32 and int8, then times both at
 batch 1 (and batch 16), interleaved call by call so that machine noise hits both alike. Prints the ratio
-chained / monolithic of mean latency. Goal (issue 2): at most 1.05.
+chained / monolithic of mean latency. Goal: at most 1.05 (running a bundle as stages must cost next to nothing over one model).
 
 The chained side is the runtime itself (EarlyExitRunner.run at full depth: input checks, every stage, the
 result). The monolithic model is called the cheapest way the runtime knows (runtime.interpreter.StageCall,

@@ -3,7 +3,7 @@
 Converts the demo model for this machine (host-x86_64, float32), then runs the real command
 `edgekit bench BUNDLE --data digits_test --report DIR --json` (latency window interleaved call by call,
 then energy in alternating blocks with an idle baseline from the same run) and prints the ratios.
-Goals (issue 9): both modes get latency percentiles and energy per inference from one run with the meter
+Goals: both modes get latency percentiles and energy per inference from one run with the meter
 named and marked measured/estimated, and the report files written; RAPL is used when readable here,
 else the power model; early exit costs less energy per inference than full depth (total and above idle).
 

@@ -1,4 +1,4 @@
-"""Attached exits on a plain single-exit CNN (issue 4): mean latency with early exit against full depth.
+"""Attached exits on a plain single-exit CNN: mean latency with early exit against full depth.
 
 Takes the shipped digits CNN (edgekit/assets/digits_cnn.keras, one output, no exits of its own), runs
 `convert --exits auto:3` for the host at int8 (heads trained on digits_calib with the backbone frozen,
@@ -87,7 +87,7 @@ def run(precision, spec, runs, tmp):
     test, val = load_data(SPLIT["test"]), load_data(SPLIT["val"])
     val_full = evaluate(runner, val.x, val.y, full_depth=True)["accuracy"]
     single = FixedThresholds(runner, single_threshold(runner, val, val_full))
-    rows = [dict(measure(runner, test, runs), how="fitted (issue 3)"),
+    rows = [dict(measure(runner, test, runs), how="fitted jointly"),
             dict(measure(single, test, runs), how="single threshold")]
     for r in rows:
         r.update(precision=precision, exits=spec, convert_s=round(convert_s, 1),

@@ -1,4 +1,4 @@
-"""The ONNX front end (issue 7) on the PyTorch-exported multi-exit fixture: conversion, parity, early exit.
+"""The ONNX front end on the PyTorch-exported multi-exit fixture: conversion, parity, early exit.
 
 Converts tests/fixtures/onnx/branchy_resnet.onnx at float32 and int8 for host-x86_64 (calibration data given in
 the model's own NCHW layout), then on the digits test split (NCHW, three channels):

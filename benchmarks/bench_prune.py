@@ -1,7 +1,7 @@
-"""Structured channel pruning (issue 5): accuracy, int8 latency, the sparsity baseline, DP vs uniform.
+"""Structured channel pruning: accuracy, int8 latency, the sparsity baseline, DP vs uniform.
 
-In one run, for each digits CNN (the shipped demo, a trained 3-exit residual CNN, and issue 4's plain
-single-exit digits CNN when its asset is present):
+In one run, for each digits CNN (the shipped demo, a trained 3-exit residual CNN, and the plain
+single-exit digits CNN that the exit tests attach exits to, when its asset is present):
   - pruned to 50% of its FLOPs with layer-adaptive (DP) ratios and recovered by distillation: test accuracy
     against the unpruned model;
   - int8 TFLite latency of the pruned model and of 50% unstructured magnitude sparsity against the unpruned
@@ -31,7 +31,7 @@ from edgekit.convert.tf import tensorflow  # noqa: E402
 from edgekit.data import Dataset, load_data  # noqa: E402
 from edgekit.models.demo import ASSET, CALIB_DIR  # noqa: E402
 
-DIGITS_CNN = os.path.join(os.path.dirname(ASSET), "digits_cnn.keras")     # issue 4's plain digits CNN
+DIGITS_CNN = os.path.join(os.path.dirname(ASSET), "digits_cnn.keras")     # the plain single-exit digits CNN
 from edgekit.runtime.interpreter import load_backend  # noqa: E402
 from edgekit.targets import get_target  # noqa: E402
 

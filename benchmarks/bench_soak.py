@@ -7,7 +7,7 @@ size of the plan; not counted), then runs the counted inferences, cycling throug
     default: 10,000 calls at batch 1 (10,000 inferences) + 1,125 calls at batch 80 (90,000 inferences)
     --full:  100,000 calls at batch 1
 Resident memory (VmRSS from /proc/self/status, after gc.collect()) is read after the warm-up, every 5% of the
-inferences and at the end; growth = end - after warm-up. Goal (issue 11): < 5 MB.
+inferences and at the end; growth = end - after warm-up. Goal: < 5 MB.
 Concurrency: the test samples in 47 batches of random sizes 1..16 (seeded), run by one thread, then by 4 threads
 at once, each thread running every batch in its own order (early exit, full depth and given thresholds
 alternate): outputs, exits and scores must be bit-identical to the serial run.

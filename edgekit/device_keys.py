@@ -22,7 +22,7 @@ import os
 import re
 from typing import List, Optional, Tuple
 
-from edgekit.errors import BundleError, ConfigError
+from edgekit.errors import BundleError, ConfigError, first_line
 
 ENV_TRUSTED_KEYS = "EDGEKIT_TRUSTED_KEYS"
 ENV_DEVICE_CONFIG = "EDGEKIT_DEVICE_CONFIG"
@@ -58,8 +58,7 @@ def recorded_remote_dirs() -> List[str]:
             raise ValueError("expected {{\"format\": \"{}\", \"remote_dirs\": [absolute paths]}}".format(DEVICE_FORMAT))
     except (OSError, ValueError) as exc:
         raise ConfigError("device config {} is unreadable or malformed ({}); the device's key setting fails "
-                          "closed until it is fixed".format(path, str(exc).splitlines()[0] if str(exc) else
-                                                            type(exc).__name__))
+                          "closed until it is fixed".format(path, first_line(exc)))
     return list(dirs)
 
 

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.atomic import write_atomic
 from edgekit.errors import DataError
 
 HOLDOUT_EVERY = 4                    # one sample in four (per class) is held out for threshold fitting
@@ -70,11 +71,7 @@ def sidecar_path(model_path: str) -> str:
 
 def write_sidecar(model_path: str, record: Dict[str, Any]) -> str:
     path = sidecar_path(model_path)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(record, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
     return path
 
 

@@ -30,8 +30,9 @@ import os
 import re
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from edgekit.atomic import write_atomic
 from edgekit.device_keys import DEVICE_KEYS_DIR, ENV_TRUSTED_KEYS, device_key_paths
-from edgekit.errors import BundleError, ConfigError
+from edgekit.errors import BundleError, ConfigError, first_line
 
 SIGNATURE_NAME = "manifest.sig"
 FORMAT = "edgekit-signature-v1"
@@ -203,21 +204,6 @@ class SignResult(NamedTuple):
     manifest_sha256: str
 
 
-def _write_atomic(path: str, data: bytes, mode: int) -> None:
-    tmp = "{}.tmp-{}".format(path, os.getpid())
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _make_key_dir(parent: str, prefix: str) -> None:
     """Create a missing key directory (e.g. ~/.edgekit on a fresh machine) readable by its owner only."""
     if os.path.isdir(parent):
@@ -243,8 +229,8 @@ def generate_key(prefix: str, comment: str = "", passphrase: Optional[bytes] = N
     enc = ser.BestAvailableEncryption(passphrase) if passphrase else ser.NoEncryption()
     pem = private.private_bytes(ser.Encoding.PEM, ser.PrivateFormat.PKCS8, enc)
     raw = private.public_key().public_bytes(ser.Encoding.Raw, ser.PublicFormat.Raw)
-    _write_atomic(key_path, pem, 0o600)
-    _write_atomic(pub_path, format_public_key(raw, comment).encode("ascii"), 0o644)
+    write_atomic(key_path, pem, 0o600)
+    write_atomic(pub_path, format_public_key(raw, comment).encode("ascii"), 0o644)
     return key_path, pub_path, key_id(raw)
 
 
@@ -263,7 +249,7 @@ def load_private_key(path: str, passphrase: Optional[bytes] = None) -> Any:
                           if passphrase is None else "private key {} is not encrypted; drop the passphrase".format(path))
     except ValueError as exc:
         raise ConfigError("private key {} cannot be loaded (wrong passphrase, or not a PEM private key): {}".format(
-            path, str(exc).splitlines()[0] if str(exc) else "invalid"))
+            path, first_line(exc, default="invalid")))
     if not isinstance(key, ed.Ed25519PrivateKey):
         raise ConfigError("private key {} is a {}, edgekit signs with Ed25519 keys (edgekit keygen)".format(
             path, type(key).__name__))
@@ -292,5 +278,5 @@ def sign_bundle(bundle_dir: str, key_path: str, passphrase: Optional[bytes] = No
     sig = {"format": FORMAT, "algorithm": "ed25519", "key_id": key_id(raw), "manifest_sha256": digest,
            "signature": base64.b64encode(key.sign(_PREFIX + data)).decode("ascii")}
     out = os.path.join(bundle_dir, SIGNATURE_NAME)
-    _write_atomic(out, (json.dumps(sig, indent=1) + "\n").encode("ascii"), 0o644)
+    write_atomic(out, (json.dumps(sig, indent=1) + "\n").encode("ascii"), 0o644)
     return SignResult(bundle_dir, out, key_id(raw), digest)

@@ -3,16 +3,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
-from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError
 from edgekit.manifest import PRECISIONS
+from edgekit.power_model import METER_NAMES, PowerModel
 
 ARCHES = ("aarch64", "armv7l", "x86_64")
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime")
-ENERGY_METERS = ("rapl", "jetson-ina3221", "rpi5-pmic", "usb-serial", "power-model")
 _REQUIRED = ("name", "description", "arch", "cpu", "cores", "default_threads", "memory_mb", "runtime_package",
              "python", "precisions", "fp16_compute", "delegates", "energy_meter", "power_model")
-_OPTIONAL = ("channel_multiple",)
+_OPTIONAL = ("channel_multiple", "board_model")
 PACKAGED_TARGETS = "_targets"     # the copy of targets/ that an installed edgekit carries (setup.py writes it)
 
 
@@ -52,6 +51,7 @@ class Target:
     energy_meter: str
     power_model: PowerModel
     channel_multiple: int = 1
+    board_model: Optional[str] = None    # what /proc/device-tree/model on such a board contains; None: not checked
 
     @property
     def default_precision(self) -> str:
@@ -65,9 +65,8 @@ class Target:
             "precisions": list(self.precisions), "fp16_compute": self.fp16_compute,
             "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)} for d in self.delegates],
             "energy_meter": self.energy_meter,
-            "power_model": {"idle_w": self.power_model.idle_w, "active_w": self.power_model.active_w,
-                            "source": self.power_model.source},
-            "channel_multiple": self.channel_multiple,
+            "power_model": self.power_model.to_dict(), "channel_multiple": self.channel_multiple,
+            "board_model": self.board_model,
         }
 
     @classmethod
@@ -97,9 +96,10 @@ class Target:
             runtime_package=_choice(d["runtime_package"], RUNTIME_PACKAGES, where + ".runtime_package"),
             python=_python_range(d["python"], where + ".python"), precisions=tuple(precisions),
             fp16_compute=fp16, delegates=_delegates(d["delegates"], where + ".delegates"),
-            energy_meter=_choice(d["energy_meter"], ENERGY_METERS, where + ".energy_meter"),
-            power_model=_power_model(d["power_model"], where + ".power_model"),
+            energy_meter=_choice(d["energy_meter"], METER_NAMES, where + ".energy_meter"),
+            power_model=PowerModel.from_dict(d["power_model"], where + ".power_model"),
             channel_multiple=_int(d.get("channel_multiple", 1), where + ".channel_multiple", 1, 64),
+            board_model=None if d.get("board_model") is None else _str(d["board_model"], where + ".board_model"),
         )
 
 
@@ -113,12 +113,6 @@ def _int(v: Any, where: str, lo: int, hi: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
         raise ConfigError("{}: expected an integer from {} to {}, got {!r}".format(where, lo, hi, v))
     return v
-
-
-def _float(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-        raise ConfigError("{}: expected a non-negative number, got {!r}".format(where, v))
-    return float(v)
 
 
 def _bool(v: Any, where: str) -> bool:
@@ -159,15 +153,6 @@ def _delegates(v: Any, where: str) -> Tuple[Delegate, ...]:
         out.append(Delegate(_str(item["name"], w + ".name"), _str(item["library"], w + ".library"),
                             tuple(sorted((str(k), str(x)) for k, x in opts.items()))))
     return tuple(out)
-
-
-def _power_model(v: Any, where: str) -> PowerModel:
-    if not isinstance(v, dict) or set(v) != {"idle_w", "active_w", "source"}:
-        raise ConfigError("{}: expected {{idle_w, active_w, source}}, got {!r}".format(where, v))
-    idle, active = _float(v["idle_w"], where + ".idle_w"), _float(v["active_w"], where + ".active_w")
-    if active < idle:
-        raise ConfigError("{}: active_w {} is below idle_w {}".format(where, active, idle))
-    return PowerModel(idle, active, _str(v["source"], where + ".source"))
 
 
 def load_target_file(path: str) -> Target:

@@ -45,8 +45,12 @@ class CostedRunner:
         self.costs_s = [float(s.latency_ms) / 1000.0 for s in runner.manifest.stages]   # type: List[float]
         self.calls = 0
 
-    def run(self, x: Any, full_depth: bool = False) -> Any:
-        r = self.runner.run(x, full_depth=full_depth)
+    def __getattr__(self, name: str) -> Any:
+        """Everything but run() is the wrapped runner's (its manifest, thresholds, interpreter...)."""
+        return getattr(self.runner, name)
+
+    def run(self, x: Any, full_depth: bool = False, **how: Any) -> Any:
+        r = self.runner.run(x, full_depth=full_depth, **how)
         self.clock.advance(sum(self.costs_s[:len(r.stage_ms)]))
         self.calls += 1
         if self.after_call is not None:

@@ -1,4 +1,4 @@
-"""Attaching exits (issue 4): cut points on residual and branching graphs, FLOPs-fraction choice, head design,
+"""Attaching exits: cut points on residual and branching graphs, FLOPs-fraction choice, head design,
 head training from labels and by distillation with the backbone untouched, and every bad input."""
 import os
 import re

@@ -36,7 +36,9 @@ def test_round_trip_keeps_fields_and_id():
 
 def test_bundle_id_changes_with_thresholds():
     m = Manifest.from_dict(GOOD)
-    assert m.with_thresholds([0.5, 0.0]).bundle_id != m.bundle_id
+    d = copy.deepcopy(GOOD)
+    d["stages"][0]["exit"]["threshold"] = 0.5
+    assert Manifest.from_dict(d).bundle_id != m.bundle_id
 
 
 def _bad(mutate):

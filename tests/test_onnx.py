@@ -1,4 +1,4 @@
-"""The ONNX front end (issue 7) on the PyTorch-exported fixtures in tests/fixtures/onnx/ (see export.py there).
+"""The ONNX front end on the PyTorch-exported fixtures in tests/fixtures/onnx/ (see export.py there).
 
 Every number is checked against onnxruntime on the original .onnx file. Conversions are session-scoped:
 the multi-exit fixture at float32 and int8, the plain CNN once with the network disabled.

@@ -1,4 +1,4 @@
-"""Adaptive precision (issue 6): sensitivity ordering, allocation under each budget, kernel fallback, bad inputs."""
+"""Adaptive precision: sensitivity ordering, allocation under each budget, kernel fallback, bad inputs."""
 import os
 
 import numpy as np

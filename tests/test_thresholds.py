@@ -221,6 +221,38 @@ def test_controller_holds_mean_cost_through_a_step_in_difficulty(bundle, test_sp
     assert state["calls"] == 1200 and len(state["thresholds"]) == 3
 
 
+def test_target_ms_reaches_the_controller_from_python_m_edgekit_runtime(bundle, capsys):
+    """Any call takes more than a nanosecond and less than 1e9 ms, so the controller's moves are known exactly: an
+    unreachable target pins the thresholds to their lower bounds, an idle one raises them by `gain` per call."""
+    from edgekit.runtime.__main__ import main as runtime_main
+
+    n = 40
+    x = np.load(TEST)["x"][:n]
+    np.save(os.path.join(bundle, "..", "x40.npy"), x)
+    data = os.path.join(bundle, "..", "x40.npy")
+    runs = {}
+    for target in ("1e-6", "1e9", None):
+        assert runtime_main([bundle, data, "--json"] + (["--target-ms", target] if target else [])) == 0
+        runs[target] = json.loads(capsys.readouterr().out)
+    fast, idle, plain = runs["1e-6"]["controller"], runs["1e9"]["controller"], runs[None]
+    assert "controller" not in plain and fast["calls"] == idle["calls"] == n
+    lows = [lo for lo, _ in fast["bounds"]]
+    assert fast["thresholds"][:-1] == pytest.approx(lows)
+    assert idle["offset"] == pytest.approx(min(n * 0.005, max(hi - b for b, (_, hi) in zip(
+        EarlyExitRunner(bundle).thresholds(), idle["bounds"]))), rel=1e-6)
+    assert runs["1e-6"]["exit_histogram"][0] >= plain["exit_histogram"][0]
+    assert runtime_main([bundle, data, "--target-ms", "1e9"]) == 0
+    assert "load controller: target 1e+09 ms (mean)" in capsys.readouterr().out
+    for bad in (["--target-ms", "0"], ["--target-ms", "nan"], ["--target-ms", "5", "--full-depth"]):
+        assert runtime_main([bundle, data] + bad) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("edgekit: error: --target-ms") and len(err.strip().splitlines()) == 1
+    res = cli("run", bundle, data, "--target-ms", "1e9", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["controller"]["calls"] == n
+    assert "load controller: target 1e+09 ms" in cli("run", bundle, data, "--target-ms", "1e9").output
+    _one_line(cli("run", bundle, data, "--target-ms", "5", "--budget-ms", "9"), "--target-ms 5 moves")
+
+
 def cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 

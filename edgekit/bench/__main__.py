@@ -13,7 +13,7 @@ import sys
 from typing import Any, List, Optional
 
 from edgekit.bench.energy import EnergyOptions, EnergyProfile, pick_profile, profile_from_manifest
-from edgekit.bench.latency import Protocol
+from edgekit.bench.latency import Protocol, timed_runner
 from edgekit.bench.meters import meter_names
 from edgekit.bench.run import run_bench, text_lines
 from edgekit.errors import ConfigError, EdgekitError
@@ -65,15 +65,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
     try:
         from edgekit.data import load_data
-        from edgekit.runtime.runner import EarlyExitRunner
 
         protocol = Protocol(runs=args.runs, warmup=args.warmup, min_seconds=args.seconds).check()
         energy = EnergyOptions(meter=args.meter, usb_device=args.usb_meter, blocks=args.blocks,
                                block_seconds=args.block_seconds, idle_seconds=args.idle_seconds).check()
         data = load_data(_data_path(args))
-        runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads)
+        runner, init_ms = timed_runner(args.bundle, backend=args.interpreter, num_threads=args.threads)
         profile = _profile(args.profiles, runner.manifest)
-        result = run_bench(runner, data.x, data.y, protocol, energy, profile)
+        result = run_bench(runner, data.x, data.y, protocol, energy, profile, init_ms=init_ms)
     except EdgekitError as exc:
         print("edgekit: error: {}".format(exc), file=sys.stderr)
         return 2

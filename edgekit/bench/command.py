@@ -1,92 +1,55 @@
-"""What `edgekit bench` (and `edgekit run --host`) call: a bench run here, or on a board over SSH.
-
-Laptop side. Here: the bundle's target profile from targets/ gives the power model. On a board: the
-release is flashed already; `python -m edgekit.bench` runs there with every profile's energy data passed
-as JSON (the board has no YAML parser and no targets/; this laptop's profiles take precedence over the copy
-that the bundle's manifest carries for runs by hand), and its JSON result comes back.
+"""What `edgekit bench` calls for a run on this machine: the bundle's target profile from targets/ gives the power
+model. (On a board: edgekit/deploy/board_runs.py.) A bundle made for another kind of machine (a Raspberry Pi
+bundle benchmarked on an x86 laptop) still runs with what its profile chose, and the result says what it borrowed.
 """
-import json
-import os
-import re
+import platform
 from typing import Any, Dict, List, Optional
 
 from edgekit.bench.energy import EnergyOptions, profile_from_target
-from edgekit.bench.latency import Protocol
-from edgekit.errors import ConfigError
-from edgekit.manifest import MANIFEST_NAME, read_manifest
+from edgekit.bench.latency import Protocol, timed_runner
+from edgekit.bench.run import run_bench
+from edgekit.data import load_data
+from edgekit.targets import Target, get_target
 
-_RELEASE_RE = re.compile(r"^(current|previous|[0-9a-f]{16})$")
-BENCH_MODULE = "edgekit.bench"
+_ARCH_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8l": "aarch64"}
+
+
+def this_arch() -> str:
+    """platform.machine() in the profiles' words (x86_64, aarch64, armv7l)."""
+    machine = platform.machine()
+    return _ARCH_ALIASES.get(machine.lower(), machine)
 
 
 def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
                 threads: Optional[int] = None) -> Dict[str, Any]:
-    from edgekit.bench.run import run_bench
-    from edgekit.data import load_data
-    from edgekit.runtime import EarlyExitRunner
-    from edgekit.targets import get_target
-
     protocol.check()
     energy.check()
     ds = load_data(data)
-    runner = EarlyExitRunner(bundle, num_threads=threads)
-    profile = profile_from_target(get_target(runner.manifest.target))
-    return run_bench(runner, ds.x, ds.y, protocol, energy, profile)
-
-
-def release_for(bundle: str) -> str:
-    """With --host, BUNDLE names a release on the board: 'current', 'previous', a 16-hex bundle id, or a
-    local bundle directory (its bundle id; it must have been flashed)."""
-    if os.path.isfile(os.path.join(bundle, MANIFEST_NAME)):
-        return read_manifest(bundle).bundle_id
-    if _RELEASE_RE.match(bundle):
-        return bundle
-    raise ConfigError("with --host, BUNDLE {!r} must be a release on the board: allowed: 'current', 'previous', "
-                      "a 16-hex-digit bundle id, or a local bundle directory that was flashed".format(bundle))
-
-
-def profiles_table() -> Dict[str, Dict[str, Any]]:
-    """Every board profile's energy data, by target name, for `--profiles` on the board."""
-    from edgekit.targets import list_targets
-
-    return {t.name: {k: v for k, v in profile_from_target(t).to_dict().items() if k != "name"}
-            for t in list_targets()}
-
-
-def bench_args(protocol: Protocol, energy: EnergyOptions) -> List[str]:
-    args = ["--runs", str(protocol.runs), "--warmup", str(protocol.warmup), "--seconds", repr(protocol.min_seconds),
-            "--meter", energy.meter, "--blocks", str(energy.blocks), "--block-seconds", repr(energy.block_seconds),
-            "--idle-seconds", repr(energy.idle_seconds),
-            "--profiles", json.dumps(profiles_table(), separators=(",", ":"), sort_keys=True)]
-    if energy.usb_device:
-        args += ["--usb-meter", energy.usb_device]
-    return args
-
-
-def board_bench(board: Any, bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
-                threads: Optional[int] = None) -> Dict[str, Any]:
-    """The bench run on `board` (an edgekit.deploy Board) with the same protocol; its JSON result."""
-    from edgekit.deploy.remote import run_remote
-
-    protocol.check()
-    energy.check()
-    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy) + _threads_args(threads),
-                        module=BENCH_MODULE)
-    result["host"] = board.label
+    runner, init_ms = timed_runner(bundle, num_threads=threads)
+    target = get_target(runner.manifest.target)
+    result = run_bench(runner, ds.x, ds.y, protocol, energy, profile_from_target(target), init_ms=init_ms)
+    result["borrowed_from_profile"] = borrowed_from_profile(target, runner.manifest.extra, result, threads,
+                                                            this_arch())
     return result
 
 
-def _threads_args(threads: Optional[int]) -> List[str]:
-    from edgekit.runtime.cost_protocol import resolve_stage_threads
-
-    return [] if threads is None else ["--threads", str(resolve_stage_threads({}, 1, threads)[0])]
-
-
-def board_run(board: Any, bundle: str, data: str, full_depth: bool, threads: Optional[int] = None) -> Dict[str, Any]:
-    """`python -m edgekit.runtime` on `board`: predictions, exits, accuracy, as `edgekit run --json`."""
-    from edgekit.deploy.remote import run_remote
-
-    result = run_remote(board, release_for(bundle), data, (["--full-depth"] if full_depth else []) +
-                        _threads_args(threads))
-    result["host"] = board.label
-    return result
+def borrowed_from_profile(target: Target, manifest_extra: Dict[str, Any], result: Dict[str, Any],
+                          threads: Optional[int], arch: str) -> List[str]:
+    """What a run on this machine took from a profile made for another kind of machine, in words ([] when the
+    bundle's target has this machine's arch): the thread counts per stage (unless --threads chose them) and the
+    power model (when it gave the energy figures)."""
+    if target.arch == arch:
+        return []
+    out = ["this is an {} machine and the bundle was made for {} ({}, {}): its latency here says little about "
+           "the board".format(arch, target.name, target.arch, target.cpu)]
+    if threads is None:
+        measured = (manifest_extra.get("costs") or {}).get("measured_on", "no measurement")
+        out.append("threads per stage {} come from the bundle (chosen for {}: profile default_threads {}, stage "
+                   "costs from {}), capped at this machine's cores; --threads N chooses here".format(
+                       result["environment"].get("stage_threads"), target.name, target.default_threads, measured))
+    energy = result.get("energy") or {}
+    if energy.get("meter") == "power-model":
+        pm = target.power_model
+        out.append("energy is ESTIMATED with {}'s power model ({:g} W idle, {:g} W active), not this machine's "
+                   "power".format(target.name, pm.idle_w, pm.active_w))
+    return out

@@ -24,11 +24,11 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from edgekit.bench.meters import (AUTO, METERS, SYSTEM_CLOCK, Clock, EnergyReading, Meter, MeterChoice, MeterError,
+from edgekit.bench.meters import (AUTO, SYSTEM_CLOCK, Clock, EnergyReading, Meter, MeterChoice, MeterError,
                                   energy_per_inference, measure_idle, meter_names, pick_meter, sum_readings)
 from edgekit.bench.meters.base import RailStats, merge_rails
-from edgekit.bench.meters.power_model import PowerModel
 from edgekit.errors import ConfigError
+from edgekit.power_model import METER_NAMES, POWER_MODEL, PowerModel
 from edgekit.runtime.runner import EarlyExitRunner
 
 MODES = ("early_exit", "full_depth")
@@ -46,23 +46,17 @@ class EnergyProfile:
     power_model: PowerModel
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"name": self.name, "energy_meter": self.energy_meter, "power_model": asdict(self.power_model)}
+        return {"name": self.name, "energy_meter": self.energy_meter, "power_model": self.power_model.to_dict()}
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "EnergyProfile":
-        try:
-            pm = d["power_model"]
-            spec = PowerModel(float(pm["idle_w"]), float(pm["active_w"]), str(pm["source"]))
-            name, meter = str(d["name"]), str(d["energy_meter"])
-        except (KeyError, TypeError, ValueError) as exc:
+        if not isinstance(d, dict) or not {"name", "energy_meter", "power_model"} <= set(d):
             raise ConfigError("{}: expected {{name, energy_meter, power_model: {{idle_w, active_w, source}}}}, got "
-                              "{!r} ({})".format(where, d, exc))
-        if meter not in METERS:
-            raise ConfigError("{}.energy_meter: got {!r}; allowed: {}".format(where, meter, ", ".join(METERS)))
-        if not 0.0 <= spec.idle_w <= spec.active_w < float("inf"):
-            raise ConfigError("{}.power_model: idle_w {!r}, active_w {!r}; allowed: finite watts with 0 <= idle_w "
-                              "<= active_w".format(where, pm["idle_w"], pm["active_w"]))
-        return cls(name, meter, spec)
+                              "{!r}".format(where, d))
+        meter = d["energy_meter"]
+        if meter not in METER_NAMES:
+            raise ConfigError("{}.energy_meter: got {!r}; allowed: {}".format(where, meter, ", ".join(METER_NAMES)))
+        return cls(str(d["name"]), meter, PowerModel.from_dict(d["power_model"], where + ".power_model"))
 
 
 def profile_from_target(target: Any) -> EnergyProfile:
@@ -215,7 +209,7 @@ class NoPowerModel(Meter):
     """Stands in for the power model when there is no board profile (a bundle whose manifest has no `energy`
     section, run by hand without --profiles): never available, and says why, so that auto can still pick a
     real sensor."""
-    name = "power-model"
+    name = POWER_MODEL
     measured = False
     WHY = ("the bundle's manifest carries no power model (convert it again with this edgekit) and no board profile "
            "was given (pass --profiles; edgekit bench --host does)")
@@ -232,7 +226,7 @@ class NoPowerModel(Meter):
 
 def _with_profile(profile: Optional[EnergyProfile],
                   meters: Optional[Mapping[str, Meter]]) -> Optional[Mapping[str, Meter]]:
-    return meters if profile is not None else dict(meters or {}, **{"power-model": NoPowerModel()})
+    return meters if profile is not None else dict(meters or {}, **{POWER_MODEL: NoPowerModel()})
 
 
 def preflight(opts: EnergyOptions, profile: Optional[EnergyProfile],

@@ -19,11 +19,11 @@ import hashlib
 import os
 import time
 import warnings
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import BundleError, EdgekitError
+from edgekit.errors import BundleError, EdgekitError, first_line
 from edgekit.runtime.interpreter import Backend
 
 
@@ -157,8 +157,7 @@ def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rou
                 it = _interpreter(backend, one, kind)
             except (ValueError, RuntimeError) as exc:     # e.g. control flow that needs its other subgraphs
                 raise EdgekitError("op {} ({}) cannot run on its own in {}: {}; allowed: stages of single-subgraph "
-                                   "ops".format(k, name, backend.name, str(exc).splitlines()[0] if str(exc) else
-                                                type(exc).__name__))
+                                   "ops".format(k, name, backend.name, first_line(exc)))
             if it is not None:
                 for d, t in zip(it.get_input_details(), ins):
                     it.set_tensor(d["index"], full.get_tensor(t))
@@ -176,9 +175,9 @@ def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rou
 def profile_ops(runner: Any, x: np.ndarray, rounds: int = 300) -> List[StageOps]:
     """Per stage of an EarlyExitRunner's bundle: per-op times on sample x[:1] (each stage fed what the stage
     before it hands on for that sample)."""
-    values = [runner.prepare(x[:1])]
     result = []
-    for k, (step, st) in enumerate(zip(runner._steps, runner.manifest.stages)):
+    for k, step, values, _ in runner.chain(x[:1]):
+        st = runner.manifest.stages[k]
         path = os.path.join(runner.bundle_dir, st.file)
         with open(path, "rb") as f:
             blob = f.read()
@@ -187,8 +186,6 @@ def profile_ops(runner: Any, x: np.ndarray, rounds: int = 300) -> List[StageOps]
         order = _subgraph_inputs(runner.backend, blob, step.call.input_names)
         stage_ms, ops = profile_stage(runner.backend, blob, [values[i] for i in order], rounds)
         result.append(StageOps(k, st.file, st.precision, stage_ms, tuple(ops)))
-        res, _ = runner.invoke_stage(k, values, step.fetch)
-        values = res[:step.carried]
     return result
 
 

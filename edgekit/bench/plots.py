@@ -45,7 +45,19 @@ def _subtitle(result: Dict[str, Any]) -> str:
                                                  env["threads"])
 
 
-def latency_histogram(result: Dict[str, Any], path: str) -> None:
+def log_ticks(axis: Any, lo: float, hi: float) -> None:
+    """Plain-number labels on a log axis, few enough not to run into each other: 1-2-5 steps over up to two and a
+    half decades, powers of ten beyond; minor ticks unlabelled (matplotlib labels them too on short ranges, as
+    2x10^-1 3x10^-1 ..., which overlap)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    subs = (1.0, 2.0, 5.0) if np.log10(hi / lo) <= 2.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10.0, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: "{:g}".format(v)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def latency_figure(result: Dict[str, Any]) -> Any:
     raw = {m: np.asarray(result["raw_ms"][m], dtype=np.float64) for m in MODES}
     both = np.concatenate([raw[m] for m in MODES])
     lo, hi = max(float(both.min()), 1e-6), float(both.max())
@@ -60,11 +72,16 @@ def latency_histogram(result: Dict[str, Any], path: str) -> None:
         ax.axvline(lat["p50"], color=COLORS[m], linestyle="--", linewidth=1)
     if log:
         ax.set_xscale("log")
+        log_ticks(ax.xaxis, lo, hi)
     ax.set_xlabel("end-to-end latency per call, ms (batch 1{}; dashed: p50)".format(", log scale" if log else ""))
     ax.set_ylabel("calls")
     ax.set_title("Latency per policy, interleaved in one run\n" + _subtitle(result), fontsize=10)
     ax.legend(fontsize=8)
-    _save(fig, path)
+    return fig
+
+
+def latency_histogram(result: Dict[str, Any], path: str) -> None:
+    _save(latency_figure(result), path)
 
 
 def accuracy_latency(result: Dict[str, Any], path: str) -> None:
@@ -115,23 +132,25 @@ def exit_distribution(result: Dict[str, Any], path: str) -> None:
     _save(fig, path)
 
 
-def energy(result: Dict[str, Any], path: str) -> None:
+def energy_figure(result: Dict[str, Any]) -> Any:
+    """Bars per mode in the mode's colour (as in every other plot), grouped as total and above idle."""
     e = result.get("energy")
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     if not e:
-        _nothing(fig, ax, path, "no energy figures in this result")
-        return
-    idx = np.arange(len(MODES))
-    total = [e[m]["joules_total"] * 1e3 for m in MODES]
-    above = [e[m]["joules_above_idle"] * 1e3 for m in MODES]
-    b1 = ax.bar(idx - 0.19, total, width=0.38, color="#999999", label="total")
-    b2 = ax.bar(idx + 0.19, above, width=0.38, color=[COLORS[m] for m in MODES], label="above idle")
-    for rect, v in list(zip(b1, total)) + list(zip(b2, above)):
-        ax.annotate("{:.3g}".format(v), (rect.get_x() + rect.get_width() / 2, max(rect.get_height(), 0)),
-                    ha="center", va="bottom", fontsize=8)
+        ax.text(0.5, 0.5, "no energy figures in this result", ha="center", va="center")
+        ax.set_axis_off()
+        return fig
+    groups = (("joules_total", "total"), ("joules_above_idle", "above idle"))
+    idx = np.arange(len(groups))
+    for j, m in enumerate(MODES):
+        values = [e[m][key] * 1e3 for key, _ in groups]
+        bars = ax.bar(idx + (j - 0.5) * 0.38, values, width=0.38, color=COLORS[m], label=LABELS[m])
+        for rect, v in zip(bars, values):
+            ax.annotate("{:.3g}".format(v), (rect.get_x() + rect.get_width() / 2, max(rect.get_height(), 0)),
+                        ha="center", va="bottom", fontsize=8)
     ax.set_xticks(idx)
-    ax.set_xticklabels([LABELS[m] for m in MODES])
+    ax.set_xticklabels(["{} per inference".format(name) for _, name in groups])
     ax.set_ylabel("mJ per inference")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_title("Energy per inference - meter {} ({}), idle {:.2f} W\n{}".format(
@@ -140,7 +159,11 @@ def energy(result: Dict[str, Any], path: str) -> None:
     fig.text(0.01, 0.01, ("measured by a sensor" if e["measured"] else "ESTIMATED from the board profile's power "
                           "model, not measured") + "; idle baseline measured in the same run", fontsize=7)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, format="png")
+    return fig
+
+
+def energy(result: Dict[str, Any], path: str) -> None:
+    energy_figure(result).savefig(path, format="png")
 
 
 def draw_all(result: Dict[str, Any], directory: str) -> List[str]:

@@ -1,27 +1,22 @@
 """`edgekit profile`: measure a bundle's per-stage costs here or on the board and write them into the bundle.
 
 The measurement is the runtime's (edgekit/runtime/profile.py, the shared protocol); on a board it runs as
-`python -m edgekit.runtime.profile` on the flashed release over SSH. The bundle is rewritten atomically (a
+`python -m edgekit.runtime.profile` on the flashed release over SSH (edgekit/deploy/board_runs.py). The bundle is rewritten atomically (a
 copy is edited, then swapped in): each stage's latency_ms, the thread count chosen per stage
 (runtime.stage_threads) and the `costs` record with its spread and the machine. A signature no longer matches
 the new manifest: it is removed and the caller says the bundle needs signing again.
 """
 import os
-import shutil
-import tempfile
 from dataclasses import replace
-from typing import Any, Callable, Dict, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional
 
 import numpy as np
 
+from edgekit.atomic import swap_in_edited_copy
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import MANIFEST_NAME, Manifest, load_bundle
 from edgekit.runtime.cost_protocol import CONVERTING_MACHINE, MEASURED_ON, CostProtocol
-
-PROFILE_MODULE = "edgekit.runtime.profile"
-SIGNATURE_NAME = "manifest.sig"
-
-T = TypeVar("T")
+from edgekit.signing import SIGNATURE_NAME
 
 
 def sample_input(manifest: Manifest, seed: int = 0) -> np.ndarray:
@@ -35,22 +30,6 @@ def profile_here(bundle: str, x: np.ndarray, threads: Optional[int] = None,
     from edgekit.runtime.profile import profile_bundle
 
     return profile_bundle(bundle, x, threads, CONVERTING_MACHINE, protocol)
-
-
-def profile_board(board: Any, bundle: str, data: Optional[str], threads: Optional[int] = None) -> Dict[str, Any]:
-    """The costs record measured on `board` (an edgekit.deploy Board) for the flashed release of `bundle`."""
-    from edgekit.bench.command import release_for
-    from edgekit.deploy.remote import run_remote
-
-    release = release_for(bundle)
-    args = [] if threads is None else ["--threads", str(int(threads))]
-    with tempfile.TemporaryDirectory(prefix="edgekit-profile-") as tmp:
-        if data is None:
-            data = os.path.join(tmp, "sample.npy")
-            np.save(data, sample_input(load_bundle(bundle)))
-        section = run_remote(board, release, data, args, module=PROFILE_MODULE)
-    section["host"] = board.label
-    return section
 
 
 def apply_costs(manifest: Manifest, section: Dict[str, Any]) -> Manifest:
@@ -76,26 +55,6 @@ def rewrite_bundle(bundle_dir: str, edit: Callable[[str], None]) -> bool:
         return signed
 
     return swap_in_edited_copy(bundle_dir, unsign_then_edit, ".profile-")
-
-
-def swap_in_edited_copy(bundle_dir: str, edit: Callable[[str], T], prefix: str) -> T:
-    """Edit a copy of the bundle, then swap the copy in; on any failure the bundle is as it was."""
-    src = os.path.abspath(bundle_dir).rstrip(os.sep)
-    tmp = tempfile.mkdtemp(prefix=prefix, dir=os.path.dirname(src))
-    work = os.path.join(tmp, "bundle")
-    try:
-        shutil.copytree(src, work)
-        result = edit(work)
-        old = os.path.join(tmp, "old")
-        os.rename(src, old)
-        try:
-            os.rename(work, src)
-        except OSError:
-            os.rename(old, src)
-            raise BundleError("could not replace {}; it was left as it was".format(src))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return result
 
 
 def write_costs(bundle_dir: str, section: Dict[str, Any]) -> bool:

@@ -4,8 +4,8 @@ Runs on the laptop (matplotlib, Agg canvas, imported only when plots are drawn);
 result dict (`python -m edgekit.bench --json`), and this module turns it into files:
 
     report.json            the whole result: protocol, environment, latency, energy, curve, raw per-call ms
-    latency.csv            per mode: calls, accuracy, mean/p50/p90/p99/min/max ms, throughput, stage means
-    latency_raw.csv        every timed call: mode, index, ms
+    latency.csv            per mode: calls, accuracy, mean/std/p50/p90/p99/min/max ms, throughput, stage means
+    latency_raw.csv        every timed call: mode, index, ms, the exit it took, each stage's ms (empty: not run)
     energy.csv             per mode: meter, measured/estimated, calls, seconds, J total and above idle, watts
     curve.csv              the shared-threshold sweep (and the chosen point): accuracy, estimated ms, exits
     exits.csv              exit distribution per mode
@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edgekit.atomic import swap_in
 from edgekit.errors import EdgekitError
 
 MODES = ("early_exit", "full_depth")
@@ -72,29 +73,19 @@ def write_report(result: Dict[str, Any], directory: str, force: bool = False) ->
 
 
 def _move_into_place(tmp: str, dest: str, force: bool) -> None:
-    old = None
-    if os.path.isdir(dest):
-        if not force:
-            raise ReportError("report directory {} appeared during the run; not replaced without --force".format(dest))
-        old = tempfile.mkdtemp(prefix=".{}.old-".format(os.path.basename(dest)), dir=os.path.dirname(dest))
-        os.rename(dest, os.path.join(old, "report"))
+    if os.path.isdir(dest) and not force:
+        raise ReportError("report directory {} appeared during the run; not replaced without --force".format(dest))
     try:
-        os.rename(tmp, dest)
+        swap_in(tmp, dest)
     except OSError as exc:
-        if old is not None:
-            os.rename(os.path.join(old, "report"), dest)
         raise ReportError("cannot move the report into {}: {}".format(dest, exc))
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_all(result: Dict[str, Any], d: str) -> List[str]:
     with open(os.path.join(d, "report.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=1)
     _csv(os.path.join(d, "latency.csv"), _latency_rows(result))
-    _csv(os.path.join(d, "latency_raw.csv"), [("mode", "call", "ms")] + [
-        (m, i, "{:.6f}".format(ms)) for m in MODES for i, ms in enumerate(result["raw_ms"][m])])
+    _csv(os.path.join(d, "latency_raw.csv"), _raw_rows(result))
     if result.get("energy"):
         _csv(os.path.join(d, "energy.csv"), _energy_rows(result["energy"]))
     if result.get("curve", {}).get("points"):
@@ -117,15 +108,31 @@ def _num(v: Optional[float], fmt: str = "{:.6f}") -> str:
 
 def _latency_rows(result: Dict[str, Any]) -> List[Sequence[Any]]:
     stages = len(result["full_depth"]["stage_mean_ms"])
-    head = ["mode", "calls", "accuracy", "mean_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
+    head = ["mode", "calls", "accuracy", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p99_ms", "min_ms", "max_ms",
             "throughput_per_s"] + ["stage{}_mean_ms".format(k) for k in range(stages)]
     rows = [head]   # type: List[Sequence[Any]]
     for m in MODES:
         r = result[m]
         lat = r["latency_ms"]
-        rows.append([m, r["calls"], _num(r["accuracy"])] + [_num(lat[k]) for k in
-                                                             ("mean", "p50", "p90", "p99", "min", "max")]
+        rows.append([m, r["calls"], _num(r["accuracy"])] + [_num(lat.get(k)) for k in
+                                                             ("mean", "std", "p50", "p90", "p99", "min", "max")]
                     + [_num(r["throughput_per_s"])] + [_num(s) for s in r["stage_mean_ms"]])
+    return rows
+
+
+def _raw_rows(result: Dict[str, Any]) -> List[Sequence[Any]]:
+    """Every timed call: mode, index, ms, exit, stage<k>_ms (empty where the call stopped before stage k). A result
+    from an edgekit older than the per-call record has the first three columns only."""
+    stages = len(result["full_depth"]["stage_mean_ms"])
+    calls = result.get("raw_calls")
+    rows = [["mode", "call", "ms"] + (["exit"] + ["stage{}_ms".format(k) for k in range(stages)] if calls else [])]
+    for m in MODES:
+        for i, ms in enumerate(result["raw_ms"][m]):
+            row = [m, i, "{:.6f}".format(ms)]   # type: List[Any]
+            if calls:
+                per = calls[m]["stage_ms"][i]
+                row += [calls[m]["exits"][i]] + ["{:.6f}".format(per[k]) if k < len(per) else "" for k in range(stages)]
+            rows.append(row)
     return rows
 
 

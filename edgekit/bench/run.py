@@ -18,12 +18,14 @@ SCHEMA = "edgekit.bench/1"
 
 # The protocol in words; it goes into every result (and the report) next to its parameters.
 PROTOCOL_STEPS = (
-    "load the bundle once; one interpreter per stage, the thread count from the bundle (or --threads)",
-    "warm-up: `warmup` calls of each mode, discarded",
+    "load the bundle once; one interpreter per stage, the thread count from the bundle (or --threads); the "
+    "loading is timed (init_ms)",
+    "first call of each mode timed on its own (first_call_ms), then warm-up up to `warmup` calls of each mode "
+    "in all, discarded",
     "latency window: at least `runs` calls per mode and at least `min_seconds`, whichever is longer; batch 1; "
     "early exit and full depth alternate call by call, the pair order swapped every call, so drift hits both",
-    "per call: end-to-end wall time (perf_counter) and each stage's time; per mode p50/p90/p99/mean/min/max "
-    "and throughput = 1000 / mean ms",
+    "per call: end-to-end wall time (perf_counter), each stage's time and the exit taken; per mode "
+    "p50/p90/p99/mean/std/min/max and throughput = 1000 / mean ms; the process's peak RSS at the end",
     "accuracy and exit distribution: the whole data set once per mode, batched (not timed)",
     "energy: idle baseline (half before, half after the blocks) while the process sleeps; then `blocks` "
     "blocks per mode of at least `block_seconds` each, order A B B A ..., one meter session per block, "
@@ -46,19 +48,21 @@ def cpu_temp_c() -> Optional[float]:
 
 def run_bench(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray], protocol: Protocol,
               energy: EnergyOptions, profile: Optional[EnergyProfile],
-              meters: Optional[Mapping[str, Meter]] = None) -> Dict[str, Any]:
-    """Latency, energy, accuracy and the curve for both modes, from one run."""
+              meters: Optional[Mapping[str, Meter]] = None, init_ms: Optional[float] = None) -> Dict[str, Any]:
+    """Latency, energy, accuracy and the curve for both modes, from one run. init_ms: how long making the runner
+    took (latency.timed_runner), when the caller timed it."""
     protocol.check()
     preflight(energy, profile, meters)                # a named meter that is absent fails before timing
     result = bench(runner, x, y, protocol)           # warm-up, interleaved latency window, accuracy
+    result["startup"]["init_ms"] = init_ms
     result["energy"] = measure_energy(runner, x, energy, profile, meters)
     stage_ms = result["full_depth"]["stage_mean_ms"]
     result["curve"] = accuracy_latency(runner, x, y, stage_ms)
     m = runner.manifest
     result["bundle"] = {"model_name": m.model_name, "target": m.target, "bundle_id": m.bundle_id,
                         "stages": runner.num_stages, "exits": [s.exit.name for s in m.stages]}
-    result["protocol"] = {"latency": result["protocol"], "energy": energy.to_dict(), "profile": None if profile is None else profile.to_dict(),
-                          "steps": list(PROTOCOL_STEPS)}
+    result["protocol"] = {"latency": result["protocol"], "energy": energy.to_dict(),
+                          "profile": None if profile is None else profile.to_dict(), "steps": list(PROTOCOL_STEPS)}
     result["environment"]["cpu_temp_c_end"] = cpu_temp_c()
     result["schema"] = SCHEMA
     return result
@@ -76,6 +80,23 @@ def _watts(w: Optional[float]) -> str:
 
 def _pct(v: Optional[float]) -> str:
     return "n/a" if v is None else "{:.2%}".format(v)
+
+
+def _ms(v: Optional[float]) -> str:
+    return "n/a" if v is None else "{:.3f}".format(v)
+
+
+def startup_lines(result: Dict[str, Any]) -> List[str]:
+    """What one answer costs a fresh process, and the memory the run took (benchmark_model's init, first
+    inference and peak memory)."""
+    st, mem = result.get("startup"), result.get("memory") or {}
+    if not st:
+        return []
+    first = st["first_call_ms"]
+    return ["startup: init {} ms (bundle checks, interpreters)  first call {} ms early exit, {} ms full depth  "
+            "peak RSS {}".format("n/a" if st.get("init_ms") is None else "{:.1f}".format(st["init_ms"]),
+                                 _ms(first.get("early_exit")), _ms(first.get("full_depth")),
+                                 "n/a" if mem.get("peak_rss_mb") is None else "{:.1f} MiB".format(mem["peak_rss_mb"]))]
 
 
 def text_lines(result: Dict[str, Any]) -> List[str]:
@@ -98,10 +119,12 @@ def text_lines(result: Dict[str, Any]) -> List[str]:
         r = result[mode]
         lat = r["latency_ms"]
         rows.append((mode, _pct(r["accuracy"]), str(r["calls"]), "{:.3f}".format(lat["mean"]),
-                     "{:.3f}".format(lat["p50"]), "{:.3f}".format(lat["p90"]), "{:.3f}".format(lat["p99"]),
-                     "{:.1f}".format(r["throughput_per_s"]), str(r["exit_histogram"])))
-    out += _table(("mode", "accuracy", "calls", "mean ms", "p50", "p90", "p99", "per s", "exits"), rows)
+                     _ms(lat.get("std")), "{:.3f}".format(lat["p50"]), "{:.3f}".format(lat["p90"]),
+                     "{:.3f}".format(lat["p99"]), "{:.1f}".format(r["throughput_per_s"]), str(r["exit_histogram"])))
+    out += _table(("mode", "accuracy", "calls", "mean ms", "std", "p50", "p90", "p99", "per s", "exits"), rows)
     out.append("speedup (full-depth mean / early-exit mean): {:.2f}x".format(result["speedup"]))
+    out += startup_lines(result)
+    out += ["note: " + line for line in result.get("borrowed_from_profile", [])]
     e = result.get("energy")
     if e:
         out.append("energy: meter {} ({}) - {}".format(e["meter"], e["kind"].upper(), e["source"]))

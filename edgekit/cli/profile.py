@@ -28,8 +28,8 @@ def profile(bundle: str, data: Optional[str], threads: Optional[int], host: Opti
     """Measure each stage's cost at each thread count (warmed up, interleaved, until the median is stable) here
     or on the board, and write the costs and the fastest thread count per stage into BUNDLE. `edgekit
     calibrate` then fits thresholds on these costs."""
-    from edgekit.bench.profile import (check_threads, cost_rows, profile_board, profile_here, sample_input,
-                                       summary, write_costs)
+    from edgekit.bench.profile import check_threads, cost_rows, profile_here, sample_input, summary, write_costs
+    from edgekit.deploy.board_runs import profile_board
     from edgekit.data import load_data
     from edgekit.manifest import load_bundle
 

@@ -18,21 +18,24 @@ _HOST_HELP = ("Run on this board over SSH (USER@HOST[:PORT]); BUNDLE is then 'cu
 @click.option("--budget-ms", type=float, default=None,
               help="Per-sample latency budget: run a stage only if it is predicted to fit.")
 @click.option("--anytime", is_flag=True, help="With --budget-ms: return the best answer so far at the deadline.")
+@click.option("--target-ms", type=float, default=None, help="Hold this mean latency per sample: a load controller "
+                                                            "moves the exit thresholds while the samples run.")
 @click.option("--threads", type=int, default=None,
               help="Interpreter threads for every stage (default: the counts measured per stage in the bundle).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--host", metavar="USER@HOST[:PORT]", default=None, help=_HOST_HELP)
 @ssh_options
 def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float], anytime: bool,
-            threads: Optional[int], as_json: bool,
+            target_ms: Optional[float], threads: Optional[int], as_json: bool,
             host: Optional[str], identity: Optional[str], known_hosts: str, accept_new_host_key: bool,
             remote_dir: str, remote_python: str, timeout_s: float) -> None:
     """Run a bundle on DATA with early exit: predictions, exits, accuracy (when labelled)."""
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner, evaluate
+    from edgekit.runtime.controller import controller_line
 
     if host is not None:
-        from edgekit.bench.command import board_run
+        from edgekit.deploy.board_runs import board_run
         from edgekit.errors import ConfigError
 
         if budget_ms is not None or anytime:
@@ -40,12 +43,13 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
                               "does not take them; got --host {} with them".format(host))
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
-        result = board_run(board, bundle, data, full_depth, threads)
+        result = board_run(board, bundle, data, full_depth, threads, target_ms)
         delegates = result.get("delegates", [])
     else:
         runner = EarlyExitRunner(bundle, num_threads=threads)
         ds = load_data(data, max_batch=runner.max_batch)
-        result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
+        result = evaluate(runner, ds.x, ds.y, full_depth=full_depth, budget_ms=budget_ms, anytime=anytime,
+                          target_ms=target_ms)
         delegates = runner.delegate_status
     if as_json:
         echo_json(result)
@@ -54,6 +58,8 @@ def run_cmd(bundle: str, data: str, full_depth: bool, budget_ms: Optional[float]
     click.echo("{}{} samples  accuracy {}  exit histogram {}  ({}){}".format(
         "{}: ".format(result["host"]) if "host" in result else "", len(result["exits"]), acc,
         result["exit_histogram"], "; ".join(delegates), budget_note(result, budget_ms)))
+    if "controller" in result:
+        click.echo(controller_line(result["controller"]))
 
 
 @click.command("bench")
@@ -81,7 +87,8 @@ def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, me
               threads: Optional[int], as_json: bool, host: Optional[str], identity: Optional[str], known_hosts: str,
               accept_new_host_key: bool, remote_dir: str, remote_python: str, timeout_s: float) -> None:
     """Latency and energy of early exit against full depth from one run (batch 1), with accuracy."""
-    from edgekit.bench import command
+    from edgekit.bench.command import local_bench
+    from edgekit.deploy.board_runs import board_bench
     from edgekit.bench.energy import EnergyOptions
     from edgekit.bench.latency import Protocol
     from edgekit.bench.report import check_report_dir, write_report
@@ -95,12 +102,12 @@ def bench_cmd(bundle: str, data: str, runs: int, warmup: int, seconds: float, me
     if host is not None:
         board = board_from_options(host, identity, known_hosts, accept_new_host_key, remote_dir, remote_python,
                                    timeout_s)
-        result = command.board_bench(board, bundle, data, protocol, energy, threads)
+        result = board_bench(board, bundle, data, protocol, energy, threads)
     else:
-        result = command.local_bench(bundle, data, protocol, energy, threads)
+        result = local_bench(bundle, data, protocol, energy, threads)
     written = write_report(result, report_dir, force) if report_dir is not None else []
     if as_json:
-        echo_json({k: v for k, v in result.items() if k != "raw_ms"})
+        echo_json({k: v for k, v in result.items() if not k.startswith("raw_")})   # raw_ms, raw_calls: the report
         return
     for line in text_lines(result):
         click.echo(line)

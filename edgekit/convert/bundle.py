@@ -3,8 +3,9 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Optional
 
+from edgekit.atomic import swap_in
 from edgekit.errors import BundleError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest
 
@@ -42,25 +43,8 @@ def write_bundle(out_dir: str, manifest: Manifest, files: Dict[str, bytes], repo
             f.write("\n")
         if finalize is not None:
             finalize(tmp)
-        _swap_in(tmp, dest)
+        swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return dest
-
-
-def _swap_in(tmp: str, dest: str) -> None:
-    old: List[str] = []
-    if os.path.exists(dest):
-        backup = tempfile.mkdtemp(prefix=".old-", dir=os.path.dirname(dest))
-        os.rmdir(backup)
-        os.rename(dest, backup)
-        old.append(backup)
-    try:
-        os.rename(tmp, dest)
-    except OSError:
-        for b in old:
-            os.rename(b, dest)
-        raise
-    for b in old:
-        shutil.rmtree(b, ignore_errors=True)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgekit.bench.profile import swap_in_edited_copy
+from edgekit.atomic import swap_in_edited_copy
 from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
 from edgekit.convert.provenance import ALL, HELD_OUT, PARTS, fit_data
 from edgekit.data import Dataset, load_data

@@ -23,12 +23,12 @@ from edgekit.deploy.hosts import (DEFAULT_REMOTE_DIR, DEFAULT_REMOTE_PYTHON, Boa
                                   check_remote_python)
 from edgekit.deploy.package import build_payload
 from edgekit.deploy.probe import check_board
-from edgekit.deploy.releases import DEFAULT_KEEP, _bytes_of, _check_release_signature, _install, probe, \
+from edgekit.deploy.releases import DEFAULT_KEEP, bytes_of, check_release_signature, install_release, probe, \
     resolve_target
 from edgekit.deploy.signature import SignaturePolicy
 from edgekit.deploy.ssh import CommandResult
 from edgekit.deploy.upload import Uploader, UploadStats, call_agent
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, first_line
 
 STATES = ("flashed", "rolled_back", "listed")
 
@@ -112,7 +112,7 @@ class LinkSession:
         return True                      # Ansible reconnects per command; a dead link fails the next one
 
     def lost(self, doing: str, exc: BaseException) -> DeployError:
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        text = first_line(exc)
         return DeployError("{}: connection failed while {}: {}".format(self.board.label, doing, text))
 
 
@@ -126,7 +126,7 @@ def flash_task(session: LinkSession, bundle_dir: str, keep: int = DEFAULT_KEEP, 
     target = resolve_target(board, payload.manifest.target)
     info = probe(session, payload)
     signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.device_keys, board.label)
-    need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
+    need = payload.total_bytes if info.release_state == "absent" else bytes_of(payload, info.release_bad)
     warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
     out = {"bundle_id": payload.bundle_id, "model_name": payload.manifest.model_name, "target": target.name,
            "remote_dir": info.remote_dir, "release_state": info.release_state, "warnings": warnings,
@@ -147,7 +147,7 @@ def flash_task(session: LinkSession, bundle_dir: str, keep: int = DEFAULT_KEEP, 
         stats = upload_tar(session, up)
     elif info.release_state == "damaged":
         stats = up.repair(info.release_bad)
-    answer = _install(session, up, info, keep)
+    answer = install_release(session, up, info, keep)
     out.update(changed=True, current=str(answer["current"]), previous=answer.get("previous"),
                uploaded_files=stats.files, uploaded_bytes=stats.bytes, removed=list(answer.get("removed", ())),
                msg="current {} -> {} ({} files uploaded)".format(info.current or "nothing", answer["current"],
@@ -191,7 +191,7 @@ def rollback_task(session: LinkSession, check_mode: bool = False,
     cur, prev = listing.get("current"), listing.get("previous")
     if not prev or prev == cur:
         raise DeployError("{}: no previous release to roll back to (current: {})".format(board.label, cur))
-    signer = _check_release_signature(session, listing, prev, signature or SignaturePolicy(), board.label)
+    signer = check_release_signature(session, listing, prev, signature or SignaturePolicy(), board.label)
     if check_mode:
         return {"changed": True, "current": cur, "previous": prev, "signed_by": signer,
                 "msg": "would switch current from {} back to {}".format(cur, prev)}

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edgekit.deploy.hosts import (Board, BoardDefaults, HostSpec, check_hostname, check_port, check_remote_dir,
                                   check_remote_python, check_user, load_inventory, make_ssh_options)
-from edgekit.errors import ConfigError
+from edgekit.errors import ConfigError, first_line
 
 EDGEKIT_VARS = ("edgekit_target", "edgekit_remote_dir", "edgekit_remote_python")
 _USED_VARS = ("ansible_host", "ansible_ssh_host", "ansible_port", "ansible_ssh_port", "ansible_user",
@@ -91,21 +91,16 @@ def _captured_warnings() -> Iterator[List[str]]:
     said: List[str] = []
 
     def warning(msg: Any, *args: Any, **kwargs: Any) -> None:
-        said.append(_one_line(msg))
+        said.append(first_line(msg))
 
     def error_as_warning(msg: Any, exception: BaseException, *args: Any, **kwargs: Any) -> None:
-        said.append("{} {}".format(_one_line(msg or ""), _one_line(exception)).strip())
+        said.append("{} {}".format(first_line(msg or ""), first_line(exception)).strip())
 
     display.warning, display.error_as_warning = warning, error_as_warning
     try:
         yield said
     finally:
         del display.warning, display.error_as_warning
-
-
-def _one_line(value: Any) -> str:
-    lines = [ln.strip() for ln in str(value).splitlines() if ln.strip()]
-    return lines[0] if lines else type(value).__name__
 
 
 def load_ansible_inventory(path: str, defaults: BoardDefaults = BoardDefaults(),
@@ -118,7 +113,7 @@ def load_ansible_inventory(path: str, defaults: BoardDefaults = BoardDefaults(),
         try:
             inventory = InventoryManager(loader=loader, sources=[os.path.abspath(path)])
         except AnsibleError as exc:
-            raise ConfigError("inventory {}: ansible-core could not read it: {}".format(path, _one_line(exc)))
+            raise ConfigError("inventory {}: ansible-core could not read it: {}".format(path, first_line(exc)))
     failed = [w for w in said if "unable to parse" in w.lower() or "failed to parse" in w.lower()]
     if failed:
         raise ConfigError("inventory {}: ansible-core could not parse it as an inventory ({}); allowed: edgekit's "
@@ -145,7 +140,7 @@ def _select(inventory: Any, limit: Optional[str], path: str, error_type: type) -
             inventory.subset(limit)
             chosen = inventory.get_hosts("all")
         except error_type as exc:
-            raise ConfigError("--limit {!r}: {}".format(limit, _one_line(exc)))
+            raise ConfigError("--limit {!r}: {}".format(limit, first_line(exc)))
     if not chosen:
         raise ConfigError("--limit {!r} matches no host in {} (groups: {})".format(
             limit, path, ", ".join(sorted(g for g in inventory.groups if g not in ("all", "ungrouped")))))
@@ -165,7 +160,7 @@ def _templated(templar: Any, all_vars: Dict[str, Any], host: str, path: str) -> 
         try:
             value = templar.template(all_vars[name])
         except Exception as exc:  # noqa: BLE001 - ansible-core raises many kinds for an undefined or bad template
-            raise ConfigError("{} host {}: cannot evaluate {}: {}".format(path, host, name, _one_line(exc)))
+            raise ConfigError("{} host {}: cannot evaluate {}: {}".format(path, host, name, first_line(exc)))
         out[name] = _plain(value)
     return out
 

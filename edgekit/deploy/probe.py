@@ -13,10 +13,6 @@ MIN_PYTHON = (3, 8)            # the runtime keeps to Python 3.8 syntax
 DISK_MARGIN_BYTES = 1 << 20
 PREFERENCE = ("ai_edge_litert", "tflite_runtime", "tensorflow")       # as edgekit/runtime/interpreter.py
 INTERPRETER_PACKAGES = {"ai-edge-litert": "ai_edge_litert", "tflite-runtime": "tflite_runtime"}
-# Substring of /proc/device-tree/model that each board profile expects (one registry, here).
-BOARD_MODELS = {"raspberry-pi-4": "Raspberry Pi 4", "raspberry-pi-5": "Raspberry Pi 5",
-                "raspberry-pi-zero-2w": "Raspberry Pi Zero 2", "jetson-nano": "Jetson Nano",
-                "jetson-orin-nano": "Orin Nano"}
 
 
 @dataclass(frozen=True)
@@ -146,7 +142,7 @@ def _soft_problems(info: BoardInfo, target: Target, bundle_target: str) -> List[
         soft.append("{} CPU cores, the profile has {}".format(info.cores, target.cores))
     if info.memory_mb is not None and info.memory_mb < 0.85 * target.memory_mb:
         soft.append("{} MB of memory, the profile has {} MB".format(info.memory_mb, target.memory_mb))
-    hint = BOARD_MODELS.get(target.name)
+    hint = target.board_model
     if hint is not None and hint not in info.model:
         soft.append("the board says it is {!r}, the profile expects a {}".format(info.model or "unknown", hint))
     return soft

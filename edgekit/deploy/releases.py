@@ -131,7 +131,7 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
         info = probe(session, payload)
         hook("probed", info.remote_dir)
         signer = (signature or SignaturePolicy()).check_board(payload.bundle_dir, info.device_keys, board.label)
-        need = payload.total_bytes if info.release_state == "absent" else _bytes_of(payload, info.release_bad)
+        need = payload.total_bytes if info.release_state == "absent" else bytes_of(payload, info.release_bad)
         warnings = check_board(info, target, payload.manifest.target, need, force, board.label)
         up = Uploader(session, info.remote_dir, payload, info.current, hook)
         stats = UploadStats(0, 0, 0.0)
@@ -140,7 +140,7 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
         elif info.release_state == "damaged":
             stats = up.repair(info.release_bad)
         hook("verify", info.remote_dir)
-        answer = _install(session, up, info, keep)
+        answer = install_release(session, up, info, keep)
     hook("switched", payload.bundle_id)
     return FlashResult(host=board.label, bundle_id=payload.bundle_id, model_name=payload.manifest.model_name,
                        target=target.name, remote_dir=info.remote_dir, current=str(answer["current"]),
@@ -150,7 +150,8 @@ def flash(bundle_dir: str, board: Board, force: bool = False, keep: int = DEFAUL
                        signed_by=signer)
 
 
-def _bytes_of(payload: Payload, rels: Tuple[str, ...]) -> int:
+def bytes_of(payload: Payload, rels: Tuple[str, ...]) -> int:
+    """The bytes of the payload files at `rels` (what a damaged release on the board needs uploaded again)."""
     wanted = set(rels)
     return sum(f.size for f in payload.files if f.rel in wanted)
 
@@ -163,7 +164,7 @@ def _marker(payload: Payload) -> Dict[str, Any]:
             "flashed_from": socket.gethostname()}
 
 
-def _install(session: Session, up: Uploader, info: BoardInfo, keep: int) -> Dict[str, Any]:
+def install_release(session: Session, up: Uploader, info: BoardInfo, keep: int) -> Dict[str, Any]:
     """Verify on the board, write the release marker, move the release into place, switch, prune."""
     label = session.board.label
     src = up.staging or "-"
@@ -193,7 +194,7 @@ def rollback(board: Board, signature: Optional[SignaturePolicy] = None) -> Switc
     with Session(board) as session:
         listing = call_agent(session, ["list", board.remote_dir], "listing releases", timeout_s=120)
         prev = listing.get("previous")
-        signer = _check_release_signature(session, listing, prev, signature or SignaturePolicy(), label) \
+        signer = check_release_signature(session, listing, prev, signature or SignaturePolicy(), label) \
             if prev else None
         answer = call_agent(session, ["rollback", board.remote_dir] + ([str(prev)] if prev else []), "rolling back",
                             timeout_s=300)
@@ -206,8 +207,8 @@ def rollback(board: Board, signature: Optional[SignaturePolicy] = None) -> Switc
                         previous=answer.get("previous"), signed_by=signer)
 
 
-def _check_release_signature(session: Session, listing: Dict[str, Any], release: str, policy: SignaturePolicy,
-                             label: str) -> Optional[str]:
+def check_release_signature(session: Session, listing: Dict[str, Any], release: str, policy: SignaturePolicy,
+                            label: str) -> Optional[str]:
     """Fetch a release's manifest.json and manifest.sig from the board and apply the signature policy to them."""
     try:
         keys = board_keys(listing.get("device_keys"))

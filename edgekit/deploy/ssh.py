@@ -7,13 +7,14 @@ import logging
 import os
 import shlex
 import socket
-import tempfile
 import threading
 import time
 from typing import Any, List, NamedTuple, Optional, Sequence, Set, Tuple
 
+from edgekit.atomic import write_atomic
 from edgekit.deploy.errors import DeployError, HostKeyError
 from edgekit.deploy.hosts import Board
+from edgekit.errors import first_line
 
 KEEPALIVE_S = 5
 _KNOWN_HOSTS_LOCK = threading.Lock()
@@ -45,7 +46,7 @@ def load_known_hosts(client: Any, path: str, label: str) -> KnownHosts:
         with open(path, "r", encoding="utf-8") as f:
             lines = f.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise HostKeyError("{}: cannot read known hosts file {}: {}".format(label, path, _one_line(exc)))
+        raise HostKeyError("{}: cannot read known hosts file {}: {}".format(label, path, first_line(exc)))
     for n, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -123,16 +124,7 @@ def _append_locked(path: str, hostname: str, key) -> None:
     if old and not old.endswith(b"\n"):
         old += b"\n"
     line = "{} {} {}\n".format(hostname, key.get_name(), key.get_base64()).encode("ascii")
-    fd, tmp = tempfile.mkstemp(prefix=".known_hosts.", dir=os.path.dirname(path) or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(old + line)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, old + line, 0o600)
 
 
 class Session:
@@ -209,7 +201,7 @@ class Session:
                                "~/.ssh/authorized_keys on the board (ssh-copy-id)".format(
                                    b.label, b.host.user, how, _allowed_auth(exc)))
         if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
-            reasons = sorted({os.strerror(e.errno) if getattr(e, "errno", None) else _one_line(e)
+            reasons = sorted({os.strerror(e.errno) if getattr(e, "errno", None) else first_line(e)
                               for e in exc.errors.values()})
             return DeployError("{}: cannot connect to {}:{}: {} (is the board on and sshd running on that "
                                "port?)".format(b.label, b.host.host, b.host.port, "; ".join(reasons)))
@@ -218,10 +210,10 @@ class Session:
                 b.label, b.host.host, b.host.port, b.ssh.timeout_s))
         if isinstance(exc, (OSError, paramiko.SSHException, EOFError)):
             return DeployError("{}: cannot connect to {}:{}: {}".format(
-                b.label, b.host.host, b.host.port, _one_line(exc)))
+                b.label, b.host.host, b.host.port, first_line(exc)))
         if isinstance(exc, KeyboardInterrupt):
             return exc
-        return DeployError("{}: cannot connect: {}: {}".format(b.label, type(exc).__name__, _one_line(exc)))
+        return DeployError("{}: cannot connect: {}: {}".format(b.label, type(exc).__name__, first_line(exc)))
 
     def close(self) -> None:
         for obj in (self._sftp, self._client):
@@ -311,10 +303,7 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, EOFError) or text.startswith(("Server connection dropped", "Socket is closed")):
         return "the connection was closed (the board, its sshd or the network dropped it)"
     if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "no answer in time ({})".format(_one_line(exc)) if str(exc) else "no answer in time"
-    return _one_line(exc)
+        return "no answer in time ({})".format(first_line(exc)) if str(exc) else "no answer in time"
+    return first_line(exc)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,4 +1,4 @@
-"""On the board: python -m edgekit.runtime BUNDLE DATA [--json] [--full-depth] [--interpreter NAME]
+"""On the board: python -m edgekit.runtime BUNDLE DATA [--json] [--full-depth | --target-ms MS] [--interpreter NAME]
 
 Prints the same JSON object as `edgekit run --json`; exit code 2 with one line on bad input.
 --require-signature / --trusted-key PATH: refuse bundles not signed by a trusted key; the board's own setting
@@ -11,6 +11,7 @@ from typing import List, Optional
 
 from edgekit.data import load_data
 from edgekit.errors import EdgekitError
+from edgekit.runtime.controller import controller_line
 from edgekit.runtime.interpreter import BACKENDS
 from edgekit.runtime.runner import EarlyExitRunner, evaluate
 
@@ -27,13 +28,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--trusted-key", action="append", default=None, metavar="PATH",
                     help="a trusted public key file or a directory of *.pub files (repeatable)")
     ap.add_argument("--max-batch", type=int, default=None, help="most samples per call (default: manifest, 1024)")
+    ap.add_argument("--target-ms", type=float, default=None,
+                    help="hold this mean latency per sample: a load controller moves the exit thresholds online")
     args = ap.parse_args(argv)
     try:
         runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads,
                                  trusted_keys=args.trusted_key, require_signature=args.require_signature,
                                  max_batch=args.max_batch)
         data = load_data(args.data, max_batch=runner.max_batch)
-        result = evaluate(runner, data.x, data.y, full_depth=args.full_depth)
+        result = evaluate(runner, data.x, data.y, full_depth=args.full_depth, target_ms=args.target_ms)
     except EdgekitError as exc:
         print("edgekit: error: {}".format(exc), file=sys.stderr)
         return 2
@@ -44,6 +47,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     else:
         acc = "n/a" if result["accuracy"] is None else "{:.4f}".format(result["accuracy"])
         print("samples {}  accuracy {}  exits {}".format(len(result["exits"]), acc, result["exit_histogram"]))
+        if "controller" in result:
+            print(controller_line(result["controller"]))
     return 0
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, List, Optional, Sequence
 import numpy as np
 
 from edgekit.errors import ConfigError
-from edgekit.runtime.runner import Result
+from edgekit.runtime.result import BudgetResult
 
 
 # The plan uses the bundle's stage costs (measured alone under the cost protocol, on this board after `edgekit
@@ -46,18 +46,6 @@ def _worker(runner: Any) -> ThreadPoolExecutor:
         pool = ThreadPoolExecutor(max_workers=runner.num_stages, thread_name_prefix="edgekit-anytime")
         runner._anytime_pool = pool
     return pool
-
-
-class BudgetResult(Result):
-    """A run() result under a budget; `stopped`: how many samples the budget stopped before their exit's
-    threshold was reached (they answer from the deepest exit they reached)."""
-
-    __slots__ = ("stopped",)
-
-    def __init__(self, outputs: np.ndarray, stage_ms: List[float], exits: np.ndarray, scores: np.ndarray,
-                 rule: Any, last: int, stopped: int) -> None:
-        Result.__init__(self, outputs, stage_ms, exits, scores, rule, last)
-        self.stopped = stopped
 
 
 def _starts(spent_ms: float, usual_ms: float, planned_ms: float, learnt_ms: float, budget_ms: float) -> bool:

@@ -82,3 +82,26 @@ class LoadController:
                     "observed_ms": self._statistic() if self._window else None, "offset": self.offset,
                     "thresholds": self.thresholds(), "bounds": [list(b) for b in self.bounds],
                     "calls": self.calls, "cost": self.cost}
+
+
+def load_controller(runner: Any, target_ms: Optional[float], full_depth: bool = False,
+                    budgeted: bool = False) -> Optional[LoadController]:
+    """The controller `--target-ms` asks for (wall-clock cost, mean statistic), or None without a target. It moves
+    the exit thresholds, so it does not combine with a full-depth run or a latency budget."""
+    if target_ms is None:
+        return None
+    if full_depth or budgeted:
+        raise ConfigError("--target-ms {:g} moves the early exits' thresholds; got it with {}; allowed: --target-ms "
+                          "alone, or --full-depth, or --budget-ms/--anytime".format(
+                              target_ms, "--full-depth" if full_depth else "--budget-ms/--anytime"))
+    if isinstance(target_ms, bool) or not isinstance(target_ms, (int, float)) or not 0 < target_ms < float("inf"):
+        raise ConfigError("--target-ms must be a finite number of milliseconds > 0, got {!r}".format(target_ms))
+    return LoadController(runner, float(target_ms))
+
+
+def controller_line(state: Dict[str, Any]) -> str:
+    """One line on what the load controller did: its target, the latency it saw, where it left the thresholds."""
+    seen = "n/a" if state["observed_ms"] is None else "{:.3f}".format(state["observed_ms"])
+    return "load controller: target {:g} ms ({}), observed {} ms over the last calls, offset {:+.4f}, thresholds " \
+        "{}".format(state["target_ms"], state["statistic"], seen, state["offset"],
+                    " ".join("{:.3f}".format(t) for t in state["thresholds"][:-1]))

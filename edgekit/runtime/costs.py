@@ -58,7 +58,3 @@ class StageCosts:
     def mean(self, k: int) -> float:
         """The typical cost of stage k at batch 1 (the median estimate)."""
         return self._median[k]
-
-    def snapshot(self) -> List[float]:
-        with self._lock:
-            return list(self._median)

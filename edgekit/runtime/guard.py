@@ -20,8 +20,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.data import check_input_shape
-from edgekit.errors import BundleError, ConfigError, DataError
-from edgekit.manifest import MANIFEST_NAME, MAX_BATCH, QUANTIZED_DTYPES, InputSpec, Manifest, StageSpec, TensorSpec
+from edgekit.errors import BundleError, ConfigError, DataError, first_line
+from edgekit.manifest import MANIFEST_NAME, QUANTIZED_DTYPES, InputSpec, Manifest, StageSpec, TensorSpec
+from edgekit.manifest_checks import MAX_BATCH
 from edgekit.runtime.policy import EXIT_RULES
 from edgekit.runtime.tflite_check import Signature, inspect_tflite
 
@@ -161,7 +162,7 @@ def check_batch(x: Any, spec: InputSpec, max_batch: int, scale: float = 1.0, off
         arr = np.asarray(x)
     except (ValueError, TypeError) as exc:
         raise DataError("{}: cannot be read as an array ({}); allowed: a numeric array of shape (N, {})".format(
-            what, str(exc).splitlines()[0], ", ".join(str(d) for d in spec.shape[1:])))
+            what, first_line(exc), ", ".join(str(d) for d in spec.shape[1:])))
     if arr.dtype.kind not in "fiu" or arr.dtype.itemsize > 8:
         raise DataError("{}: data has dtype {}; allowed: real numbers (float, int or uint arrays)".format(
             what, arr.dtype))

@@ -25,13 +25,7 @@ MAX_STAGE_BYTES = 1 << 31
 
 
 def _feeds(runner: EarlyExitRunner, x: np.ndarray) -> List[Dict[str, np.ndarray]]:
-    values = [runner.prepare(x[:1])]
-    feeds = []
-    for k, step in enumerate(runner._steps):
-        feeds.append(dict(zip(step.call.input_names, values)))
-        res, _ = runner.invoke_stage(k, values, step.fetch)
-        values = res[:step.carried]
-    return feeds
+    return [dict(zip(step.call.input_names, values)) for _, step, values, _ in runner.chain(x[:1])]
 
 
 def _blobs(runner: EarlyExitRunner) -> List[bytes]:

@@ -5,59 +5,24 @@ numpy + a TFLite interpreter only; Python 3.8 syntax (this file runs on the boar
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.errors import BundleError, DataError
-from edgekit.manifest import Manifest, StageSpec
+from edgekit.errors import BundleError, DataError, first_line
+from edgekit.manifest import StageSpec
 from edgekit.runtime.cost_protocol import resolve_stage_threads
 from edgekit.runtime.costs import StageCosts
+from edgekit.runtime.budget import run_with_budget
+from edgekit.runtime.controller import load_controller
 from edgekit.runtime.guard import check_batch, load_checked, resolve_max_batch
 from edgekit.runtime.interpreter import Backend, StageCall, load_backend
 from edgekit.runtime.policy import QUICK_DECIDE, exit_rule
+from edgekit.runtime.result import Batch, Result
 
 
 _F32 = np.dtype(np.float32)       # numpy's one float32 dtype: an identity test is the cheapest check
 _F64 = np.dtype(np.float64)
-
-
-class Result:
-    """outputs: (N, classes), the exit output each sample left with; stage_ms: wall time of each stage
-    invocation (only the stages that ran). exits, scores and predictions are derived on first use, so
-    that a call does as little numpy work as it can after its last stage (the first numpy call after an
-    interpreter invocation runs on cold caches and costs tens of microseconds). exits None: every sample left at
-    exit `last`; scores None: `rule` (that exit's) applied to outputs; scores in another dtype become float64."""
-
-    __slots__ = ("outputs", "stage_ms", "_exits", "_scores", "_rule", "_last", "_predictions")
-
-    def __init__(self, outputs: np.ndarray, stage_ms: List[float], exits: Optional[np.ndarray],
-                 scores: Optional[np.ndarray], rule: Callable[[np.ndarray], np.ndarray], last: int) -> None:
-        self.outputs, self.stage_ms = outputs, stage_ms
-        self._exits, self._scores, self._rule, self._last = exits, scores, rule, last
-        self._predictions = None   # type: Optional[np.ndarray]
-
-    @property
-    def exits(self) -> np.ndarray:
-        """(N,) index of the exit each sample left at."""
-        if self._exits is None:
-            self._exits = np.full(len(self.outputs), self._last, dtype=np.int64)
-        return self._exits
-
-    @property
-    def scores(self) -> np.ndarray:
-        """(N,) exit-rule score at the exit each sample left at."""
-        s = self._scores
-        if s is None or s.dtype != np.float64:
-            self._scores = s = np.asarray(self._rule(self.outputs) if s is None else s, dtype=np.float64)
-        return s
-
-    @property
-    def predictions(self) -> np.ndarray:
-        """(N,) argmax of the outputs (class index)."""
-        if self._predictions is None:
-            self._predictions = np.argmax(self.outputs.reshape(len(self.outputs), -1), axis=-1)
-        return self._predictions
 
 
 class Step(NamedTuple):
@@ -110,7 +75,7 @@ class EarlyExitRunner:
                 self.delegate_status.append("{}: loaded {}".format(name, lib))
             except (ValueError, OSError, RuntimeError) as exc:
                 self.delegate_status.append("{}: {} not available ({}); running on the CPU".format(
-                    name, lib, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+                    name, lib, first_line(exc)))
         if not specs:
             self.delegate_status.append("no delegate in the profile; running on the CPU")
         return loaded
@@ -161,11 +126,20 @@ class EarlyExitRunner:
                 raise self.stage_failed(k, exc)
             return res, (time.perf_counter() - t0) * 1000.0
 
+    def chain(self, x: Any) -> Iterator[Tuple[int, Step, List[np.ndarray], List[np.ndarray]]]:
+        """Every stage at full depth on the batch x, in order: (k, its step, its inputs, its fetched outputs: the
+        carried ones first, then the exit, then the score when separate). The stages' one chaining loop besides
+        run() and the budget mode, which decide per sample where to stop."""
+        values = [self.prepare(x)]
+        for k, step in enumerate(self._steps):
+            res, _ = self.invoke_stage(k, values, step.fetch)
+            yield k, step, values, res
+            values = res[:step.carried]
+
     def stage_failed(self, k: int, exc: BaseException) -> BundleError:
         """The interpreter refused a validated batch: the stage file is at fault, not the caller's data."""
         return BundleError("stage {} ({}) failed in {}: {}".format(
-            k, self.manifest.stages[k].file, self.backend.name, str(exc).splitlines()[0] if str(exc) else
-            type(exc).__name__))
+            k, self.manifest.stages[k].file, self.backend.name, first_line(exc)))
 
     # -- running ------------------------------------------------------------------------------------
     @property
@@ -207,20 +181,15 @@ class EarlyExitRunner:
         exit reached. anytime (with budget_ms): start stages while time is left and return the best
         answer so far when the deadline passes, even in the middle of a stage."""
         if budget_ms is not None or anytime:
-            from edgekit.runtime.budget import run_with_budget
-
             return run_with_budget(self, self.prepare(x), self._thresholds(thresholds), budget_ms, anytime,
                                    full_depth)
-        arr = self.prepare(x)
-        n = arr.shape[0]
+        values = [self.prepare(x)]   # type: List[np.ndarray]  # what the next stage takes, for the samples running
+        n = values[0].shape[0]
         ths = self._manifest_ths if thresholds is None else self._thresholds(thresholds)
-        steps = self._steps
+        steps, locks, clock = self._steps, self._locks, time.perf_counter
         last = len(steps) - 1
-        values = [arr]   # type: List[np.ndarray]  # what the next stage takes, for the samples still running
-        batch = None     # type: Optional[_Batch]  # where samples left, once some (not all) have
+        batch = None     # type: Optional[Batch]  # where samples left, once some (not all) have
         stage_ms = []    # type: List[float]
-        clock = time.perf_counter
-        locks = self._locks
         for k, (call, fetch, fetch_carried, nc, scored, rule, quick) in enumerate(steps):
             with locks[k]:                  # invoke_stage(), inline: this loop is the runtime's hot path
                 t0 = clock()
@@ -254,7 +223,7 @@ class EarlyExitRunner:
             if batch is None:
                 if hits == n:                    # every sample leaves here: no bookkeeping
                     return Result(out, stage_ms, None, score, rule, k)
-                batch = _Batch(n, out, last)
+                batch = Batch(n, out, last)
             if hits == len(done):
                 batch.leave(k, out, score, done)
                 break
@@ -279,55 +248,34 @@ def _one_leaves(out: np.ndarray, scored: np.ndarray, rule: Callable[[np.ndarray]
     return score.item(0) >= th, score
 
 
-class _Batch:
-    """Where each sample of a batch left, filled in as samples exit (made at the first partial exit)."""
-
-    __slots__ = ("active", "outputs", "exits", "scores")
-
-    def __init__(self, n: int, out: np.ndarray, last: int) -> None:
-        self.active = np.arange(n)      # indices of the samples still running
-        self.outputs = np.empty((n,) + out.shape[1:], dtype=out.dtype)
-        self.exits, self.scores = np.full(n, last, dtype=np.int64), np.empty(n, dtype=np.float64)
-
-    def leave(self, k: int, out: np.ndarray, score: np.ndarray, done: np.ndarray) -> np.ndarray:
-        """The running samples marked in done leave at exit k; returns the mask of those that go on."""
-        idx = self.active[done]
-        self.outputs[idx], self.exits[idx], self.scores[idx] = out[done], k, score[done]
-        keep = ~done
-        self.active = self.active[keep]
-        return keep
-
-    def finish(self, out: np.ndarray, score: np.ndarray) -> None:
-        """The samples still running answer from the last exit."""
-        self.outputs[self.active], self.scores[self.active] = out, score
-
-
 def exit_outputs(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -> List[List[np.ndarray]]:
     """Run every stage on every sample: per exit, [exit output, the output its rule scores] (the two are the
     same tensor except for a learned score). Used to fit thresholds."""
-    per_exit = [[[], []] for _ in runner._steps]   # type: List[List[List[np.ndarray]]]
+    per_exit = [[[], []] for _ in runner.manifest.stages]   # type: List[List[List[np.ndarray]]]
     for i in range(0, len(x), batch_size):
-        values = [runner.prepare(x[i:i + batch_size])]
-        for k, step in enumerate(runner._steps):
-            res, _ = runner.invoke_stage(k, values, step.fetch)
+        for k, step, _, res in runner.chain(x[i:i + batch_size]):
             per_exit[k][0].append(res[step.carried])
             per_exit[k][1].append(res[step.carried + 1 if step.scored else step.carried])
-            values = res[:step.carried]
     return [[np.concatenate(o), np.concatenate(s)] for o, s in per_exit]
 
 
 def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = None, full_depth: bool = False,
-             batch_size: int = 64, budget_ms: Optional[float] = None, anytime: bool = False) -> Dict[str, Any]:
+             batch_size: int = 64, budget_ms: Optional[float] = None, anytime: bool = False,
+             target_ms: Optional[float] = None) -> Dict[str, Any]:
     """Predictions, exit per sample, accuracy (None without labels) and the exit histogram.
-    With a budget, samples run one at a time (the budget is per call)."""
-    preds, exits = [], []
-    batch_size = max(1, min(batch_size, runner.max_batch))
+    With a budget, samples run one at a time (the budget is per call). With target_ms, a LoadController
+    (runtime/controller.py) moves the early exits' thresholds while the samples run, one at a time, to hold that
+    mean latency per sample; the result carries its final state under "controller"."""
     budgeted = budget_ms is not None or anytime
-    if budgeted:
-        batch_size = 1
+    ctl = load_controller(runner, target_ms, full_depth, budgeted)
+    batch_size = 1 if budgeted or ctl is not None else max(1, min(batch_size, runner.max_batch))
+    preds, exits = [], []
     stopped = 0
     for i in range(0, len(x), batch_size):
-        r = runner.run(x[i:i + batch_size], full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
+        if ctl is not None:
+            r = ctl.run(x[i:i + batch_size])
+        else:
+            r = runner.run(x[i:i + batch_size], full_depth=full_depth, budget_ms=budget_ms, anytime=anytime)
         preds.append(r.predictions)
         exits.append(r.exits)
         stopped += getattr(r, "stopped", 0)
@@ -338,4 +286,6 @@ def evaluate(runner: EarlyExitRunner, x: np.ndarray, y: Optional[np.ndarray] = N
     out = {"predictions": p.tolist(), "exits": e.tolist(), "accuracy": acc, "exit_histogram": hist.tolist()}
     if budgeted:
         out["budget_stopped"] = stopped     # samples the budget stopped before their exit's threshold
+    if ctl is not None:
+        out["controller"] = ctl.state()
     return out

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from edgekit.bench.command import profiles_table
+from edgekit.deploy.board_runs import profiles_table
 from edgekit.deploy.package import RUNTIME_FILES, runtime_files
 from tests.bundle_edit import copy_bundle, edit_manifest
 from tests.conftest import ROOT, TEST
@@ -97,7 +97,7 @@ def test_on_board_bundle_without_energy_section_says_why(demo_bundles, tmp_path)
 @pytest.mark.parametrize("value, needle", [
     ("cheap", "manifest.energy: expected an object"),
     ({"energy_meter": "power-model", "power_model": {"idle_w": 5, "active_w": 2, "source": "x"}},
-     "manifest.energy.power_model: idle_w 5, active_w 2"),
+     "manifest.energy.power_model: active_w 2 is below idle_w 5"),
     ({"energy_meter": "volts", "power_model": {"idle_w": 1, "active_w": 2, "source": "x"}},
      "manifest.energy.energy_meter: got 'volts'"),
 ])

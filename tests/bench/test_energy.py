@@ -15,7 +15,7 @@ from edgekit.bench.energy import (EnergyOptions, EnergyProfile, block_order, mea
                                   pick_profile, profile_from_target)
 from edgekit.bench.meters import EnergyReading
 from edgekit.bench.meters import JetsonIna3221Meter, MeterError, RaplMeter, RaspberryPi5PmicMeter
-from edgekit.bench.meters.power_model import PowerModel
+from edgekit.power_model import PowerModel
 from edgekit.errors import ConfigError, EdgekitError
 from edgekit.runtime import EarlyExitRunner
 from edgekit.targets import get_target

@@ -10,7 +10,8 @@ import pytest
 from edgekit.bench.meters import (METERS, JetsonIna3221Meter, MeterError, PowerModelMeter, RaplMeter,
                                   RaspberryPi5PmicMeter, UsbSerialMeter, make_meter, pick_meter)
 from edgekit.errors import EdgekitError
-from edgekit.targets import ENERGY_METERS, get_target, list_targets
+from edgekit.power_model import METER_NAMES
+from edgekit.targets import get_target, list_targets
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "fixtures")
@@ -26,7 +27,7 @@ def _absent(tmp_path) -> dict:
 
 
 def test_registry_matches_the_target_schema():
-    assert tuple(METERS) == ENERGY_METERS
+    assert tuple(METERS) == METER_NAMES
     for name, cls in METERS.items():
         assert cls.name == name
     assert [n for n, c in METERS.items() if not c.measured] == ["power-model"]

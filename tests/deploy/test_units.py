@@ -106,6 +106,27 @@ def test_board_checks():
     assert warnings == ["the board says it is 'Raspberry Pi 5 Model B Rev 1.0', the profile expects a Raspberry Pi 4"]
 
 
+def test_a_new_board_is_one_profile_file(tmp_path):
+    """The board model flash checks comes from the profile itself: a board added as one YAML file is checked too."""
+    import yaml
+
+    from edgekit.targets import load_target_file, targets_dir
+
+    with open(os.path.join(targets_dir(), "raspberry-pi-4.yaml")) as f:
+        data = yaml.safe_load(f)
+    data.update(name="rock-pi-4", board_model="Radxa ROCK Pi 4")
+    (tmp_path / "rock-pi-4.yaml").write_text(yaml.safe_dump(data))
+    rock = get_target("rock-pi-4", str(tmp_path))
+    assert rock.board_model == "Radxa ROCK Pi 4"
+    assert check_board(_info(model="Radxa ROCK Pi 4B"), rock, "rock-pi-4", 1, False, "r") == []
+    assert check_board(_info(), rock, "rock-pi-4", 1, True, "r") == [
+        "the board says it is 'Raspberry Pi 4 Model B Rev 1.4', the profile expects a Radxa ROCK Pi 4"]
+    del data["board_model"]
+    (tmp_path / "rock-pi-4.yaml").write_text(yaml.safe_dump(data))
+    assert load_target_file(str(tmp_path / "rock-pi-4.yaml")).board_model is None
+    assert check_board(_info(), get_target("rock-pi-4", str(tmp_path)), "rock-pi-4", 1, False, "r") == []
+
+
 def test_payload_lists_bundle_and_runtime(tmp_path, stage_files):
     write_bundle(tmp_path / "b", stage_files[0])
     payload = build_payload(str(tmp_path / "b"))

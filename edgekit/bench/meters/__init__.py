@@ -20,20 +20,16 @@ from edgekit.bench.meters.power_model import PowerModelMeter
 from edgekit.bench.meters.rapl import RaplMeter
 from edgekit.bench.meters.rpi5_pmic import RaspberryPi5PmicMeter
 from edgekit.bench.meters.usb_serial import UsbSerialMeter
+from edgekit.power_model import METER_NAMES, POWER_MODEL
 
 # `target` below: an edgekit.targets.Target, or anything with the same name, energy_meter and power_model
-# (a power_model.PowerModel) - on the board, edgekit.bench.energy.EnergyProfile (targets/ is not shipped).
+# (an edgekit.power_model.PowerModel) - on the board, edgekit.bench.energy.EnergyProfile (targets/ is not shipped).
 Target = Any
 
-# Every meter, by the name used in targets/*.yaml `energy_meter` and in `--meter`. Order = preference
-# among real sensors for `auto` (after the profile's own meter); the power model is always last.
-METERS = OrderedDict([
-    ("rapl", RaplMeter),
-    ("jetson-ina3221", JetsonIna3221Meter),
-    ("rpi5-pmic", RaspberryPi5PmicMeter),
-    ("usb-serial", UsbSerialMeter),
-    ("power-model", PowerModelMeter),
-])   # type: Dict[str, Type[Meter]]
+# The meter class of every name in edgekit.power_model.METER_NAMES (the one list of names and their order).
+_CLASSES = dict((cls.name, cls) for cls in (RaplMeter, JetsonIna3221Meter, RaspberryPi5PmicMeter, UsbSerialMeter,
+                                            PowerModelMeter))   # type: Dict[str, Type[Meter]]
+METERS = OrderedDict((name, _CLASSES[name]) for name in METER_NAMES)   # type: Dict[str, Type[Meter]]
 AUTO = "auto"
 
 __all__ = ["METERS", "AUTO", "Clock", "SYSTEM_CLOCK", "MeterChoice", "make_meter", "pick_meter", "meter_names",
@@ -68,7 +64,7 @@ def make_meter(name: str, target: Target, usb_device: Optional[str] = None,
         raise MeterError("unknown energy meter {!r}; allowed: {}".format(name, ", ".join(meter_names())))
     if meters and name in meters:
         return meters[name]
-    if name == "power-model":
+    if name == POWER_MODEL:
         return PowerModelMeter.from_target(target)
     if name == "usb-serial":
         return UsbSerialMeter(device=usb_device)
@@ -102,8 +98,8 @@ def pick_meter(name: str, target: Target, usb_device: Optional[str] = None, excl
 def _auto(target: Target, usb_device: Optional[str], exclude: Sequence[str],
           meters: Optional[Mapping[str, Meter]]) -> MeterChoice:
     profile = getattr(target, "energy_meter", None)
-    order = [profile] if profile in METERS and profile != "power-model" else []
-    order += [n for n in METERS if n not in order and n != "power-model"] + ["power-model"]
+    order = [profile] if profile in METERS and profile != POWER_MODEL else []
+    order += [n for n in METERS if n not in order and n != POWER_MODEL] + [POWER_MODEL]
     skipped = []   # type: List[Tuple[str, str]]
     for n in order:
         if n in exclude:
@@ -112,7 +108,7 @@ def _auto(target: Target, usb_device: Optional[str], exclude: Sequence[str],
         meter = make_meter(n, target, usb_device, meters)
         ok, why = meter.available()
         if ok:
-            role = ("no real sensor is readable" if n == "power-model" else
+            role = ("no real sensor is readable" if n == POWER_MODEL else
                     "the profile's energy_meter" if n == profile else "a readable real sensor")
             return MeterChoice(meter, "{}: {}".format(role, why), tuple(skipped))
         skipped.append((n, why))

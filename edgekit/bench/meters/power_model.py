@@ -1,4 +1,4 @@
-"""The power model: an estimate from the target profile's idle and active watts. Always available,
+"""The power-model meter: an estimate from the target profile's idle and active watts. Always available,
 always marked estimated (`measured = False`).
 
 Runs on the board: stdlib only, Python 3.8 syntax.
@@ -8,21 +8,12 @@ utilization being busy / total CPU time from the aggregate `cpu` line of /proc/s
 but idle and iowait). When /proc/stat cannot be read the model assumes active_w throughout (an upper
 bound: energy above idle then comes out as zero) and says so in its description.
 """
-from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
 from edgekit.bench.meters.base import Meter, MeterError
+from edgekit.power_model import POWER_MODEL
 
 DEFAULT_PROC_STAT = "/proc/stat"
-
-
-@dataclass(frozen=True)
-class PowerModel:
-    """A board's power model: idle and fully active watts, and where the figures come from (targets/*.yaml
-    `power_model`; on the board, the profile the laptop hands over)."""
-    idle_w: float
-    active_w: float
-    source: str
 
 
 def read_cpu_times(path: str) -> Optional[Tuple[int, int]]:
@@ -52,7 +43,7 @@ def utilizations(raw: Sequence[Optional[Tuple[int, int]]]) -> List[Optional[floa
 
 
 class PowerModelMeter(Meter):
-    name = "power-model"
+    name = POWER_MODEL
     measured = False
     default_interval_s = 0.5
 
@@ -67,7 +58,7 @@ class PowerModelMeter(Meter):
 
     @classmethod
     def from_target(cls, target: Any, proc_stat: str = DEFAULT_PROC_STAT) -> "PowerModelMeter":
-        """From an edgekit.targets.Target (its power_model: idle_w, active_w, source)."""
+        """From an edgekit.targets.Target or an EnergyProfile (its power_model: an edgekit.power_model.PowerModel)."""
         pm = target.power_model
         return cls(pm.idle_w, pm.active_w, "{}: {}".format(target.name, pm.source), proc_stat)
 

@@ -16,6 +16,7 @@ import subprocess
 from typing import Dict, List, Sequence, Tuple
 
 from edgekit.bench.meters.base import MeterError, PowerMeter
+from edgekit.errors import first_line
 
 DEFAULT_COMMAND = ("vcgencmd", "pmic_read_adc")
 _LINE = re.compile(r"^\s*(?P<rail>\S+)_(?P<kind>[AV])\s+(?:current|volt)\(\d+\)=(?P<value>\S+?)(?P<unit>[AV])\s*$")
@@ -65,7 +66,7 @@ class RaspberryPi5PmicMeter(PowerMeter):
         except (OSError, subprocess.SubprocessError) as exc:
             raise MeterError("running {} failed: {}".format(" ".join(argv), exc))
         if proc.returncode != 0:
-            said = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[0]
+            said = first_line(proc.stderr.strip() or proc.stdout, default="no output")
             raise MeterError("{} exited with code {}: {} (pmic_read_adc exists on the Raspberry Pi 5 only; "
                              "/dev/vcio needs the video group)".format(" ".join(argv), proc.returncode, said))
         return proc.stdout
@@ -74,7 +75,7 @@ class RaspberryPi5PmicMeter(PowerMeter):
         text = self.run()
         rails = parse_pmic(text)
         if not rails:
-            first = text.strip().splitlines()[0] if text.strip() else "no output"
+            first = first_line(text, default="no output")
             raise MeterError("{} printed no rail with both a current (_A) and a voltage (_V) line; first line: "
                              "{!r} (pmic_read_adc exists on the Raspberry Pi 5 only)".format(
                                  " ".join(self.command), first))
