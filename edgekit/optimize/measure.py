@@ -57,8 +57,9 @@ def build(opts: OptimizeOptions, cand: Candidate, work: str, convert_fn: Convert
     """Convert `cand` into work/<target>/ and, with a board, write the board's stage costs into it."""
     result = convert_fn(convert_options(opts, cand, work))
     if opts.board is not None:
-        from edgekit.bench.profile import profile_board, write_costs
+        from edgekit.bench.profile import write_costs
         from edgekit.deploy import flash
+        from edgekit.deploy.board_runs import profile_board
 
         flash(result.bundle_dir, opts.board)
         write_costs(result.bundle_dir, profile_board(opts.board, result.bundle_dir, opts.eval_path))
@@ -145,7 +146,7 @@ def write_point(src: str, p: Point, dest: str, calib_path: str, eval_path: str, 
 def end_to_end_board(bundle: str, p: Point, splits: Splits, board: Any, target: Any, runs: int = 200) -> Point:
     """The point timed end to end on the board by `edgekit bench` there (after flashing): latency and energy
     (the board's meter, or its power model: labelled)."""
-    from edgekit.bench.command import board_bench
+    from edgekit.deploy.board_runs import board_bench
     from edgekit.bench.latency import Protocol
     from edgekit.deploy import flash
 
