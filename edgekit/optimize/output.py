@@ -55,6 +55,7 @@ def plot(path: str, pts: Sequence[Point], front: Sequence[Point], chosen: Point,
     ax.scatter([chosen.metric(metric)], [100 * chosen.accuracy], marker="*", s=180, c="#2ca02c", label="chosen")
     ax.axvline(limit, ls="--", c="#555555", lw=1, label="budget")
     ax.axhline(100 * min_accuracy, ls=":", c="#555555", lw=1, label="accuracy floor")
+    ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))
     ax.set_xlabel(LABELS[metric])
     ax.set_ylabel("accuracy on eval data (%)")
     ax.legend(loc="lower right", fontsize=8)

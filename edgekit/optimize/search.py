@@ -214,7 +214,7 @@ def with_overhead(rest: List[Point], before: List[Point], after: List[Point], ct
 
 def measure_end_to_end(ctx: Context, chosen: List[Point]) -> List[Point]:
     key = cache_key(what="end-to-end", points=[ctx.key(p.candidate, share=p.drop_share) for p in chosen],
-                    **ctx.keys)
+                    max_drop=ctx.opts.max_drop, **ctx.keys)
     got = ctx.cache.result(key)
     if got is not None:
         ctx.cache_hits += 1
