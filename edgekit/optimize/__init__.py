@@ -8,7 +8,7 @@ the budget -> write OUT (pareto.csv, pareto.png, report.json, OUT/<target>/). Co
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from edgekit.convert.provenance import HELD_OUT, part_of
 from edgekit.convert.thresholds import check_drop

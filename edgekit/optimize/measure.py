@@ -19,7 +19,7 @@ from edgekit.convert.thresholds import DEFAULT_Z, NEVER, apply_thresholds, corre
 from edgekit.data import Dataset
 from edgekit.manifest import MANIFEST_NAME, Manifest, load_bundle
 from edgekit.optimize.pareto import Point
-from edgekit.optimize.space import NATIVE, Candidate, OptimizeOptions
+from edgekit.optimize.space import Candidate, OptimizeOptions
 from edgekit.runtime.policy import exit_rule
 from edgekit.runtime.runner import EarlyExitRunner, evaluate, exit_outputs
 
@@ -180,7 +180,3 @@ def end_to_end_here(bundles: Sequence[str], pts: Sequence[Point], splits: Splits
     means = json.loads(got.stdout)["mean_ms"]
     return [replace(p, latency_ms=float(ms), latency_from=END_TO_END, energy_mj=energy_mj(ms, target))
             for p, ms in zip(pts, means)]
-
-
-def is_native(cand: Candidate) -> bool:
-    return cand.exits == NATIVE

@@ -8,9 +8,8 @@ point measured so far are converted, best proxy first, at most `max_combinations
 search, not a grid. Every conversion and measurement goes through the cache.
 """
 import itertools
-import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 
