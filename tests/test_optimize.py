@@ -165,3 +165,19 @@ def test_a_size_budget_chooses_the_smallest_accurate_enough_point_from_the_cache
                                                                              "limit": 10 * 1024 * 1024}
     ok = [p for p in report["points"] if p["accuracy"] >= report["min_accuracy"]]
     assert report["chosen"]["size_bytes"] == min(p["size_bytes"] for p in ok)
+
+
+def test_a_budget_relative_to_the_baseline_uses_the_baseline_timed_in_the_same_run(first_run, tmp_path):
+    opts, _, _, _ = first_run
+    got = _cli(opts, "--latency-ms", "100%", "-o", tmp_path / "rel", "--json")
+    assert got.returncode == 0, got.stderr
+    report = json.loads(got.stdout)
+    base = report["baseline_full_depth"]
+    assert base["latency_from"] == "end to end"
+    assert report["budget"]["resolved"] == pytest.approx(base["latency_ms"])
+    assert report["chosen"]["latency_ms"] <= base["latency_ms"]
+    line = _one_line(_cli(opts, "--latency-ms", "0.001%", "-o", tmp_path / "tiny"))
+    assert "(0.001% of uniform int8 at full depth, measured in this run)" in line and "closest: " in line
+    assert "allowed a number above 0, or a percentage" in _one_line(_cli(opts, "--latency-ms", "150%", "-o",
+                                                                          tmp_path / "x"))
+    assert not (tmp_path / "tiny").exists() and not (tmp_path / "x").exists()

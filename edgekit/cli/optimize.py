@@ -14,7 +14,7 @@ from edgekit.errors import ConfigError
 UNITS = {"latency_ms": "ms", "energy_mj": "mJ", "size_bytes": "B"}
 
 
-def _budget(latency_ms: Optional[float], energy_mj: Optional[float], size: Optional[str]):
+def _budget(latency_ms: Optional[str], energy_mj: Optional[str], size: Optional[str]):
     from edgekit.convert.precision.ladder import parse_size
     from edgekit.optimize import Budget
 
@@ -24,7 +24,20 @@ def _budget(latency_ms: Optional[float], energy_mj: Optional[float], size: Optio
         raise ConfigError("got {} budgets ({}); allowed exactly one of --latency-ms, --energy-mj, --size".format(
             len(given), ", ".join(m for m, _ in given) or "none"))
     metric, value = given[0]
-    return Budget(metric, float(parse_size(value)) if metric == "size_bytes" else float(value)).check()
+    text = value.strip()
+    if text.endswith("%"):
+        return Budget(metric, _number(metric, text[:-1]) / 100.0, relative=True).check()
+    return Budget(metric, float(parse_size(text)) if metric == "size_bytes" else _number(metric, text)).check()
+
+
+def _number(metric: str, text: str) -> float:
+    from edgekit.optimize.space import FLAGS
+
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError("{} {!r}: allowed a number above 0, or a percentage of uniform int8 at full depth "
+                          "(50%)".format(FLAGS[metric], text))
 
 
 def _numbers(flag: str, text: Optional[str], kind: type) -> Optional[Tuple]:
@@ -76,10 +89,11 @@ def _show(progress: Optional[bool]) -> bool:
               help="Labelled data every candidate's accuracy is measured on (never fitted on).")
 @click.option("--max-accuracy-drop", "max_drop", type=float, default=0.01, show_default=True,
               help="Accuracy on --eval may be at most this far below the model's own (0.01 = one point).")
-@click.option("--latency-ms", type=float, default=None, help="Budget: mean latency per inference, batch 1 (ms).")
-@click.option("--energy-mj", type=float, default=None, help="Budget: energy per inference (mJ; labelled measured "
-                                                            "or estimated).")
-@click.option("--size", default=None, help="Budget: bundle size (720000, 800K, 1.5M).")
+@click.option("--latency-ms", default=None, help="Budget: mean latency per inference, batch 1 (ms), or a "
+              "percentage of uniform int8 at full depth timed in the same run (50%).")
+@click.option("--energy-mj", default=None, help="Budget: energy per inference (mJ; labelled measured or "
+                                                "estimated), or a percentage as for --latency-ms.")
+@click.option("--size", default=None, help="Budget: bundle size (720000, 800K, 1.5M), or a percentage.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Output directory; must not exist (pareto.csv, pareto.png, report.json, <target>/).")
 @click.option("--host", metavar="USER@HOST[:PORT]", default=None,
@@ -94,8 +108,8 @@ def _show(progress: Optional[bool]) -> bool:
 @click.option("--progress/--no-progress", default=None,
               help="One line per step on stderr: phase, candidates, elapsed time (default: when stderr is a terminal).")
 @ssh_options
-def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: float, latency_ms: Optional[float],
-                 energy_mj: Optional[float], size: Optional[str], out: str, host: Optional[str],
+def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: float, latency_ms: Optional[str],
+                 energy_mj: Optional[str], size: Optional[str], out: str, host: Optional[str],
                  cache_dir: Optional[str], exit_counts: Optional[str], prune_fractions: Optional[str],
                  precisions: Optional[str], max_combinations: Optional[int], as_json: bool,
                  progress: Optional[bool], identity: Optional[str],
@@ -119,8 +133,8 @@ def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: 
              "*" if p == result.chosen else "") for p in result.front]
     echo_table(("candidate", "thresholds", "accuracy", metric, "measured as", "chosen"), rows)
     s = result.report["search"]
-    click.echo("chosen: {} ({:.4g} {} <= {:g}, accuracy {:.2%}); bundle {}".format(
-        result.chosen.name, result.chosen.metric(metric), unit, budget.limit, result.chosen.accuracy,
-        result.bundle_dir))
+    click.echo("chosen: {} ({:.4g} {} <= {:.4g}{}, accuracy {:.2%}); bundle {}".format(
+        result.chosen.name, result.chosen.metric(metric), unit, result.report["budget"]["resolved"],
+        budget.describe(), result.chosen.accuracy, result.bundle_dir))
     click.echo("conversions run: {}, cache hits: {}, {:.0f} s; pareto.csv, pareto.png, report.json in {}".format(
         s["conversions_run"], s["cache_hits"], s["seconds"], out), file=sys.stdout)

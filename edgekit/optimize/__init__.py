@@ -91,17 +91,19 @@ def optimize(opts: OptimizeOptions, progress: Optional[Progress] = None,
                   progress or (lambda phase, done, total, what: None))
     pts, base = search(ctx, NATIVE if ref["outputs"] > 1 else PLAIN_EXITS, ref["accuracy"])
     pts = verify(ctx, pts, base)
-    metric, limit = opts.budget.metric, opts.budget.limit
+    metric = opts.budget.metric
     timed = [p for p in pts if p.latency_from == "end to end"] if metric != "size_bytes" else pts
+    base_full = next((p for p in timed if p.candidate == base and p.drop_share is None), None)
+    limit = opts.budget.resolve(None if base_full is None else base_full.metric(metric))
     chosen, closest = choose(timed, metric, limit, ctx.min_accuracy)
     if chosen is None:
-        raise EdgekitError("no candidate meets {} <= {:g} with accuracy >= {:.2%} (the model's {:.2%} less {:g}); "
+        raise EdgekitError("no candidate meets {} <= {:.4g}{} with accuracy >= {:.2%} (the model's {:.2%} less {:g}); "
                            "closest: {} at {} {:.4g}, accuracy {:.2%}".format(
-                               metric, limit, ctx.min_accuracy, ref["accuracy"], opts.max_drop, closest.name,
-                               metric, closest.metric(metric), closest.accuracy))
+                               metric, limit, opts.budget.describe(), ctx.min_accuracy, ref["accuracy"],
+                               opts.max_drop, closest.name, metric, closest.metric(metric), closest.accuracy))
     front = pareto_front(pts, metric)
-    base_full = next((p for p in timed if p.candidate == base and p.drop_share is None), None)
     report = _report(opts, ctx, ref, pts, front, chosen, base, base_full, time.monotonic() - t0)
+    report["budget"]["resolved"] = limit
     bundle = write(opts.out_dir, target.name, point_bundle(ctx, chosen), pts, front, chosen, base_full, report,
                    metric, limit, ctx.min_accuracy)
     return OptimizeResult(opts.out_dir, bundle, chosen, front, report, ctx.conversions)
@@ -115,7 +117,7 @@ def _report(opts: OptimizeOptions, ctx: Context, ref: Dict[str, Any], pts: List[
     return {
         "model": opts.model_path, "target": opts.target, "calib": opts.calib_path, "eval": opts.eval_path,
         "board": None if opts.board is None else opts.board.label,
-        "budget": {"metric": metric, "limit": opts.budget.limit},
+        "budget": {"metric": metric, "limit": opts.budget.limit, "relative": opts.budget.relative},
         "max_accuracy_drop": opts.max_drop, "reference_accuracy": ref["accuracy"],
         "min_accuracy": ctx.min_accuracy, "baseline": base.key,
         "baseline_full_depth": None if base_full is None else base_full.to_dict(),

@@ -42,14 +42,32 @@ class Candidate:
 @dataclass(frozen=True)
 class Budget:
     metric: str                   # one of BUDGETS
-    limit: float
+    limit: float                  # in the metric's unit, or a fraction of the baseline's when relative
+    relative: bool = False        # limit x the uniform int8 full-depth baseline, measured in the same run
 
     def check(self) -> "Budget":
         if self.metric not in BUDGETS:
             raise ConfigError("budget {!r}; allowed: {}".format(self.metric, ", ".join(BUDGETS)))
-        if isinstance(self.limit, bool) or not self.limit > 0:
-            raise ConfigError("{} {!r}: allowed a number above 0".format(FLAGS[self.metric], self.limit))
+        if isinstance(self.limit, bool) or not self.limit > 0 or (self.relative and self.limit > 1):
+            raise ConfigError("{} {}: allowed a number above 0{}".format(
+                FLAGS[self.metric], self.text(), ", or a percentage of the baseline from 0 to 100%"))
         return self
+
+    def text(self) -> str:
+        return "{:g}%".format(100 * self.limit) if self.relative else "{!r}".format(self.limit)
+
+    def describe(self) -> str:
+        return " ({} of uniform int8 at full depth, measured in this run)".format(self.text()) if self.relative \
+            else ""
+
+    def resolve(self, baseline: Optional[float]) -> float:
+        """The limit in the metric's unit: a relative budget takes the baseline measured with the candidates."""
+        if not self.relative:
+            return float(self.limit)
+        if baseline is None:
+            raise ConfigError("{} {}: the baseline was not measured in this run".format(FLAGS[self.metric],
+                                                                                       self.text()))
+        return float(self.limit) * float(baseline)
 
 
 @dataclass(frozen=True)
