@@ -149,8 +149,9 @@ def mobilenet(n_calib):
 
 
 def run_mobilenet(target, samples):
-    from edgekit.convert.measure import full_depth_outputs
-    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.evaluate import full_depth_outputs
+    from edgekit.convert.precision import PrecisionOptions
+    from edgekit.convert.precision.choose import choose_precision
     from edgekit.convert.precision.costs import full_depth
     from edgekit.convert.precision.sensitivity import sqnr_db
     from edgekit.convert.quantize import quantize_stage

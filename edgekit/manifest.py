@@ -12,13 +12,12 @@ from typing import Any, Dict, Optional, Tuple
 from edgekit.errors import BundleError
 from edgekit.manifest_checks import (INT_RANGE, MAX_DIM, check_name, check_runtime, check_source_layout, finite,
                                      int_field, need, quantization)
+from edgekit.rungs import PRECISIONS, STAGE_PRECISIONS  # noqa: F401 - targets.py validates PRECISIONS from here
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
-PRECISIONS = ("float32", "float16", "int8", "int16x8")
-STAGE_PRECISIONS = PRECISIONS + ("mixed",)   # mixed: a rung per layer (adaptive precision; table in report.json)
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_TENSOR_BYTES = 256 << 20      # one tensor per batch entry (fixed dims only); far above what a board runs
 MAX_COUNT = 1 << 62               # flops, size_bytes

@@ -54,7 +54,8 @@ def _x(n=160, seed=0):
 
 @pytest.fixture(scope="session")
 def tiny_plan(cache_dir):
-    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.precision import PrecisionOptions
+    from edgekit.convert.precision.choose import choose_precision
     from edgekit.convert.split import split_model
     from edgekit.targets import get_target
 
@@ -88,7 +89,8 @@ def test_fragile_layer_is_most_sensitive_and_gets_a_higher_rung(tiny_plan):
 
 
 def test_sensitivity_is_cached(tiny_plan, cache_dir):
-    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.precision import PrecisionOptions
+    from edgekit.convert.precision.choose import choose_precision
     from edgekit.targets import get_target
 
     stages, plan = tiny_plan
@@ -170,7 +172,8 @@ def test_size_and_latency_budget_plans_end_to_end(tiny_plan):
     """Whole plans in each budget mode (sensitivities from the cache): the size budget holds for the built files,
     the spare bytes go to the fragile layer, the latency plan reports what it measured; an impossible budget is
     refused before anything is built."""
-    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.precision import PrecisionOptions
+    from edgekit.convert.precision.choose import choose_precision
     from edgekit.errors import ConfigError
     from edgekit.targets import get_target
 
@@ -272,7 +275,8 @@ def test_one_activation_width_per_tensor(cache_dir):
 
 
 def test_op_without_quantized_kernel_falls_back_to_float(cache_dir):
-    from edgekit.convert.precision import PrecisionOptions, choose_precision
+    from edgekit.convert.precision import PrecisionOptions
+    from edgekit.convert.precision.choose import choose_precision
     from edgekit.convert.split import split_model
     from edgekit.runtime.interpreter import load_backend
     from edgekit.targets import get_target

@@ -1,11 +1,28 @@
 """The allocator: exact DP against brute force, channel rounding, the bisection onto the exact budget, and
 the uniform baseline."""
+import itertools
+from typing import Optional, Sequence, Tuple
+
 import numpy as np
 import pytest
 
-from edgekit.convert.pruning.allocate import (Table, brute_force, dp_allocate, keep_options, round_channels, solve,
-                                              solve_uniform)
+from edgekit.convert.pruning.allocate import Table, dp_allocate, keep_options, round_channels, solve, solve_uniform
 from edgekit.errors import ConfigError
+
+
+def brute_force(distortion: Sequence[np.ndarray], saving: Sequence[np.ndarray], need: float,
+                resolution: int = 1000) -> Optional[Tuple[float, Tuple[int, ...]]]:
+    """The oracle: (best total distortion, choice) by enumerating every combination."""
+    unit = need / resolution
+    best = None
+    for combo in itertools.product(*[range(len(d)) for d in distortion]):
+        units = resolution if need <= 0 else sum(
+            min(resolution, int(np.floor(s[o] / unit + 1e-9))) for s, o in zip(saving, combo))
+        if units >= resolution:
+            total = float(sum(d[o] for d, o in zip(distortion, combo)))
+            if best is None or total < best[0]:
+                best = (total, combo)
+    return best
 
 
 def _case(rng):

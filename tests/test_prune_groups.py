@@ -107,7 +107,7 @@ def test_unsupported_layer_is_named_and_pruned_around(built):
 def test_surgery_equals_masking_and_costs_are_exact(built, kind):
     from edgekit.convert.flops import model_flops
     from edgekit.convert.pruning.compensate import Compensator
-    from edgekit.convert.pruning.cost import flops_model, params_model
+    from edgekit.convert.pruning.cost import flops_cost, params_cost
     from edgekit.convert.pruning.distortion import DistortionProbe, run_eager
     from edgekit.convert.pruning.surgery import rebuild
 
@@ -124,9 +124,9 @@ def test_surgery_equals_masking_and_costs_are_exact(built, kind):
         np.testing.assert_allclose(o, m, rtol=1e-4, atol=1e-5 * max(1.0, float(np.abs(m).max())))
     assert pruned.count_params() < model.count_params()
     fractions = {g: len(k) / graph.groups[g].channels for g, k in keep.items()}
-    assert flops_model(model, graph).evaluate(fractions) == pytest.approx(model_flops(pruned), rel=1e-9)
-    assert params_model(model, graph).evaluate(fractions) == pytest.approx(pruned.count_params(), rel=1e-9)
-    assert flops_model(model, graph).full() == pytest.approx(model_flops(model), rel=1e-9)
+    assert flops_cost(model, graph).evaluate(fractions) == pytest.approx(model_flops(pruned), rel=1e-9)
+    assert params_cost(model, graph).evaluate(fractions) == pytest.approx(pruned.count_params(), rel=1e-9)
+    assert flops_cost(model, graph).full() == pytest.approx(model_flops(model), rel=1e-9)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

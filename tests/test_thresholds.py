@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.convert.calibrate import CalibrateOptions, calibrate
+from edgekit.convert.threshold_fit import CalibrateOptions, calibrate
 from edgekit.convert.thresholds import NEVER, apply_thresholds, fit_thresholds
 from edgekit.errors import ConfigError, DataError
 from edgekit.runtime import EarlyExitRunner

@@ -9,6 +9,7 @@ from edgekit.cli.output import StepBar, echo_json, echo_table
 from edgekit.cli.prune import options_from_cli, summary_lines
 from edgekit.cli.text import precision_lines, threshold_lines
 from edgekit.errors import ConfigError
+from edgekit.rungs import LADDER, PRECISIONS
 
 if TYPE_CHECKING:
     from edgekit.convert.exits import ExitOptions
@@ -34,13 +35,15 @@ def targets_cmd(as_json: bool) -> None:
 @click.option("--target", "-t", required=True, help="Board profile name (see `edgekit targets`).")
 @click.option("--calib", required=True, type=click.Path(dir_okay=False), help="Calibration data: .npz (x, y) or .npy.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output directory; the bundle goes to OUT/<target>.")
-@click.option("--precision", default=None, help="float32, float16, int8, int16x8 or adaptive (default: the target's first).")
+@click.option("--precision", default=None,
+              help="{} or adaptive (default: the target's first).".format(", ".join(PRECISIONS)))
 @click.option("--tolerance", type=float, default=None,
               help="adaptive: per layer the lowest rung whose KL (nats) at the exits is under this (default 0.001).")
 @click.option("--size-budget", default=None, help="adaptive: least loss within this bundle size (720000, 800K, 1.5M).")
 @click.option("--latency-budget", type=float, default=None,
               help="adaptive: least loss within this full-depth latency (ms, batch 1, measured here).")
-@click.option("--rungs", default=None, help="adaptive: the rungs to use, e.g. int8,int16x8,float32.")
+@click.option("--rungs", default=None, help="adaptive: the rungs to use, of {} (float32 among them).".format(
+    ",".join(LADDER)))
 @click.option("--objective", default=None,
               help="adaptive: latency (default: no slower than the fastest uniform precision, smallest size at "
                    "int8's accuracy), size (smallest, whatever the kernels cost) or accuracy (least loss at that "
@@ -146,7 +149,7 @@ def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: fl
                   rule: Optional[str], objective: str, margin_z: float, threads: Optional[int], as_json: bool) -> None:
     """Fit per-exit thresholds for least expected latency within an accuracy drop (on the bundle's stage costs, e.g.
     measured on the board by `edgekit profile`); rewrites the bundle."""
-    from edgekit.convert.calibrate import CalibrateOptions, calibrate, fitted_on
+    from edgekit.convert.threshold_fit import CalibrateOptions, calibrate, fitted_on
 
     data, part = fitted_on(bundle, data, held_out)
     section = calibrate(CalibrateOptions(bundle, data, max_drop, holdout, rule, objective, margin_z, threads,
@@ -222,7 +225,7 @@ def _ops_tables(bundle: str, data: Optional[str]) -> None:
 @click.option("--runs", default=300, show_default=True, type=int, help="Timed calls per mode.")
 def demo_cmd(target: str, out: Optional[str], runs: int) -> None:
     """Convert the shipped demo model, run it on the digits test split and time early exit."""
-    from edgekit.demo import run_demo
+    from edgekit.cli.demo_run import run_demo
 
     bar = StepBar("converting demo")
     try:

@@ -7,13 +7,15 @@ import json
 import os
 import sys
 import tempfile
-from typing import Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import click
 
 from edgekit.cli.output import StepBar, echo_json, echo_table
-from edgekit.convert.prune import DEFAULT_RATIOS, PruneOptions
 from edgekit.errors import ConfigError
+
+if TYPE_CHECKING:
+    from edgekit.convert.prune import PruneOptions
 
 DEFAULT_RECOVER_EPOCHS = 30
 
@@ -28,9 +30,11 @@ def _budget(flops: Optional[float], params: Optional[float], latency: Optional[f
 
 
 def options_from_cli(flops: Optional[float], params: Optional[float], latency: Optional[float],
-                     importance: Optional[str], recover_epochs: Optional[int]) -> Optional[PruneOptions]:
+                     importance: Optional[str], recover_epochs: Optional[int]) -> Optional["PruneOptions"]:
     """The `convert --prune-*` options as PruneOptions (None when no budget is given), checked now so that
     a bad value fails before any work."""
+    from edgekit.convert.prune import PruneOptions  # lazy: edgekit.convert imports TensorFlow at once
+
     if flops is None and params is None and latency is None:
         if importance is not None or recover_epochs is not None:
             raise ConfigError("--prune-importance and --recover-epochs need a budget: --prune-flops, --prune-params "
@@ -43,6 +47,8 @@ def options_from_cli(flops: Optional[float], params: Optional[float], latency: O
 
 def _ratios(text: Optional[str]) -> Tuple[float, ...]:
     if text is None:
+        from edgekit.convert.prune import DEFAULT_RATIOS  # lazy: edgekit.convert imports TensorFlow at once
+
         return DEFAULT_RATIOS
     try:
         return tuple(float(r) for r in text.split(",") if r.strip())
@@ -155,7 +161,7 @@ def prune_cmd(model: str, calib: str, out: str, flops: Optional[float], params: 
               recover_epochs: Optional[int], eval_path: Optional[str], force: bool, as_json: bool) -> None:
     """Remove whole channels (layer-adaptive ratios under a FLOPs/params/latency budget)."""
     from edgekit.convert.load import load_model
-    from edgekit.convert.prune import prune
+    from edgekit.convert.prune import PruneOptions, prune
     from edgekit.convert.tf import tensorflow
     from edgekit.data import load_data
     from edgekit.targets import get_target

@@ -1,30 +1,42 @@
 """convert(...): the one place that knows the order of the pipeline stages.
 
-load -> split (verified against the original) -> quantize each stage -> measure -> bundle.
+front end, one per format, each yielding the same stages (stages.py), checked against the original model:
+  Keras (keras_front.py): load -> exits (attach and train heads, exits.py) -> prune (prune.py) -> split (split.py)
+  ONNX (onnx_front.py): split at the ONNX level (onnx_split.py) -> onnx2tf per stage (onnx.py)
+-> precision (adaptive: a rung per op and stage, precision/) -> quantize each stage (quantize.py) -> integer
+boundaries (boundaries.py) -> measure (evaluate.py) -> manifest (bundle.build_manifest) -> thresholds fitted in
+memory on the quantized stages when an accuracy drop is asked for (threshold_fit.py) -> bundle, written once.
 Needs TensorFlow; nothing here is imported by the runtime.
 """
-import hashlib
+from edgekit.convert.tf import tensorflow  # noqa: F401  # isort:skip - first: TensorFlow is imported quietly, once
+
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-import edgekit
-from edgekit.data import check_input_shape, load_data
-from edgekit.errors import ConfigError, ModelError
-from edgekit.convert.exits import ExitOptions
+from edgekit.convert.boundaries import integer_boundaries
+from edgekit.convert.bundle import build_manifest, check_writable, write_bundle
+from edgekit.convert.evaluate import exit_accuracies, full_depth_outputs, max_abs_error, stage_costs
+from edgekit.convert.exits import ExitOptions, attach_exits
+from edgekit.convert.keras_front import keras_front, load_keras
+from edgekit.convert.precision import ADAPTIVE, check_convert_options, options_from
+from edgekit.convert.precision.choose import choose_precision
 from edgekit.convert.provenance import ALL, HELD_OUT, data_record, training_part
-from edgekit.convert.prune import PruneOptions
-from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
-from edgekit.manifest import REPORT_NAME, ExitSpec, InputSpec, Manifest, StageSpec, TensorSpec, load_bundle
+from edgekit.convert.prune import PruneOptions, prune
+from edgekit.convert.quantize import check_precision, uniform_stage
+from edgekit.convert.stages import Front
+from edgekit.convert.threshold_fit import CalibrateOptions, check_options as check_fit_options, fit_stages
+from edgekit.data import Dataset, load_data
+from edgekit.errors import ConfigError
+from edgekit.manifest import Manifest
+from edgekit.runtime.policy import EXIT_RULES
+from edgekit.runtime.runner import EarlyExitRunner
+from edgekit.targets import get_target
 
 warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-
-PARITY_TOL = 1e-4
-PARITY_SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -45,10 +57,10 @@ class ConvertOptions:
     tolerance: Optional[float] = None      # precision "adaptive": KL nats per layer at the exits
     size_budget: Optional[int] = None      # adaptive: bundle bytes
     latency_budget_ms: Optional[float] = None  # adaptive: full-depth batch-1 ms on the converting machine
-    rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from precision.ladder.LADDER)
+    rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from edgekit.rungs.LADDER)
     objective: Optional[str] = None        # adaptive: latency (default), size or accuracy (precision.objective)
-    exits: Optional[ExitOptions] = None    # attach and train exit heads on a single-output model (issue 4)
-    prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split (issue 5)
+    exits: Optional[ExitOptions] = None    # attach and train exit heads on a single-output model
+    prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split
 
 
 @dataclass(frozen=True)
@@ -58,33 +70,39 @@ class ConvertResult:
     report: Dict[str, Any]
 
 
+@dataclass(frozen=True)
+class _FitData:
+    data: Dataset                          # what thresholds are fitted on (its part: CalibrateOptions.part)
+    holdout: Optional[Dataset]             # the split that reports the accuracy reached
+
+
 Progress = Callable[[int, int, str], None]
 
 
-def _spec(t, name: str, quant: Optional[Dict[str, Any]] = None) -> TensorSpec:
-    return _typed(TensorSpec(name=name, shape=(None,) + tuple(int(d) for d in t.shape[1:])), quant)
+def _no_progress(done: int, total: int, label: str) -> None:
+    return None
 
 
-def _typed(spec: TensorSpec, quant: Optional[Dict[str, Any]]) -> TensorSpec:
-    """The spec of a carried tensor that crosses its boundary as an integer (convert/boundaries.py)."""
-    q = (quant or {}).get(spec.name)
-    return spec if q is None else TensorSpec(spec.name, spec.shape, q.dtype, (q.scale, q.zero_point))
+def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> ConvertResult:
+    step = progress or _no_progress
+    target, precision, fit = _check_options(opts)
+    calib = fit.data if fit is not None and opts.threshold_data is None else load_data(opts.calib_path)
+    if opts.model_path.lower().endswith(".onnx"):
+        from edgekit.convert.onnx_front import onnx_front  # lazy: onnx, onnxruntime, onnx2tf are the [onnx] extra
+
+        with onnx_front(opts, target, precision, calib, step) as front:
+            return _convert_stages(opts, target, front, calib, fit, [], step)
+    if opts.input_shape or opts.onnx_exits:
+        raise ConfigError("--input-shape and exit tensor names apply to .onnx models; got {}".format(opts.model_path))
+    model = load_keras(opts.model_path, calib, opts.calib_path)
+    model, sections, trained = _exits_and_prune(opts, model, target, precision, calib, step)
+    front = keras_front(model, calib.x.astype(np.float32), precision, sections, step)
+    return _convert_stages(opts, target, front, calib, fit, trained, step)
 
 
-def _integer_boundaries(blobs: List[bytes], stages) -> Tuple[List[bytes], List[Dict[str, Any]]]:
-    from edgekit.convert.boundaries import integer_boundaries
-
-    return integer_boundaries(blobs, [st.input_names for st in stages], [st.carried_names for st in stages])
-
-
-def _check_options(opts: ConvertOptions):
-    from edgekit.convert.bundle import check_writable
-    from edgekit.convert.quantize import check_precision
-    from edgekit.targets import get_target
-
+def _check_options(opts: ConvertOptions) -> Tuple[Any, str, Optional[_FitData]]:
+    """Everything that can be checked before any work; the threshold data (and hold-out split) loaded once."""
     target = get_target(opts.target)
-    from edgekit.convert.precision import ADAPTIVE, check_convert_options
-
     check_convert_options(opts, target)
     precision = ADAPTIVE if opts.precision == ADAPTIVE else check_precision(opts.precision or target.default_precision)
     if precision not in target.precisions + (ADAPTIVE,):
@@ -94,194 +112,88 @@ def _check_options(opts: ConvertOptions):
         raise ConfigError("threshold {} is outside [0, 1]".format(opts.threshold))
     if opts.exit_rule is not None and opts.exit_rule not in EXIT_RULES:
         raise ConfigError("unknown exit rule {!r}; allowed: {}".format(opts.exit_rule, ", ".join(EXIT_RULES)))
+    fit = None
     if opts.max_drop is not None:
-        from edgekit.convert.calibrate import check_options
-
-        check_options(_calibrate_options(opts, opts.out_dir))
+        data = check_fit_options(_calibrate_options(opts))
+        fit = _FitData(data, load_data(opts.holdout) if opts.holdout is not None else None)
     check_writable(opts.out_dir, target.name, opts.force)
-    return target, precision
+    return target, precision, fit
 
 
-def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> ConvertResult:
-    from edgekit.convert import measure
-    from edgekit.convert.flops import model_flops
-    from edgekit.convert.load import load_model
-    from edgekit.convert.split import run_stages_keras, split_model, stage_inputs
-
-    from edgekit.convert.tf import tensorflow
-
-    tensorflow()
-    step = progress or (lambda done, total, label: None)
-    target, precision = _check_options(opts)
-    calib = load_data(opts.calib_path)
-    if opts.model_path.lower().endswith(".onnx"):
-        return _convert_onnx(opts, target, precision, calib, step)
-    if opts.input_shape or opts.onnx_exits:
-        raise ConfigError("--input-shape and exit tensor names apply to .onnx models; got {}".format(opts.model_path))
-    model = load_model(opts.model_path)
-    input_name = model.inputs[0].name
-    check_input_shape(calib.x, (None,) + tuple(model.inputs[0].shape[1:]), "calibration data " + opts.calib_path)
-    x = calib.x.astype(np.float32)
+def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib: Dataset, step: Progress):
+    """The Keras model after exits were attached and channels pruned (both before split), their report sections,
+    and what edgekit trained on (role, data, path)."""
     train_part = training_part(calib, _splitting(opts))  # never the part thresholds are fitted on
-    trained = []
-    attached = None
-    if opts.exits is not None:                         # after load, before split: heads trained, backbone frozen
-        from edgekit.convert.exits import attach_exits
-
+    trained: List[Tuple[str, Dataset, str]] = []
+    sections: Dict[str, Any] = {}
+    if opts.exits is not None:                         # heads trained, backbone frozen
         attached = attach_exits(model, opts.exits, train_part, progress=step)
-        model = attached.model
+        model, sections["exits"] = attached.model, attached.report
         trained.append(("exit heads", load_data(opts.exits.data_path) if opts.exits.data_path else train_part,
                         opts.exits.data_path or opts.calib_path))
-    pruned = None
-    if opts.prune is not None:                         # after exits, before split: channels physically removed
-        from edgekit.convert.prune import prune
-
+    if opts.prune is not None:                         # after exits: channels physically removed
         pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=step)
-        model = pruned.model
+        model, sections["prune"] = pruned.model, pruned.report
         if opts.prune.recover_epochs:
             trained.append(("pruning recovery", train_part, opts.calib_path))
+    return model, sections, trained
 
-    stages = split_model(model)
-    total = len(stages) + 2
-    step(1, total, "split into {} stages".format(len(stages)))
-    reference = _exit_outputs(model, stages, x[:PARITY_SAMPLES])
-    split_err = measure.max_abs_error(run_stages_keras(stages, x[:PARITY_SAMPLES], input_name), reference)
-    if max(split_err) > PARITY_TOL:
-        raise ModelError("chained stages differ from the model by {:.3g} (> {}); the exits may not be in depth "
-                         "order".format(max(split_err), PARITY_TOL))
 
-    feeds = stage_inputs(stages, x[:200], input_name)
-    plan = _precision_plan(opts, stages, target, x, calib.y, input_name) if precision == "adaptive" else None
-    blobs: List[bytes] = []
-    float_ops: Dict[str, Any] = {}
-    for st, feed in zip(stages, feeds):
-        blobs.append(plan.blobs[st.index] if plan else _quantize(st.model, precision, feed, target, st.index,
-                                                                 float_ops))
-        step(1 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
-    blobs, quant = _integer_boundaries(blobs, stages)
-
+def _convert_stages(opts: ConvertOptions, target, front: Front, calib: Dataset, fit: Optional[_FitData],
+                    trained: List[Tuple[str, Dataset, str]], step: Progress) -> ConvertResult:
+    """The stages a front end yielded -> quantized, measured, described, thresholds fitted, bundle written."""
+    plan = choose_precision(front.stages, target, front.x, calib.y, options_from(opts), front.input.name) \
+        if front.precision == ADAPTIVE else None
+    blobs, float_ops = _quantize(front, plan, target, step)
+    blobs, quant = integer_boundaries(blobs, [st.input_names for st in front.stages],
+                                      [st.carried_names for st in front.stages])
     threads = target.default_threads if target.arch == "x86_64" else 1
-    float_out = _exit_outputs(model, stages, x)
-    lite_out = measure.full_depth_outputs(blobs, stages, x, input_name, threads)
-    costs = measure.stage_costs(blobs, stages, x, input_name, target.default_threads)
-    latency = [c["latency_ms"] for c in costs["stages"]]
-    specs = []
-    for st, blob, ms, out, q in zip(stages, blobs, latency, lite_out, quant):
-        outputs = {t.name: t for t in [_spec(v, k, q) for k, v in st.model.output.items()]}
-        specs.append(StageSpec(
-            index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
-            precision=plan.precisions[st.index] if plan else precision,
-            inputs=tuple(_spec(t, t.name, q) for t in st.model.inputs),
-            outputs=tuple(outputs[n] for n in st.carried_names + (st.exit_name,) + ((st.score_name,) if st.score_name
-                                                                                      else ())),
-            exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(stages) - 1 else 0.0,
-                          classes=int(out.shape[-1]), rule=_rule(opts, st),
-                          score=st.score_name),
-            flops=model_flops(st.model), size_bytes=len(blob), latency_ms=ms))
-    manifest = Manifest(
-        model_name=model.name, target=target.name, edgekit_version=edgekit.__version__,
-        input=InputSpec(name=input_name, shape=(None,) + tuple(int(d) for d in model.inputs[0].shape[1:]),
-                        dtype="float32", preprocessing={"layout": "NHWC"}),
-        stages=tuple(specs),
-        extra=_board_extra(target, costs))
-    report = _report(opts, target, precision, manifest, calib, split_err,
-                     measure.max_abs_error(lite_out, float_out), measure.exit_accuracies(lite_out, calib.y),
-                     measure.exit_accuracies(float_out, calib.y))
-    files = {s.file: b for s, b in zip(specs, blobs)}
+    lite_out = full_depth_outputs(blobs, front.stages, front.x, front.input.name, threads)
+    costs = stage_costs(blobs, front.stages, front.x, front.input.name, target.default_threads)
+    precisions = plan.precisions if plan is not None else (front.precision,) * len(front.stages)
+    manifest = build_manifest(front, blobs, quant, costs, lite_out, target, precisions, opts.threshold,
+                              opts.exit_rule)
+    report = _report(opts, target, front, manifest, calib, lite_out)
     report["data"] = data_record(calib, opts.calib_path, opts.model_path, trained)
     if float_ops:
         report["int8_float_ops"] = dict(float_ops, measured_on="the converting machine, batch 1, interleaved")
-    if attached is not None:
-        report["exits"] = attached.report
-    if pruned is not None:
-        report["prune"] = pruned.report
+    report.update(front.report)
+    files = {s.file: b for s, b in zip(manifest.stages, blobs)}
     if plan is not None:
         report["precision_plan"] = plan.report
         report["notes"] = report.get("notes", []) + plan.report.get("notes", [])   # printed by the CLI
         if plan.plot_png:
             files["precision.png"] = plan.plot_png
-    result = _write(opts, manifest, files, report)
-    step(total, total, "bundle written")
-    return result
+    if fit is not None:
+        manifest, report["thresholds"] = fit_stages(_calibrate_options(opts), manifest,
+                                                    EarlyExitRunner.in_memory(manifest, blobs), fit.data,
+                                                    report["data"], fit.holdout)
+    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force)
+    step(front.progress[1], front.progress[1], "bundle written")
+    # the result as a reader of the bundle sees it (JSON types), without reading it back
+    return ConvertResult(bundle_dir=bundle_dir, manifest=Manifest.from_json(manifest.to_json()),
+                         report=json.loads(json.dumps(report)))
 
 
-def _quantize(source, precision: str, feed: Dict[str, np.ndarray], target, index: int,
-              float_ops: Dict[str, Any]) -> bytes:
-    """One stage (a keras.Model, or a SavedModel path on the ONNX path) at a uniform precision. int8 keeps some
-    ops float32 when that measures faster here, on the target's interpreter package when it is installed
-    (quantize.int8_stage); what it kept, and with which interpreter, is added to float_ops."""
-    from edgekit.convert import measure
-    from edgekit.convert.quantize import int8_stage, quantize_saved_model, quantize_stage
-    from edgekit.runtime.interpreter import available_backends
-
-    if precision != "int8":
-        return quantize_saved_model(source, precision, feed) if isinstance(source, str) else \
-            quantize_stage(source, precision, feed)
-    wanted = target.runtime_package.replace("-", "_")
-    backend = wanted if wanted in available_backends() else None
-    threads = target.default_threads if target.arch == "x86_64" else 1
-    built = int8_stage(source, feed, lambda blobs: measure.interleaved_ms(blobs, feed, threads, backend=backend),
-                       backend)
-    if built.measured_ms:
-        float_ops[str(index)] = {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms,
-                                 "interpreter": backend or "default"}
-    return built.blob
+def _quantize(front: Front, plan, target, step: Progress) -> Tuple[List[bytes], Dict[str, Any]]:
+    """Every stage's .tflite (the adaptive plan's, or one uniform precision), and what int8 kept float32."""
+    done, total = front.progress
+    blobs: List[bytes] = []
+    float_ops: Dict[str, Any] = {}
+    for st, feed in zip(front.stages, front.feeds):
+        if plan is not None:
+            blobs.append(plan.blobs[st.index])
+        else:
+            blob, kept = uniform_stage(st.model, front.precision, feed, target)
+            blobs.append(blob)
+            if kept is not None:
+                float_ops[str(st.index)] = kept
+        step(done + len(blobs), total, "stage {} -> {}".format(st.index, front.precision))
+    return blobs, float_ops
 
 
-def _precision_plan(opts: ConvertOptions, stages, target, x: np.ndarray, y, input_name: str):
-    from edgekit.convert.precision import choose_precision, options_from
-
-    return choose_precision(stages, target, x, y, options_from(opts), input_name)
-
-
-def _rule(opts: ConvertOptions, st) -> str:
-    """A stage with a learned score output uses it; others the asked rule (default max_softmax)."""
-    if st.score_name:
-        return "learned"
-    if opts.exit_rule == "learned":
-        raise ModelError("--exit-rule learned needs a score output per exit (a model output named {}_score); "
-                         "allowed here: {}".format(st.exit_name, ", ".join(r for r in EXIT_RULES if r != "learned")))
-    return opts.exit_rule or DEFAULT_RULE
-
-
-def _exit_outputs(model, stages, x: np.ndarray) -> List[np.ndarray]:
-    """The original model's exit outputs on x, in stage order (score outputs left out)."""
-    from edgekit.convert.split import _sanitize
-
-    outs = model([x], training=False)
-    by_name = {_sanitize(n): np.asarray(o) for n, o in zip(model.output_names, outs)}
-    return [by_name[st.exit_name] for st in stages]
-
-
-def _board_extra(target, costs: Dict[str, Any]) -> Dict[str, Any]:
-    """What the board needs from its profile, carried in the manifest: threads (per stage as measured, the
-    profile's count as their upper bound) and delegates for the runtime, the measured stage costs the threads
-    were chosen from, the energy meter and power model for `python -m edgekit.bench` (the board has no targets/)."""
-    from edgekit.bench.energy import manifest_energy
-
-    return {"runtime": {"num_threads": target.default_threads,
-                        "stage_threads": [s["threads"] for s in costs["stages"]],
-                        "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
-                                      for d in target.delegates]},
-            "costs": costs, "energy": manifest_energy(target)}
-
-
-def _write(opts: ConvertOptions, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any]) -> ConvertResult:
-    """Write the bundle (fitting thresholds into it first when asked) and return what was written."""
-    from edgekit.convert.bundle import write_bundle
-
-    bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force, finalize=_fit(opts))
-    if opts.max_drop is not None:                      # thresholds were fitted into the written bundle
-        manifest = load_bundle(bundle_dir)
-        with open(os.path.join(bundle_dir, REPORT_NAME), "r", encoding="utf-8") as f:
-            report = json.load(f)
-    return ConvertResult(bundle_dir=bundle_dir, manifest=manifest, report=report)
-
-
-def _calibrate_options(opts: ConvertOptions, bundle_dir: str):
-    from edgekit.convert.calibrate import CalibrateOptions
-
-    return CalibrateOptions(bundle_dir=bundle_dir, data_path=opts.threshold_data or opts.calib_path,
+def _calibrate_options(opts: ConvertOptions) -> CalibrateOptions:
+    return CalibrateOptions(bundle_dir=opts.out_dir, data_path=opts.threshold_data or opts.calib_path,
                             max_drop=opts.max_drop if opts.max_drop is not None else 0.0,
                             holdout_path=opts.holdout, rule=opts.exit_rule, part=HELD_OUT if _splitting(opts) else ALL)
 
@@ -291,107 +203,20 @@ def _splitting(opts: ConvertOptions) -> bool:
     return opts.max_drop is not None and opts.threshold_data is None
 
 
-def _fit(opts: ConvertOptions) -> Optional[Callable[[str], None]]:
-    """Threshold fitting on the written (not yet swapped-in) bundle, when an accuracy drop is asked for."""
-    if opts.max_drop is None:
-        return None
-    from edgekit.convert.calibrate import fit_bundle
-
-    def finalize(tmp_dir: str) -> None:
-        fit_bundle(_calibrate_options(opts, tmp_dir))
-
-    return finalize
-
-
-def _report(opts: ConvertOptions, target, precision: str, manifest: Manifest, calib, split_err: List[float],
-            lite_err: List[float], lite_acc: List[Optional[float]], float_acc: List[Optional[float]]) -> Dict:
+def _report(opts: ConvertOptions, target, front: Front, manifest: Manifest, calib: Dataset,
+            lite_out: List[np.ndarray]) -> Dict[str, Any]:
+    lite_err = max_abs_error(lite_out, front.float_outputs)
+    lite_acc, float_acc = exit_accuracies(lite_out, calib.y), exit_accuracies(front.float_outputs, calib.y)
     return {
         "model": opts.model_path, "model_name": manifest.model_name, "target": target.name,
-        "precision": precision, "bundle_id": manifest.bundle_id,
+        "precision": front.precision, "bundle_id": manifest.bundle_id,
         "calibration": {"path": opts.calib_path, "samples": len(calib), "labelled": calib.y is not None},
         "bundle_size_bytes": sum(s.size_bytes for s in manifest.stages),
         "latency_measured_on": "{} ({}), batch 1, threads per stage {}".format(
             manifest.extra["costs"]["measured_on"], manifest.extra["costs"]["machine"]["cpu_model"],
             manifest.extra["runtime"]["stage_threads"]),
         "stages": [{"index": s.index, "exit": s.exit.name, "flops": s.flops, "size_bytes": s.size_bytes,
-                    "latency_ms": s.latency_ms, "split_max_abs_error": split_err[i],
+                    "latency_ms": s.latency_ms, "split_max_abs_error": front.split_error[i],
                     "tflite_max_abs_error_vs_float": lite_err[i], "calib_accuracy_tflite": lite_acc[i],
                     "calib_accuracy_float": float_acc[i]} for i, s in enumerate(manifest.stages)],
     }
-
-
-def _onnx_exits_and_notes(opts: ConvertOptions, target, precision: str):
-    """ONNX models do not load as Keras models (onnx2tf builds TensorFlow graphs): what needs one is said, not done."""
-    exits = getattr(opts, "exits", None)              # issue 4's ExitOptions: layer names = exit tensor names here
-    if exits is not None and getattr(exits, "auto", 0):
-        raise ModelError("--exits auto:N attaches and trains exit heads, which needs a Keras model; {} is ONNX and "
-                         "does not load as one: name the exit tensors (--exits a,b,c)".format(opts.model_path))
-    names = tuple(opts.onnx_exits) or tuple(getattr(exits, "layers", ()) or ())
-    prune = sorted(k for k, v in vars(opts).items() if k.startswith("prune") and v)
-    notes = ["pruning ({}) needs a Keras model; {} is ONNX and does not load as one: not pruned".format(
-        ", ".join(prune), opts.model_path)] if prune else []
-    if precision == "adaptive":
-        precision = target.default_precision
-        notes.append("adaptive precision needs a Keras model; {} is ONNX and does not load as one: every stage is "
-                     "{} (the target's default)".format(opts.model_path, precision))
-    return names, precision, notes
-
-
-def _convert_onnx(opts: ConvertOptions, target, precision: str, calib, step: Progress) -> ConvertResult:
-    """ONNX (issue 7): split at the ONNX level, onnx2tf per stage (offline, in a child process), then the same
-    quantize, measure, threshold and bundle steps as a Keras model. Interfaces are channels-last (NHWC)."""
-    import tempfile
-
-    from edgekit.convert import measure
-    from edgekit.convert.onnx import onnx_report, onnx_to_saved_models
-    from edgekit.convert.onnx_split import split_onnx
-    from edgekit.convert.quantize import CALIBRATION_SAMPLES
-
-    exit_names, precision, notes = _onnx_exits_and_notes(opts, target, precision)
-    split = split_onnx(opts.model_path, exit_names, opts.input_shape)
-    x = split.to_bundle(calib.x, "calibration data " + opts.calib_path)
-    total = len(split.stages) + 3
-    float_out = list(split.values(x, split.exit_names).values())          # onnxruntime on the whole model
-    split_err = measure.max_abs_error(split.chained(x[:PARITY_SAMPLES]), [o[:PARITY_SAMPLES] for o in float_out])
-    if max(split_err) > PARITY_TOL:
-        raise ModelError("chained ONNX stages differ from the model by {:.3g} (> {})".format(max(split_err), PARITY_TOL))
-    step(1, total, "split into {} ONNX stages".format(len(split.stages)))
-    feeds = split.values(x[:CALIBRATION_SAMPLES], sorted({n for s in split.stages for n in s.input_names}
-                                                         - {split.input_name}))
-    feeds[split.input_name] = x[:CALIBRATION_SAMPLES]
-    blobs: List[bytes] = []
-    float_ops: Dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
-        saved = onnx_to_saved_models(split, x, work)
-        step(2, total, "onnx2tf: {} SavedModels".format(len(saved)))
-        for st in split.stages:
-            feed = {n: feeds[n] for n in st.input_names}
-            blobs.append(_quantize(saved[st.index].path, precision, feed, target, st.index, float_ops))
-            step(2 + len(blobs), total, "stage {} -> {}".format(st.index, precision))
-    blobs, quant = _integer_boundaries(blobs, split.stages)
-    threads = target.default_threads if target.arch == "x86_64" else 1
-    lite_out = measure.full_depth_outputs(blobs, split.stages, x, split.input_name, threads)
-    costs = measure.stage_costs(blobs, split.stages, x, split.input_name, target.default_threads)
-    latency = [c["latency_ms"] for c in costs["stages"]]
-    specs = tuple(StageSpec(
-        index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
-        precision=precision, inputs=tuple(_typed(TensorSpec(n, sm.inputs[n]), q) for n in st.input_names),
-        outputs=tuple(_typed(TensorSpec(n, sm.outputs[n]), q) for n in st.carried_names + (st.exit_name,)),
-        exit=ExitSpec(name=st.exit_name, threshold=opts.threshold if st.index < len(split.stages) - 1 else 0.0,
-                      classes=int(out.shape[-1]), rule=_rule(opts, st)),
-        flops=st.flops, size_bytes=len(blob), latency_ms=ms)
-        for st, sm, blob, ms, out, q in zip(split.stages, saved, blobs, latency, lite_out, quant))
-    manifest = Manifest(
-        model_name=split.name, target=target.name, edgekit_version=edgekit.__version__,
-        input=InputSpec(name=split.input_name, shape=split.bundle_shape, dtype="float32",
-                        preprocessing=split.preprocessing()),
-        stages=specs, extra=_board_extra(target, costs))
-    report = _report(opts, target, precision, manifest, calib, split_err, measure.max_abs_error(lite_out, float_out),
-                     measure.exit_accuracies(lite_out, calib.y), measure.exit_accuracies(float_out, calib.y))
-    report.update(onnx=onnx_report(split, saved), notes=notes,
-                  data=data_record(calib, opts.calib_path, opts.model_path, []))
-    if float_ops:
-        report["int8_float_ops"] = dict(float_ops, measured_on="the converting machine, batch 1, interleaved")
-    result = _write(opts, manifest, {s.file: b for s, b in zip(specs, blobs)}, report)
-    step(total, total, "bundle written")
-    return result

@@ -13,8 +13,10 @@ without the pair) stays float.
 """
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
+from tensorflow.lite.tools import flatbuffer_utils as fbu
+
 from edgekit.convert.tflite_model import DEQUANTIZE, FLOAT32, INT8, INT16, QUANTIZE, opcode, text
-from edgekit.manifest import same_quantization     # the rule the manifest holds carried tensors to
+from edgekit.manifest import same_quantization  # the rule the manifest holds carried tensors to
 
 _INT_TYPES = {INT8: "int8", INT16: "int16"}
 
@@ -36,10 +38,8 @@ class _Side(NamedTuple):
     quant: Quant
 
 
-class _Graph:
+class _TfliteStage:
     def __init__(self, blob: bytes) -> None:
-        from tensorflow.lite.tools import flatbuffer_utils as fbu
-
         self.model = fbu.read_model_from_bytearray(bytearray(blob))
         self.sg = self.model.subgraphs[0]
         self.sig = self.model.signatureDefs[0] if self.model.signatureDefs and len(self.model.subgraphs) == 1 \
@@ -110,8 +110,6 @@ class _Graph:
             self.remove.add(side.op)
 
     def to_bytes(self) -> bytes:
-        from tensorflow.lite.tools import flatbuffer_utils as fbu
-
         self.sg.operators = [op for i, op in enumerate(self.sg.operators) if i not in self.remove]
         return bytes(fbu.convert_object_to_bytearray(self.model))
 
@@ -121,7 +119,7 @@ def integer_boundaries(blobs: Sequence[bytes], inputs: Sequence[Sequence[str]], 
     """blobs: the stage .tflite files in order; inputs[k]: stage k's input names; carried[k]: the outputs of
     stage k that later stages consume. Returns the blobs with every matching boundary made integer, and per
     stage the quantization of each of its signature tensors that became integer (inputs and outputs by name)."""
-    graphs = [_Graph(b) for b in blobs]
+    graphs = [_TfliteStage(b) for b in blobs]
     quant = [dict() for _ in blobs]           # type: List[Dict[str, Quant]]
     for p, names in enumerate(carried):
         for name in names:

@@ -1,13 +1,64 @@
-"""Write a bundle directory atomically: OUT/<target>/manifest.json + stage_<k>.tflite + report.json."""
+"""The bundle: its manifest (build_manifest, the one place that makes one), and the directory written atomically:
+OUT/<target>/manifest.json + stage_<k>.tflite + report.json."""
+import hashlib
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional, Sequence
 
+import edgekit
 from edgekit.atomic import swap_in
-from edgekit.errors import BundleError
-from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest
+from edgekit.bench.energy import manifest_energy
+from edgekit.convert.stages import Front, Stage
+from edgekit.errors import BundleError, ModelError
+from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, ExitSpec, Manifest, StageSpec, TensorSpec
+from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
+
+
+def build_manifest(front: Front, blobs: Sequence[bytes], quant: Sequence[Dict[str, Any]], costs: Dict[str, Any],
+                   lite_outputs: Sequence[Any], target, precisions: Sequence[str], threshold: float,
+                   exit_rule: Optional[str]) -> Manifest:
+    """quant: per stage, the carried tensors that cross their boundary as integers (convert/boundaries.py);
+    costs: the measured stage costs (convert/evaluate.py); lite_outputs: each exit's output on the calibration
+    data (its class count); threshold: every early exit's until thresholds are fitted."""
+    last = len(front.stages) - 1
+    specs = tuple(StageSpec(
+        index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
+        precision=p, inputs=tuple(_typed(t, q) for t in st.inputs), outputs=tuple(_typed(t, q) for t in st.outputs),
+        exit=ExitSpec(name=st.exit_name, threshold=threshold if st.index < last else 0.0,
+                      classes=int(out.shape[-1]), rule=_rule(exit_rule, st), score=st.score_name),
+        flops=st.flops, size_bytes=len(blob), latency_ms=c["latency_ms"])
+        for st, blob, p, q, c, out in zip(front.stages, blobs, precisions, quant, costs["stages"], lite_outputs))
+    return Manifest(model_name=front.name, target=target.name, edgekit_version=edgekit.__version__,
+                    input=front.input, stages=specs, extra=_board_extra(target, costs))
+
+
+def _typed(spec: TensorSpec, quant: Optional[Dict[str, Any]]) -> TensorSpec:
+    """The spec of a carried tensor that crosses its boundary as an integer (convert/boundaries.py)."""
+    q = (quant or {}).get(spec.name)
+    return spec if q is None else TensorSpec(spec.name, spec.shape, q.dtype, (q.scale, q.zero_point))
+
+
+def _rule(asked: Optional[str], st: Stage) -> str:
+    """A stage with a learned score output uses it; others the asked rule (default max_softmax)."""
+    if st.score_name:
+        return "learned"
+    if asked == "learned":
+        raise ModelError("--exit-rule learned needs a score output per exit (a model output named {}_score); "
+                         "allowed here: {}".format(st.exit_name, ", ".join(r for r in EXIT_RULES if r != "learned")))
+    return asked or DEFAULT_RULE
+
+
+def _board_extra(target, costs: Dict[str, Any]) -> Dict[str, Any]:
+    """What the board needs from its profile, carried in the manifest: threads (per stage as measured, the
+    profile's count as their upper bound) and delegates for the runtime, the measured stage costs the threads
+    were chosen from, the energy meter and power model for `python -m edgekit.bench` (the board has no targets/)."""
+    return {"runtime": {"num_threads": target.default_threads,
+                        "stage_threads": [s["threads"] for s in costs["stages"]],
+                        "delegates": [{"name": d.name, "library": d.library, "options": dict(d.options)}
+                                      for d in target.delegates]},
+            "costs": costs, "energy": manifest_energy(target)}
 
 
 def bundle_path(out_dir: str, target: str) -> str:
@@ -25,10 +76,9 @@ def check_writable(out_dir: str, target: str, force: bool) -> str:
 
 
 def write_bundle(out_dir: str, manifest: Manifest, files: Dict[str, bytes], report: Dict[str, Any],
-                 force: bool, finalize: Optional[Callable[[str], None]] = None) -> str:
-    """Write everything into a temporary directory beside the destination, let `finalize` work on it
-    (e.g. fit thresholds on the written stages), then rename it into place. A failure at any point
-    leaves the previous bundle (if any) untouched."""
+                 force: bool) -> str:
+    """Write everything into a temporary directory beside the destination, then rename it into place. A failure
+    at any point leaves the previous bundle (if any) untouched."""
     dest = check_writable(out_dir, manifest.target, force)
     os.makedirs(out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".{}.tmp-".format(manifest.target), dir=out_dir)
@@ -41,8 +91,6 @@ def write_bundle(out_dir: str, manifest: Manifest, files: Dict[str, bytes], repo
         with open(os.path.join(tmp, REPORT_NAME), "w", encoding="utf-8") as f:
             json.dump(report, f, indent=2)
             f.write("\n")
-        if finalize is not None:
-            finalize(tmp)
         swap_in(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

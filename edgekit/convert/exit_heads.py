@@ -17,8 +17,11 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import keras
 import numpy as np
+import tensorflow as tf
 
+from edgekit.convert.flops import model_flops
 from edgekit.errors import ConfigError, DataError
 
 GRIDS = (4, 2, 1)                 # pooled grid side per spatial axis
@@ -171,8 +174,6 @@ def _loss(keras, by: str, temperature: float):
 def _fit(keras, head, loss, xt, yt, xv, yv, options, seed: int, step: Callable[[int, str], None]) -> Dict[str, Any]:
     """Epochs of mini-batches in our own seeded order (a compiled step, not Model.fit, whose per-epoch
     set-up costs more than a head's whole epoch); keep the weights of the best validation loss."""
-    import tensorflow as tf
-
     variables = head.trainable_variables
     opt = keras.optimizers.Adam(options.learning_rate)
     opt.build(variables)
@@ -250,17 +251,13 @@ def _quiet_retracing():
 
 
 def build_and_train(model, cuts: Sequence[Any], options, data, progress: Callable[[int, int, str], None]):
-    """Heads at `cuts` (exits.CutPoint, depth order) trained on data; returns exits.ExitsResult."""
+    """Heads at `cuts` (exits.CutPoint, depth order) trained on data; returns (the multi-exit keras.Model, the
+    per-exit report)."""
     with _quiet_retracing():
         return _build_and_train(model, cuts, options, data, progress)
 
 
 def _build_and_train(model, cuts: Sequence[Any], options, data, progress: Callable[[int, int, str], None]):
-    import keras
-
-    from edgekit.convert.exits import ExitsResult
-    from edgekit.convert.flops import model_flops
-
     classes = int(model.outputs[0].shape[-1])
     tr, va = _split(len(data), options)
     by = _check_data(data, len(tr), len(va), classes, options)
@@ -290,7 +287,7 @@ def _build_and_train(model, cuts: Sequence[Any], options, data, progress: Callab
     new = keras.Model(model.inputs, outputs + [model.outputs[0]], name=model.name)
     report = {"exits": reports, "options": options.to_dict(), "trained_by": by,
               "final_output_is_softmax": final_is_probs, "samples": {"train": len(tr), "val": len(va)}}
-    return ExitsResult(model=new, cuts=tuple(cuts), report=report)
+    return new, report
 
 
 def _exit_names(model, n: int) -> List[str]:

@@ -10,9 +10,13 @@ model: outputs in depth order, the model's own classifier last.
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
+import keras
 
-from edgekit.errors import ConfigError, DataError, ModelError
+from edgekit.convert.exit_heads import build_and_train
+from edgekit.convert.flops import COMPUTE_LAYERS, node_flops
+from edgekit.convert.keras_graph import ancestor_nodes, graph_nodes, producer_map
+from edgekit.data import check_input_shape, load_data
+from edgekit.errors import ConfigError, ModelError
 
 TARGETS = ("auto", "labels", "distill")          # what the heads learn from
 # in a run of cuts with no computation between them, the exit goes after the last layer not of these kinds
@@ -106,16 +110,13 @@ class CutPoint:
     nodes: frozenset = field(default=frozenset(), repr=False, compare=False)   # ids of the nodes before the cut
 
 
-class _Graph:
+class _CutGraph:
     """The backbone's graph with what cut finding needs: producers, consumers, FLOPs per node."""
 
     def __init__(self, model) -> None:
-        from edgekit.convert.flops import COMPUTE_LAYERS, node_flops
-        from edgekit.convert.split import _graph_nodes, _producers
-
         self.model = model
-        self.nodes = _graph_nodes(model)
-        self.producers = _producers(self.nodes)
+        self.nodes = graph_nodes(model)
+        self.producers = producer_map(self.nodes)
         self.flops = {id(n): node_flops(n) for n in self.nodes}
         self.compute = {id(n) for n in self.nodes if type(n.operation).__name__ in COMPUTE_LAYERS}
         self.total = max(sum(self.flops.values()), 1)
@@ -127,10 +128,9 @@ class _Graph:
         self.inputs = {id(t): t for t in model.inputs}
 
     def cut(self, node, index: int) -> CutPoint:
-        from edgekit.convert.split import _ancestor_nodes
 
         t = node.outputs[index]
-        before = _ancestor_nodes(t, self.producers)
+        before = ancestor_nodes(t, self.producers)
         ids = frozenset(id(n) for n in before)
         crossing = []
         for n in before:
@@ -165,8 +165,6 @@ class _Graph:
 
 
 def _check_model(model) -> None:
-    import keras
-
     if isinstance(model, keras.Sequential) or not hasattr(model, "_nodes_by_depth"):
         raise ModelError("model {!r} is a {} model whose layers cannot be traced into a graph; exits need a "
                          "functional model (keras.Model(inputs, outputs))".format(model.name, type(model).__name__))
@@ -179,8 +177,6 @@ def _check_model(model) -> None:
 
 def _nested_hint(model) -> str:
     """Cut points are looked for in the model's own graph: a model used as a layer is one step of it."""
-    import keras
-
     nested = [layer.name for layer in model.layers if isinstance(layer, keras.Model)]
     if not nested:
         return ""
@@ -191,12 +187,12 @@ def _nested_hint(model) -> str:
 def find_cut_points(model, max_crossing: int = 1) -> List[CutPoint]:
     """Every valid cut point in depth order (FLOPs before it, then graph order)."""
     _check_model(model)
-    g = _Graph(model)
+    g = _CutGraph(model)
     cuts = [c for c in g.all_cuts() if g.problem(c, max_crossing) is None]
     return sorted(cuts, key=lambda c: (c.flops_before, len(c.nodes)))
 
 
-def _representatives(g: _Graph, cuts: Sequence[CutPoint]) -> List[CutPoint]:
+def _representatives(g: _CutGraph, cuts: Sequence[CutPoint]) -> List[CutPoint]:
     """One cut per run of cuts with no convolution or dense layer between them: the deepest (after the
     activation rather than before it) that is not a padding, cropping, global pooling or reshaping layer."""
     groups: Dict[int, List[CutPoint]] = {}
@@ -213,7 +209,7 @@ def _representatives(g: _Graph, cuts: Sequence[CutPoint]) -> List[CutPoint]:
 def choose_auto(model, n: int, max_crossing: int = 1) -> List[CutPoint]:
     """n cut points nearest to the cumulative FLOPs fractions 1/(n+1), ..., n/(n+1), strictly nested."""
     _check_model(model)
-    g = _Graph(model)
+    g = _CutGraph(model)
     cands = _representatives(g, [c for c in g.all_cuts() if g.problem(c, max_crossing) is None
                                  and c.fraction <= 1.0 - MIN_REMAINING])
     cands.sort(key=lambda c: (c.flops_before, len(c.nodes)))
@@ -240,7 +236,7 @@ def choose_auto(model, n: int, max_crossing: int = 1) -> List[CutPoint]:
 def named_cut_points(model, layers: Sequence[str], max_crossing: int = 1) -> List[CutPoint]:
     """The cuts after the named layers, in depth order; a missing layer or a bad cut is a ModelError."""
     _check_model(model)
-    g = _Graph(model)
+    g = _CutGraph(model)
     by_layer: Dict[str, List[Any]] = {}
     for n in g.nodes:
         by_layer.setdefault(n.operation.name, []).append(n)
@@ -279,9 +275,6 @@ class ExitsResult:
 def attach_exits(model, options: ExitOptions, data, progress: Optional[Progress] = None) -> ExitsResult:
     """The public verb: find cut points, build and train heads (backbone frozen), return the multi-exit model.
     data: an edgekit.data.Dataset (options.data_path, when set, is loaded instead)."""
-    from edgekit.convert import exit_heads
-    from edgekit.data import check_input_shape, load_data
-
     options.check()
     _check_model(model)
     if options.data_path:
@@ -291,7 +284,8 @@ def attach_exits(model, options: ExitOptions, data, progress: Optional[Progress]
         cuts = choose_auto(model, options.auto, options.max_crossing)
     else:
         cuts = named_cut_points(model, options.layers, options.max_crossing)
-    return exit_heads.build_and_train(model, cuts, options, data, progress or (lambda d, t, s: None))
+    new, report = build_and_train(model, cuts, options, data, progress or (lambda d, t, s: None))
+    return ExitsResult(model=new, cuts=tuple(cuts), report=report)
 
 
 def exits_table(report: Dict[str, Any]) -> str:

@@ -3,12 +3,12 @@ from typing import Iterable
 
 import numpy as np
 
-from edgekit.convert.split import _graph_nodes
+from edgekit.convert.keras_graph import graph_nodes
 
 COMPUTE_LAYERS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense")
 
 
-def _prod(shape: Iterable) -> int:
+def prod(shape: Iterable) -> int:
     return int(np.prod([d for d in shape if d is not None], dtype=np.int64))
 
 
@@ -22,15 +22,15 @@ def node_flops(node) -> int:
     in_shape = node.input_tensors[0].shape[1:]
     if kind in ("Conv2D", "Conv1D", "Conv3D"):
         cin = in_shape[-1] // max(getattr(op, "groups", 1), 1)
-        return 2 * _prod(out_shape) * _prod(op.kernel_size) * cin
+        return 2 * prod(out_shape) * prod(op.kernel_size) * cin
     if kind == "DepthwiseConv2D":
-        return 2 * _prod(out_shape) * _prod(op.kernel_size)
+        return 2 * prod(out_shape) * prod(op.kernel_size)
     if kind == "Dense":
-        return 2 * _prod(out_shape) * in_shape[-1]
+        return 2 * prod(out_shape) * in_shape[-1]
     if kind in ("Add", "Multiply", "Subtract", "Average", "Maximum", "Minimum"):
-        return _prod(out_shape) * (len(node.input_tensors) - 1)
+        return prod(out_shape) * (len(node.input_tensors) - 1)
     return 0
 
 
 def model_flops(model) -> int:
-    return int(sum(node_flops(node) for node in _graph_nodes(model)))
+    return int(sum(node_flops(node) for node in graph_nodes(model)))

@@ -2,6 +2,8 @@
 import os
 import zipfile
 
+import keras
+
 from edgekit.errors import ModelError
 
 FORMATS = (".keras", ".h5")
@@ -18,7 +20,6 @@ def load_model(path: str):
     if ext not in FORMATS:
         raise ModelError("{}: unsupported model format {!r}; allowed: {} (and .onnx for convert)".format(
             path, ext, ", ".join(FORMATS)))
-    import keras
 
     try:
         model = keras.models.load_model(path, compile=False)

@@ -10,15 +10,21 @@ Each SavedModel has one signature, `serving_default`, whose inputs and outputs a
 every tensor of rank >= 3 channels-last. onnx2tf decides per tensor whether it keeps the ONNX layout; the
 child finds out by comparing with onnxruntime on calibration samples and transposes where needed.
 """
+import ctypes
+import importlib.metadata as md
+import itertools
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import onnx
+import tensorflow as tf
 
 from edgekit.errors import ModelError
 
@@ -48,8 +54,6 @@ def onnx_to_saved_models(split, x: np.ndarray, workdir: str, timeout_s: int = TI
     _write_sample_images(x, workdir)
     job = {"stages": []}
     for st in split.stages:
-        import onnx
-
         onnx.save(st.model, os.path.join(workdir, "stage_{}.onnx".format(st.index)))
         job["stages"].append({
             "index": st.index, "onnx": "stage_{}.onnx".format(st.index),
@@ -72,8 +76,6 @@ def onnx_to_saved_models(split, x: np.ndarray, workdir: str, timeout_s: int = TI
 
 def onnx_report(split, saved: Sequence[SavedStage]) -> Dict:
     """The report.json section of an ONNX conversion: layouts at every stage interface and what onnx2tf made."""
-    import importlib.metadata as md
-
     return {
         "onnx2tf_version": md.version("onnx2tf"), "source_layout": split.preprocessing().get("source_layout"),
         "bundle_layout": split.preprocessing().get("layout"), "onnx_names": dict(split.original_names),
@@ -115,12 +117,8 @@ def _run_child(workdir: str, timeout_s: int) -> None:
 def _isolate_network() -> str:
     """Refuse every connection from Python; where allowed (root), also enter a new network namespace, which has
     no interface but a loopback that is down. Returns what was done, for the report."""
-    import socket
-
     done = "sockets refused"
     try:
-        import ctypes
-
         if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) == 0:          # CLONE_NEWNET
             done = "network namespace (interfaces: {}), sockets refused".format(
                 ",".join(name for _, name in socket.if_nameindex()))
@@ -170,8 +168,6 @@ def _from_tf(v, layout: str, tf):
 
 def _match(model, ins: List[str], outs: List[str], samples, tf) -> Tuple[Dict[str, str], float]:
     """Try the possible input layouts; return the layouts (inputs and outputs) that reproduce onnxruntime."""
-    import itertools
-
     in_opts = [_layout_options(t.shape, samples[n].shape) for t, n in zip(model.inputs, ins)]
     best = (None, float("inf"))
     for combo in itertools.product(*in_opts):
@@ -194,8 +190,6 @@ def _match(model, ins: List[str], outs: List[str], samples, tf) -> Tuple[Dict[st
 
 
 def _convert_stage(spec: Dict, samples, onnx2tf, tf) -> Dict:
-    import onnx
-
     graph = onnx.load(spec["onnx"]).graph
     onnx_ins = [i.name for i in graph.input]
     outs = [o.name for o in graph.output]
@@ -250,8 +244,7 @@ def _child(job_path: str) -> int:
     with open(job_path, "r", encoding="utf-8") as f:
         job = json.load(f)
     try:
-        import onnx2tf
-        import tensorflow as tf
+        import onnx2tf  # lazy: importing it sets CUDA_VISIBLE_DEVICES, the recursion limit and seeds (child only)
 
         with np.load("samples.npz") as z:
             samples = {k: z[k] for k in z.files}

@@ -6,6 +6,9 @@ import re
 from typing import List, Optional, Sequence
 
 import numpy as np
+import onnx
+import onnx.defs
+import onnxruntime as ort
 
 from edgekit.errors import ModelError
 
@@ -19,9 +22,6 @@ def load_onnx(path: str, input_shape: Optional[Sequence[int]] = None):
 
 def ort_session(model, outputs: List[str]):
     """An onnxruntime CPU session that also returns the named intermediate tensors."""
-    import onnx
-    import onnxruntime as ort
-
     m = onnx.ModelProto()
     m.CopyFrom(model)
     have = {o.name for o in m.graph.output}
@@ -35,8 +35,6 @@ def ort_session(model, outputs: List[str]):
 
 
 def _load(path: str):
-    import onnx
-
     if not os.path.isfile(path):
         raise ModelError("model file not found: {}".format(path))
     try:
@@ -56,8 +54,6 @@ def _load(path: str):
 
 
 def _check_ops(model, path: str) -> None:
-    import onnx.defs
-
     opset = max([o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] or [0])
     newest = onnx.defs.onnx_opset_version()
     if not MIN_OPSET <= opset <= newest:
@@ -108,8 +104,6 @@ def _input_dims(inp, path: str, input_shape: Optional[Sequence[int]]) -> List[ob
 
 def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
     """The one float input gets a dynamic batch and static other dims; shapes are inferred again."""
-    import onnx
-
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:

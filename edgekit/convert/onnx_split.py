@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import onnx.utils
 
 from edgekit.convert.onnx_load import load_onnx, ort_session, value_dims
 from edgekit.errors import DataError, ModelError
+
 MAX_NAME = 100
 CONST_OPS = ("Constant", "ConstantOfShape")
 
@@ -30,7 +32,6 @@ class OnnxStage:
     exit_name: str
     passthrough: Tuple[str, ...]    # inputs handed on unchanged (not in the ONNX sub-graph)
     flops: int
-    score_name: Optional[str] = None  # no learned exit scores on the ONNX path
 
 
 @dataclass(frozen=True)
@@ -226,8 +227,6 @@ def _flops(model) -> int:
 
 def split_onnx(path: str, exits: Sequence[str] = (), input_shape: Optional[Sequence[int]] = None) -> OnnxSplit:
     """Load and check an ONNX model, then cut it into one ONNX sub-graph per exit."""
-    import onnx.utils
-
     model, input_name, source_shape = load_onnx(path, input_shape)
     exit_list = _pick_exits(model, exits, path)
     fronts = _frontiers(model, input_name, exit_list, path)

@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.data import Dataset, load_data
+from edgekit.data import Dataset
 from edgekit.fingerprint import fingerprint, holdout_split, overlap, read_sidecar, sample_hashes, trained_hashes
 
 ALL = "all"
@@ -72,9 +72,10 @@ def overlap_warning(ds: Dataset, what: str, data: Optional[Dict[str, Any]]) -> O
             .format(n, len(ds), what))
 
 
-def fit_data(path: str, part: str, data: Optional[Dict[str, Any]]) -> Tuple[Dataset, Dict[str, Any], List[str]]:
-    """The data thresholds are fitted on, its fingerprint record, and the warnings about it."""
-    full = load_data(path)
+def fit_data(full: Dataset, path: str, part: str, data: Optional[Dict[str, Any]]) -> Tuple[Dataset, Dict[str, Any],
+                                                                                          List[str]]:
+    """The data thresholds are fitted on (`part` of `full`, loaded from `path`), its fingerprint record, and the
+    warnings about it."""
     ds = part_of(full, part)
     warning = overlap_warning(ds, path if part == ALL else "held-out part of " + path, data)
     return ds, dict(fingerprint(ds.x, ds.y, path), part=part, described=describe_part(full, part)), \

@@ -7,19 +7,29 @@ computed alongside (pruning/allocate.py) -> surgery (pruning/surgery.py), checke
 original -> optional distillation recovery (pruning/recover.py). The result is an ordinary Keras model
 with the same input, output names and exits.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.convert.pruning.allocate import Table, check_reachable, keep_options, solve, solve_uniform
+from edgekit.convert.pruning.budgets import BUDGETS
+from edgekit.convert.pruning.compensate import Compensator
+from edgekit.convert.pruning.distortion import DistortionProbe, run_eager
+from edgekit.convert.pruning.groups import find_groups
+from edgekit.convert.pruning.importance import channel_importance, check_importance
+from edgekit.convert.pruning.recover import recover
+from edgekit.convert.pruning.report import build_report, to_json_safe
+from edgekit.convert.pruning.surgery import rebuild
+from edgekit.convert.quantize import check_precision
 from edgekit.data import Dataset, check_input_shape
 from edgekit.errors import ConfigError, DataError, ModelError
+from edgekit.rungs import INT8, PRECISIONS
 
 MIN_SAMPLES = 16               # fewer calibration samples cannot rank channels or measure distortion
 MIN_RECOVERY_SAMPLES = 32      # recovery holds out a tenth (at least 8) for early stopping
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 ALLOCATIONS = ("dp", "uniform")
-_TIMED_PRECISIONS = ("float32", "float16", "int8", "int16x8")
 SURGERY_TOL = 1e-4             # rebuilt model vs masked original, relative to the output scale
 
 Progress = Callable[[int, int, str], None]
@@ -28,7 +38,7 @@ Progress = Callable[[int, int, str], None]
 @dataclass(frozen=True)
 class PruneOptions:
     fraction: float = 0.5              # keep this fraction of the budget quantity, in (0, 1]
-    budget: str = "flops"              # flops | params | latency (see pruning/cost.py BUDGETS)
+    budget: str = "flops"              # flops | params | latency (see pruning/budgets.py BUDGETS)
     importance: str = "l1"             # see pruning/importance.py IMPORTANCE
     allocation: str = "dp"             # dp (the method) | uniform (the baseline)
     ratios: Tuple[float, ...] = DEFAULT_RATIOS   # pruning ratios at which each group's distortion is measured
@@ -41,10 +51,6 @@ class PruneOptions:
     seed: int = 0
 
     def check(self) -> "PruneOptions":
-        from edgekit.convert.pruning.cost import BUDGETS
-        from edgekit.convert.pruning.importance import check_importance
-        from edgekit.convert.quantize import check_precision
-
         if isinstance(self.fraction, bool) or not isinstance(self.fraction, (int, float)) \
                 or not 0.0 < float(self.fraction) <= 1.0:
             raise ConfigError("prune budget {}={!r} is outside (0, 1]; it is the fraction of the model's {} to "
@@ -73,12 +79,10 @@ class PruneOptions:
 
     def resolved(self, target=None, precision: Optional[str] = None) -> "PruneOptions":
         """Fill the settings left to the context: the target's channel multiple, the converted precision."""
-        from dataclasses import replace
-
         multiple = self.channel_multiple
         if multiple is None:
             multiple = target.channel_multiple if target is not None else 1
-        timed = self.latency_precision or (precision if precision in _TIMED_PRECISIONS else "int8")
+        timed = self.latency_precision or (precision if precision in PRECISIONS else INT8)
         return replace(self, channel_multiple=int(multiple), latency_precision=timed).check()
 
     def to_dict(self) -> Dict[str, Any]:
@@ -127,14 +131,6 @@ def _removed(scores: np.ndarray, k: int) -> np.ndarray:
 def prune(model, options: PruneOptions, calib: Dataset, progress: Optional[Progress] = None,
           eval_data: Optional[Dataset] = None) -> PruneResult:
     """Prune `model` to options.fraction of its budget quantity; the input model is left unchanged."""
-    from edgekit.convert.pruning.allocate import check_reachable, keep_options
-    from edgekit.convert.pruning.compensate import Compensator
-    from edgekit.convert.pruning.cost import BUDGETS
-    from edgekit.convert.pruning.distortion import DistortionProbe
-    from edgekit.convert.pruning.groups import find_groups
-    from edgekit.convert.pruning.importance import channel_importance
-    from edgekit.convert.pruning.report import to_json_safe
-
     opts = options.resolved()
     multiple = int(opts.channel_multiple)
     x = _inputs(model, calib, opts)
@@ -180,8 +176,6 @@ def _why_none(graph, multiple: int) -> str:
 
 
 def _table(g, scores: np.ndarray, cost, probe, ratios: Sequence[float], multiple: int):
-    from edgekit.convert.pruning.allocate import Table, keep_options
-
     keeps = keep_options(g.channels, ratios, multiple)
     full = cost.full()
     dist = np.array([0.0 if k == g.channels else probe.measure({g.index: _removed(scores, int(k))}) for k in keeps])
@@ -193,9 +187,6 @@ def _allocate(tables, cost, opts: PruneOptions, multiple: int, scores, probe, mo
               eval_data: Optional[Dataset]) -> Dict[str, Dict[str, Any]]:
     """Both allocations (the DP and the uniform baseline), each with its exact cost and its joint
     distortion measured with all groups pruned at once (on calibration data, and on eval data if given)."""
-    from edgekit.convert.pruning.allocate import solve, solve_uniform
-    from edgekit.convert.pruning.distortion import DistortionProbe
-
     full, target = cost.full(), opts.fraction * cost.full()
 
     def exact(keeps: Sequence[int]) -> float:
@@ -229,9 +220,6 @@ def _allocate(tables, cost, opts: PruneOptions, multiple: int, scores, probe, mo
 
 def _surgery(model, graph, keep_sets: Dict[int, np.ndarray], probe):
     """Rebuild, then check the rebuilt model against the masked original on the calibration inputs."""
-    from edgekit.convert.pruning.distortion import run_eager
-    from edgekit.convert.pruning.surgery import rebuild
-
     removed = {g: np.setdiff1d(np.arange(graph.groups[g].channels), k) for g, k in keep_sets.items()}
     pruned = rebuild(model, graph, keep_sets, probe.compensator.adjustments(removed) if probe.compensator else ())
     masked = probe.masked_outputs(removed, batches=1)
@@ -246,10 +234,6 @@ def _surgery(model, graph, keep_sets: Dict[int, np.ndarray], probe):
 
 
 def _recover(pruned, teacher, calib: Dataset, opts: PruneOptions, step: Progress, done: int, total: int):
-    from edgekit.convert.pruning.groups import find_groups
-    from edgekit.convert.pruning.recover import recover
-    from edgekit.convert.pruning.surgery import rebuild
-
     rep = recover(pruned, teacher, calib.x.astype(np.float32), calib.y, opts.recover_epochs, opts.seed,
                   lambda e, n, label: step(done + e, total, label))
     return rebuild(pruned, find_groups(pruned), {}), rep        # a clean, uncompiled copy
@@ -259,7 +243,6 @@ def _accuracy(model, calib: Dataset, eval_data: Optional[Dataset]) -> Optional[L
     data = eval_data if eval_data is not None else calib
     if data.y is None:
         return None
-    from edgekit.convert.pruning.distortion import run_eager
 
     outs = run_eager(model, data.x.astype(np.float32))
     return [float(np.mean(np.argmax(o.reshape(len(data), -1), axis=-1) == data.y)) for o in outs]
@@ -267,8 +250,6 @@ def _accuracy(model, calib: Dataset, eval_data: Optional[Dataset]) -> Optional[L
 
 def _report(model, pruned, graph, cost, opts, multiple, tables, plans, calib, eval_data, recovery,
             acc_pruned) -> Dict[str, Any]:
-    from edgekit.convert.pruning.report import build_report
-
     return build_report(model=model, pruned=pruned, graph=graph, cost=cost, options=opts, multiple=multiple,
                         tables=tables, plans=plans, recovery=recovery,
                         accuracy={"unpruned": _accuracy(model, calib, eval_data), "pruned": acc_pruned,

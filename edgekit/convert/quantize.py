@@ -1,11 +1,12 @@
-"""Convert one stage sub-model to a .tflite flatbuffer at a given precision.
+"""Convert one stage sub-model to a .tflite flatbuffer at a given precision: every rung is built here.
 
-Precisions (PRECISION_MODES is the registry): float32, float16 (fp16 weights), int8 (int8 weights and
-activations, float interface), int16x8 (16-bit activations, 8-bit weights, float interface).
-Input and output names of the signature are the stage's tensor names (dict outputs name them).
-"mixed" (adaptive precision) takes a rung per op: int8 with single float32 ops goes through the
-converter (its quantization debugger's denylist keeps those ops float; ops without an int8 kernel fall back to
-float); any other mix (int4w, int16x8 beside int8) through ai-edge-quantizer per-op recipes.
+Precisions (the rung table, edgekit/rungs.py, names them; CONVERTER_MODES sets the converter for each converter
+mode): float32, float16 (fp16 weights), int8 (int8 weights and activations, float interface), int16x8 (16-bit
+activations, 8-bit weights, float interface). Input and output names of the signature are the stage's tensor names
+(dict outputs name them). "mixed" (adaptive precision) takes a rung per op: int8 with single float32 ops goes
+through the converter (its quantization debugger's denylist keeps those ops float; ops without an int8 kernel fall
+back to float); any other mix (int4w, int16x8 beside int8) through ai-edge-quantizer per-op recipes
+(precision/recipes.py). `whole_stage` builds one stage at one ladder rung as adaptive precision compares them.
 
 int8_stage builds a whole-stage int8 stage but keeps some ops float32 when that measures faster here: a thin stem
 convolution (one reading the float stage input with at most STEM_CHANNELS channels) and the ops XNNPACK takes at
@@ -19,10 +20,17 @@ import tempfile
 from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+from tensorflow.lite.tools import flatbuffer_utils as fbu
 
+from edgekit.bench.ops import delegated_alone
+from edgekit.convert.evaluate import interleaved_ms
+from edgekit.convert.precision.graph import OpInfo, read_ops
+from edgekit.convert.precision.recipes import quantize_ops
+from edgekit.convert.tf import quiet, tensorflow
 from edgekit.errors import ConfigError, ModelError
+from edgekit.rungs import FLOAT32, INT8, MIXED, PRECISIONS, RANGE_SAMPLES, RUNG, RUNGS
+from edgekit.runtime.interpreter import available_backends, load_backend
 
-CALIBRATION_SAMPLES = 200
 STEM_CHANNELS = 8           # a convolution of the stage input with at most this many channels is a stem
 _STEM_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D")
 _WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -43,54 +51,65 @@ def _int16x8(conv, tf) -> None:
     conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
 
 
-PRECISION_MODES: Dict[str, Callable] = {
+CONVERTER_MODES: Dict[str, Callable] = {         # Rung.converter -> converter settings
     "float32": lambda conv, tf: None,
     "float16": _float16,
     "int8": _int8,
     "int16x8": _int16x8,
 }
-NEEDS_CALIBRATION = ("int8", "int16x8")
-
-
-def quantize_saved_model(path: str, precision: str, feeds: Dict[str, np.ndarray]) -> bytes:
-    """The ONNX path: path is a SavedModel whose serving_default signature takes feeds' names."""
-    return _convert(path, check_precision(precision), feeds)
+# the rung the converter builds with single ops kept float (its quantization debugger works at int8 only)
+_DENYLIST_RUNG = next(r.name for r in RUNGS if r.converter and r.fallback == FLOAT32)
 
 
 def check_precision(precision: str) -> str:
-    if precision not in PRECISION_MODES:
-        raise ConfigError("unknown precision {!r}; allowed: {}".format(precision, ", ".join(PRECISION_MODES)))
+    if precision not in PRECISIONS:
+        raise ConfigError("unknown precision {!r}; allowed: {}".format(precision, ", ".join(PRECISIONS)))
     return precision
 
 
 def quantize_stage(model, precision: str, feeds: Dict[str, np.ndarray],
-                   layers: Optional[Mapping[str, str]] = None) -> bytes:
+                   layers: Optional[Mapping[str, str]] = None, float_blob: Optional[bytes] = None,
+                   qsvs: Optional[Dict] = None) -> bytes:
     """model: a stage keras.Model; feeds: float values of its inputs on calibration data, by name.
-    layers (precision "mixed" only): op scope (first output tensor name in the float32 .tflite) -> rung."""
-    if precision == "mixed":
-        return _mixed(model, feeds, dict(layers or {}))
+    layers (precision "mixed" only): op scope (first output tensor name in the float32 .tflite) -> rung;
+    float_blob and qsvs (optional, "mixed"): the stage's float32 build and activation ranges, when known."""
+    if precision == MIXED:
+        return _mixed(model, feeds, dict(layers or {}), float_blob, qsvs)
     return _convert(model, check_precision(precision), feeds)
 
 
-def _mixed(model, feeds: Dict[str, np.ndarray], layers: Dict[str, str]) -> bytes:
-    rungs = set(layers.values())
-    if rungs <= {"int8", "float32"}:
-        return _convert(model, "int8", feeds, denylist=[s for s, r in layers.items() if r == "float32"])
-    from edgekit.convert.precision.recipes import quantize_ops
+def _mixed(model, feeds: Dict[str, np.ndarray], layers: Dict[str, str], float_blob: Optional[bytes],
+           qsvs: Optional[Dict]) -> bytes:
+    if set(layers.values()) <= {_DENYLIST_RUNG, FLOAT32}:    # the converter, with float fallback for single ops
+        return _convert(model, _DENYLIST_RUNG, feeds, denylist=[s for s, r in layers.items() if r == FLOAT32])
+    fblob = float_blob if float_blob is not None else _convert(model, FLOAT32, feeds)
+    return quantize_ops(fblob, layers, None if qsvs is not None else feeds, qsvs=qsvs)
 
-    return quantize_ops(_convert(model, "float32", feeds), layers, feeds)
+
+def whole_stage(model, rung: str, feeds: Dict[str, np.ndarray], float_blob: bytes, ops: Sequence[OpInfo],
+                qsvs: Dict) -> bytes:
+    """The stage at one ladder rung, as adaptive precision compares them: a converter mode builds it (with float
+    fallback for ops without a kernel where the rung has that, int8); a rung with per-op recipes only (int4w)
+    quantizes the float build, an op its recipe does not cover at the rung's fallback."""
+    r = RUNG[rung]
+    if r.name == FLOAT32:
+        return float_blob
+    if r.converter is None:
+        return quantize_ops(float_blob, {o.scope: rung if r.ops is None or o.op in r.ops else r.fallback
+                                         for o in ops}, qsvs=qsvs)
+    if r.fallback == FLOAT32:
+        return quantize_stage(model, MIXED, feeds, {})
+    return quantize_stage(model, rung, feeds)
 
 
 def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Optional[List[str]] = None) -> bytes:
     """model: a stage keras.Model, or the path of a SavedModel whose serving_default signature takes feeds' names.
     denylist: None for the plain converter modes; a list (maybe empty) for int8 with float fallback."""
-    from edgekit.convert.tf import quiet, tensorflow
-
     tf = tensorflow()
     saved = isinstance(model, str)
     names = list(feeds) if saved else [t.name for t in model.inputs]
     label = os.path.basename(model) if saved else model.name
-    n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
+    n = min(RANGE_SAMPLES, len(next(iter(feeds.values()))))
 
     def representative() -> Iterator[Dict[str, np.ndarray]]:
         # by name: the converted signature orders its inputs by name, not as model.inputs does
@@ -99,8 +118,8 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
 
     conv = tf.lite.TFLiteConverter.from_saved_model(model, signature_keys=["serving_default"]) if saved else \
         tf.lite.TFLiteConverter.from_keras_model(model)
-    PRECISION_MODES[precision](conv, tf)
-    if precision in NEEDS_CALIBRATION:
+    CONVERTER_MODES[RUNG[precision].converter](conv, tf)
+    if RUNG[precision].calibration:
         conv.representative_dataset = representative
     if denylist is not None:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -130,10 +149,6 @@ class Int8Stage(NamedTuple):
 
 def stem_scopes(float_blob: bytes) -> List[str]:
     """Scopes of the convolutions that read a stage input with at most STEM_CHANNELS channels."""
-    from tensorflow.lite.tools import flatbuffer_utils as fbu
-
-    from edgekit.convert.precision.graph import read_ops
-
     sg = fbu.read_model_from_bytearray(bytearray(float_blob)).subgraphs[0]
     inputs = set(int(i) for i in sg.inputs)
     return [o.scope for o in read_ops(float_blob) if o.op in _STEM_OPS and o.inputs and o.inputs[0] in inputs
@@ -146,10 +161,6 @@ def off_delegate_scopes(int8_blob: bytes, float_blob: bytes, backend: Optional[s
     type in the int8 build is the k-th of that type in the float build (int8 only adds (DE)QUANTIZE ops). None
     when the delegate takes no int8 convolution or dense op (tflite-runtime 2.14's XNNPACK): the int8 stage then
     runs on TFLite's own kernels anyway, and floating its ops would only make it a float32 stage."""
-    from edgekit.bench.ops import delegated_alone
-    from edgekit.convert.precision.graph import read_ops
-    from edgekit.runtime.interpreter import load_backend
-
     interp = load_backend(backend)
     twins = {}   # type: Dict[str, List[Tuple[str, bool]]]
     for o, d in zip(read_ops(float_blob), delegated_alone(interp, float_blob)):
@@ -169,17 +180,17 @@ def off_delegate_scopes(int8_blob: bytes, float_blob: bytes, backend: Optional[s
 
 def int8_stage(model, feeds: Dict[str, np.ndarray], time_blobs: Callable[[Sequence[bytes]], List[float]],
                backend: Optional[str] = None) -> Int8Stage:
-    """The int8 build of a stage (a keras.Model or a SavedModel path, as _convert takes), with its thin stem convolutions and the ops the delegate takes only at float32
-    kept float32 when time_blobs (median ms of each blob, measured interleaved) says that is faster. backend: the
+    """The int8 build of a stage (a keras.Model or a SavedModel path, as _convert takes), with its thin stem
+    convolutions and the ops the delegate takes only at float32 kept float32 when time_blobs (median ms of each blob, measured interleaved) says that is faster. backend: the
     interpreter package that decides which ops the delegate takes (the target's, when installed here)."""
-    plain = _convert(model, "int8", feeds)
-    fblob = _convert(model, "float32", feeds)
+    plain = _convert(model, INT8, feeds)
+    fblob = _convert(model, FLOAT32, feeds)
     keep = stem_scopes(fblob)
     keep += [s for s in off_delegate_scopes(plain, fblob, backend) if s not in keep]
     if not keep:
         return Int8Stage(plain, (), {})
     try:
-        kept = _convert(model, "int8", feeds, denylist=keep)
+        kept = _convert(model, INT8, feeds, denylist=keep)
     except ModelError:           # the converter's debugger refused this mix: the plain build stands
         return Int8Stage(plain, (), {})
     ms = time_blobs([plain, kept])
@@ -187,3 +198,19 @@ def int8_stage(model, feeds: Dict[str, np.ndarray], time_blobs: Callable[[Sequen
     if ms[1] < ms[0]:
         return Int8Stage(kept, tuple(keep), measured)
     return Int8Stage(plain, (), measured)
+
+
+def uniform_stage(model, precision: str, feeds: Dict[str, np.ndarray], target) -> Tuple[bytes, Optional[Dict]]:
+    """One stage (a keras.Model or a SavedModel directory) at a uniform precision, and what int8 kept float32 with
+    the timings that decided it (None when nothing was timed). int8 keeps some ops float32 when that measures faster
+    here, on the target's interpreter package when it is installed (int8_stage)."""
+    if precision != INT8:
+        return quantize_stage(model, precision, feeds), None
+    wanted = target.runtime_package.replace("-", "_")
+    backend = wanted if wanted in available_backends() else None
+    threads = target.default_threads if target.arch == "x86_64" else 1
+    built = int8_stage(model, feeds, lambda blobs: interleaved_ms(blobs, feeds, threads, backend=backend), backend)
+    if not built.measured_ms:
+        return built.blob, None
+    return built.blob, {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms,
+                        "interpreter": backend or "default"}

@@ -3,54 +3,17 @@
 Stage k maps the tensors carried from earlier stages (its frontier) to the next frontier plus exit k.
 The frontier can hold several tensors, e.g. when a skip connection crosses the cut.
 """
-import re
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence
 
+import keras
 import numpy as np
+from keras import tree
 
+from edgekit.convert.flops import model_flops
+from edgekit.convert.keras_graph import ancestor_nodes, graph_nodes, producer_map, sanitize
+from edgekit.convert.stages import Stage
 from edgekit.errors import ModelError
-
-
-@dataclass
-class Stage:
-    index: int
-    model: "object"            # keras.Model: inputs by name -> dict of outputs by name
-    input_names: Tuple[str, ...]
-    carried_names: Tuple[str, ...]
-    exit_name: str
-    score_name: Optional[str] = None   # a learned exit score output (model output named <exit>_score)
-
-
-def _sanitize(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", name)
-
-
-def _graph_nodes(model) -> List[object]:
-    """The model's operation nodes in execution order (deepest first, as Keras runs them)."""
-    nodes = []
-    for depth in sorted(model._nodes_by_depth.keys(), reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.operation is not None and not node.is_input:
-                nodes.append(node)
-    return nodes
-
-
-def _producers(nodes: Sequence[object]) -> Dict[int, object]:
-    return {id(t): node for node in nodes for t in node.outputs}
-
-
-def _ancestor_nodes(tensor, producers: Dict[int, object]) -> List[object]:
-    seen, stack, out = set(), [tensor], []
-    while stack:
-        t = stack.pop()
-        node = producers.get(id(t))
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        out.append(node)
-        stack.extend(node.input_tensors)
-    return out
+from edgekit.manifest import TensorSpec
 
 
 def _tensor_name(t, producers: Dict[int, object], input_names: Dict[int, str]) -> str:
@@ -58,29 +21,27 @@ def _tensor_name(t, producers: Dict[int, object], input_names: Dict[int, str]) -
         return input_names[id(t)]
     node = producers[id(t)]
     idx = [id(o) for o in node.outputs].index(id(t))
-    base = "c_" + _sanitize(node.operation.name)
+    base = "c_" + sanitize(node.operation.name)
     return base if len(node.outputs) == 1 else "{}_{}".format(base, idx)
 
 
 def split_model(model, exit_names: Sequence[str] = ()) -> List[Stage]:
     """One stage per model output, in the order of model.outputs (exits in depth order)."""
-    import keras
-
     outputs = list(model.outputs)
     if len(outputs) < 2:
         raise ModelError("model {!r} has a single output and no exits; a multi-exit model has one output per exit "
                          "in depth order (attach exits first)".format(model.name))
-    names = list(exit_names) or [_sanitize(n) for n in model.output_names]
+    names = list(exit_names) or [sanitize(n) for n in model.output_names]
     outputs, names, scores = _pair_scores(outputs, names)
-    nodes = _graph_nodes(model)
-    producers = _producers(nodes)
-    input_names = {id(t): _sanitize(t.name) for t in model.inputs}
+    nodes = graph_nodes(model)
+    producers = producer_map(nodes)
+    input_names = {id(t): sanitize(t.name) for t in model.inputs}
     order = {id(n): i for i, n in enumerate(nodes)}
 
     owner: Dict[int, int] = {}                      # node id -> stage index
     for k, out in enumerate(outputs):
         for t in [out] + ([scores[k][0]] if k in scores else []):
-            for node in _ancestor_nodes(t, producers):
+            for node in ancestor_nodes(t, producers):
                 owner.setdefault(id(node), k)
     stage_nodes = [[n for n in nodes if owner.get(id(n)) == k] for k in range(len(outputs))]
     if any(not sn for sn in stage_nodes[1:]):
@@ -107,7 +68,7 @@ def split_model(model, exit_names: Sequence[str] = ()) -> List[Stage]:
         key = lambda tid: (produced_by[tid], order.get(id(producers.get(tid)), -1), tid)  # noqa: E731
         ins.sort(key=key)
         carried.sort(key=key)
-        stages.append(_build_stage(keras, k, sn, [tensors[t] for t in ins], [tensors[t] for t in carried],
+        stages.append(_build_stage(k, sn, [tensors[t] for t in ins], [tensors[t] for t in carried],
                                    outputs[k], names[k], producers, input_names, scores.get(k)))
     return stages
 
@@ -125,10 +86,8 @@ def _pair_scores(outputs: List[object], names: List[str]):
     return [outputs[i] for i in keep], [names[i] for i in keep], scores
 
 
-def _build_stage(keras, k: int, nodes, ins, carried, exit_tensor, exit_name: str, producers, input_names,
+def _build_stage(k: int, nodes, ins, carried, exit_tensor, exit_name: str, producers, input_names,
                  score=None) -> Stage:
-    from keras import tree
-
     values: Dict[int, object] = {}
     new_inputs = []
     in_names = []
@@ -156,8 +115,22 @@ def _build_stage(keras, k: int, nodes, ins, carried, exit_tensor, exit_name: str
     if score is not None:
         out[score[1]] = values[id(score[0])]
     sub = keras.Model(new_inputs, out, name="stage_{}".format(k))
+    names = carried_names + [exit_name] + ([] if score is None else [score[1]])
     return Stage(index=k, model=sub, input_names=tuple(in_names), carried_names=tuple(carried_names),
-                 exit_name=exit_name, score_name=None if score is None else score[1])
+                 exit_name=exit_name, inputs=tuple(_spec(t, t.name) for t in sub.inputs),
+                 outputs=tuple(_spec(sub.output[n], n) for n in names), flops=model_flops(sub),
+                 score_name=None if score is None else score[1])
+
+
+def _spec(t, name: str) -> TensorSpec:
+    return TensorSpec(name=name, shape=(None,) + tuple(int(d) for d in t.shape[1:]))
+
+
+def exit_outputs(model, stages: Sequence[Stage], x: np.ndarray) -> List[np.ndarray]:
+    """The original model's exit outputs on x, in stage order (score outputs left out)."""
+    outs = model([x], training=False)
+    by_name = {sanitize(n): np.asarray(o) for n, o in zip(model.output_names, outs)}
+    return [by_name[st.exit_name] for st in stages]
 
 
 def run_stages_keras(stages: Sequence[Stage], x: np.ndarray, input_name: str) -> List[np.ndarray]:

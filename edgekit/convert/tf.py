@@ -29,7 +29,9 @@ def quiet() -> Iterator[None]:
             os.close(fd)
 
 
+with quiet():
+    import tensorflow as tf     # convert/__init__.py imports this module first, so this import is TensorFlow's first
+
+
 def tensorflow():
-    with quiet():
-        import tensorflow as tf
     return tf

@@ -11,7 +11,7 @@ from edgekit.signing import SIGNATURE_NAME
 # The runtime that runs on the board, relative to the directory holding the edgekit package. These files keep
 # to Python 3.8 syntax and import only numpy and a TFLite interpreter. One list, here.
 RUNTIME_FILES = ("edgekit/__init__.py", "edgekit/errors.py", "edgekit/manifest.py", "edgekit/data.py",
-                 "edgekit/manifest_checks.py", "edgekit/power_model.py", "edgekit/atomic.py",
+                 "edgekit/manifest_checks.py", "edgekit/rungs.py", "edgekit/power_model.py", "edgekit/atomic.py",
                  "edgekit/device_keys.py", "edgekit/ed25519.py",
                  "edgekit/runtime/*.py", "edgekit/signing.py",
                  # python -m edgekit.bench: latency protocol, energy blocks, meters, curve

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Se
 import numpy as np
 
 from edgekit.errors import BundleError, DataError, first_line
-from edgekit.manifest import StageSpec
+from edgekit.manifest import Manifest, StageSpec
 from edgekit.runtime.cost_protocol import resolve_stage_threads
 from edgekit.runtime.costs import StageCosts
 from edgekit.runtime.budget import run_with_budget
@@ -46,6 +46,20 @@ class EarlyExitRunner:
         Every check on the bundle (runtime/guard.py) happens before the first interpreter is created."""
         self.bundle_dir = bundle_dir
         self.manifest, blobs, self.signed_by = load_checked(bundle_dir, verify, trusted_keys, require_signature)
+        self._set_up(blobs, backend, num_threads, use_delegates, max_batch)
+
+    @classmethod
+    def in_memory(cls, manifest: Manifest, blobs: Sequence[bytes], backend: Optional[str] = None,
+                  num_threads: Optional[int] = None) -> "EarlyExitRunner":
+        """A runner over stages the caller built and holds (the converter fits thresholds on them before it writes
+        the bundle): nothing is read from disk, nothing is verified."""
+        self = cls.__new__(cls)
+        self.bundle_dir, self.manifest, self.signed_by = "(in memory)", manifest, None
+        self._set_up(list(blobs), backend, num_threads, True, None)
+        return self
+
+    def _set_up(self, blobs: List[bytes], backend: Optional[str], num_threads: Optional[int], use_delegates: bool,
+                max_batch: Optional[int]) -> None:
         self.backend = load_backend(backend)                          # type: Backend
         rt = self.manifest.extra.get("runtime", {})
         self.max_batch = resolve_max_batch(max_batch, rt)

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgekit.convert.precision.ladder import rank, weight_bytes
 from edgekit.convert.precision.sensitivity import SQNR_CAP, Loss
+from edgekit.rungs import FLOAT16, FLOAT32
 
 ZERO = Loss(kl=0.0, sqnr_db=SQNR_CAP, layer_sqnr_db=SQNR_CAP)
 
@@ -34,7 +35,7 @@ class Layer:
         return "{}/{}".format(self.stage, self.scope)
 
     def loss(self, rung: str) -> Loss:
-        return ZERO if rung == "float32" else self.losses[rung]
+        return ZERO if rung == FLOAT32 else self.losses[rung]
 
 
 @dataclass
@@ -53,18 +54,18 @@ Choice = Tuple[str, str]                          # (rung, reason)
 
 def op_latency(layer: Layer, rung: str, cost: StageCost, fp16_compute: bool) -> float:
     lat = dict(cost.latency_ms)
-    if "float16" in lat and not fp16_compute:
-        lat["float16"] = max(lat["float16"], lat.get("float32", lat["float16"]))
-    return lat.get(rung, lat["float32"]) * layer.macs / max(1, cost.macs)
+    if FLOAT16 in lat and not fp16_compute:
+        lat[FLOAT16] = max(lat[FLOAT16], lat.get(FLOAT32, lat[FLOAT16]))
+    return lat.get(rung, lat[FLOAT32]) * layer.macs / max(1, cost.macs)
 
 
 def by_tolerance(layers: Sequence[Layer], tolerance: float) -> Dict[str, Choice]:
     out = {}
     for ly in layers:
         if ly.pinned:
-            out[ly.key] = ("float32", ly.pinned)
+            out[ly.key] = (FLOAT32, ly.pinned)
             continue
-        pick = next((r for r in ly.rungs if ly.loss(r).kl <= tolerance), "float32")
+        pick = next((r for r in ly.rungs if ly.loss(r).kl <= tolerance), FLOAT32)
         out[ly.key] = (pick, "lowest rung with KL <= {:g}".format(tolerance))
     return out
 
@@ -76,7 +77,7 @@ def by_budget(layers: Sequence[Layer], budget: float, cost_of, floor: float, kin
     that still fits (a move that is cheaper and loses less goes first). Losses at or below `floor` count as
     none. Returns choices, estimated total and the smallest possible total (every op at its cheapest)."""
     eff = lambda ly, r: 0.0 if ly.loss(r).kl <= floor else ly.loss(r).kl  # noqa: E731
-    cur = {ly.key: "float32" if ly.pinned else min(ly.rungs, key=lambda r: (cost_of(ly, r), rank(r)))
+    cur = {ly.key: FLOAT32 if ly.pinned else min(ly.rungs, key=lambda r: (cost_of(ly, r), rank(r)))
            for ly in layers}
     total = fixed + sum(cost_of(ly, cur[ly.key]) for ly in layers)
     minimum = total
@@ -114,11 +115,11 @@ def stage_float16(layers: Sequence[Layer], choice: Dict[str, Choice], costs: Seq
     out = []
     for k, cost in enumerate(costs):
         mine = [ly for ly in layers if ly.stage == k]
-        if not mine or not allowed or "float16" not in cost.losses:
+        if not mine or not allowed or FLOAT16 not in cost.losses:
             out.append("")
             continue
-        all_float = all(choice[ly.key][0] == "float32" and not ly.pinned for ly in mine)
-        ok = all_float and cost.losses["float16"].kl <= tolerance
+        all_float = all(choice[ly.key][0] == FLOAT32 and not ly.pinned for ly in mine)
+        ok = all_float and cost.losses[FLOAT16].kl <= tolerance
         out.append(("float16: halves the weights" + (" and computes in fp16 on this target" if fp16_compute
                                                       else " (this target has no FP16 arithmetic: size only)"))
                    if ok else "")
@@ -128,7 +129,7 @@ def stage_float16(layers: Sequence[Layer], choice: Dict[str, Choice], costs: Seq
 def backoff_pick(layers: Sequence[Layer], choice: Dict[str, Choice], done: Sequence[str],
                  ceiling: Optional[str] = None) -> Optional[Layer]:
     """The most sensitive op (largest loss at its chosen rung) that can still go up a rung (below `ceiling`)."""
-    top = rank(ceiling) if ceiling is not None else rank("float32")
+    top = rank(ceiling) if ceiling is not None else rank(FLOAT32)
     cands = [ly for ly in layers if not ly.pinned and rank(choice[ly.key][0]) < top and ly.key not in done
              and (ceiling is None or ceiling in ly.rungs)]
     if not cands:
@@ -140,4 +141,4 @@ def next_rung(ly: Layer, rung: str, ceiling: Optional[str] = None) -> str:
     higher = [r for r in ly.rungs if rank(r) > rank(rung)]
     if ceiling is not None:
         higher = [r for r in higher if rank(r) <= rank(ceiling)] or [ceiling]
-    return higher[0] if higher else "float32"
+    return higher[0] if higher else FLOAT32

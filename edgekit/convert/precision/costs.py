@@ -13,8 +13,10 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope
+from edgekit.convert.precision.recipes import quantize_ops
 from edgekit.convert.precision.timing import Cost, Protocol, measure_candidates
 from edgekit.errors import ModelError
+from edgekit.runtime.interpreter import StageCall, load_backend
 
 NOISE_FRACTION = 0.02         # a difference below this share of the baseline (or half its IQR) is noise
 BASE = "int8 baseline"
@@ -40,8 +42,6 @@ def _baseline(measured: Dict) -> Tuple[Cost, float]:
 
 
 def _caller(blob: bytes, feed: Mapping[str, np.ndarray]) -> Callable[[], object]:
-    from edgekit.runtime.interpreter import StageCall, load_backend
-
     call = StageCall(load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner())
     one = {k: np.asarray(v[:1], np.float32) for k, v in feed.items()}
     call(**one)
@@ -54,8 +54,6 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
     whole-stage costs by rung and the baseline's cost. Candidates are timed in groups of GROUP, each group with
     its own copies of the baseline: fewer interpreters in turn keep the caches as warm as one stage's are."""
-    from edgekit.convert.precision.recipes import quantize_ops
-
     base_rungs = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops}
     base_blob = quantize_ops(fblob, base_rungs, qsvs=qsvs)
     base_kernels = kernels_by_scope(base_blob)

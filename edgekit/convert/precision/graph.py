@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils as fbu
 
 from edgekit.convert.tflite_model import text
 
@@ -33,8 +35,6 @@ class OpInfo:
 
 
 def _builtin_names() -> Dict[int, str]:
-    from tensorflow.lite.python import schema_py_generated as schema
-
     return {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
 
@@ -56,8 +56,6 @@ def _layer_of(names: Sequence[str], known: Sequence[str]) -> str:
 
 def read_ops(blob: bytes, known_layers: Sequence[str] = ()) -> List[OpInfo]:
     """Ops of the first subgraph in execution order."""
-    from tensorflow.lite.tools import flatbuffer_utils as fbu
-
     model = fbu.read_model_from_bytearray(bytearray(blob))
     sg = model.subgraphs[0]
     names = _builtin_names()

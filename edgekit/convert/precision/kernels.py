@@ -8,13 +8,11 @@ So the kernel is read from the interpreter, per op, for every build that is time
 """
 from typing import Dict, List, Set
 
-FORMS: Dict[str, str] = {
-    "int4w": "4-bit channelwise weights, static int8 activations (ai-edge-quantizer static_wi4_ai8)",
-    "int8": "8-bit channelwise weights, static int8 activations",
-    "int16x8": "8-bit weights, static 16-bit activations",
-    "float16": "fp16 weights dequantized to float32 at load",
-    "float32": "float32",
-}
+from edgekit.convert.precision.graph import read_ops
+from edgekit.rungs import RUNGS
+from edgekit.runtime.interpreter import load_backend
+
+FORMS: Dict[str, str] = {r.name: r.form for r in RUNGS}
 XNNPACK = "xnnpack"
 BUILTIN = "builtin"
 
@@ -48,9 +46,6 @@ def op_kernels(interp) -> Dict[int, str]:
 
 def kernels_by_scope(blob: bytes) -> Dict[str, str]:
     """Op scope (first output tensor name) -> the kernel that runs it with 1 thread here."""
-    from edgekit.convert.precision.graph import read_ops
-    from edgekit.runtime.interpreter import load_backend
-
     interp = load_backend().interpreter(model_content=blob, num_threads=1)
     interp.allocate_tensors()
     by_index = op_kernels(interp)

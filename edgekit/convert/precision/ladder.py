@@ -1,43 +1,21 @@
-"""The precision ladder (the registry of rungs) and what a target board runs of it.
+"""What a target board runs of the precision ladder (the rung table: edgekit/rungs.py).
 
-Rungs, lowest first: int4w (4-bit weights, 8-bit activations), int8, int16x8 (16-bit activations, 8-bit
-weights), float16 (fp16 weights; a whole-stage rung), float32. A target runs the rungs its profile lists in
-`precisions`; int4w needs ai-edge-quantizer at conversion time, int8 on the target, and a runtime whose
-kernels read 4-bit weights (checked here by running such a model, see `int4_status`).
+A target runs the rungs its profile lists in `precisions`; int4w needs ai-edge-quantizer at conversion time, int8
+on the target, and a runtime whose kernels read 4-bit weights (checked here by running such a model, see
+`int4_status`).
 """
 import functools
 import importlib.util
-from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
+from edgekit.convert.precision.recipes import probe_int4
 from edgekit.errors import ConfigError
-
-LADDER = ("int4w", "int8", "int16x8", "float16", "float32")
-LAYER_RUNGS = ("int4w", "int8", "int16x8", "float32")   # rungs one op can take inside a mixed stage
-STAGE_ONLY = ("float16",)                                # only a whole stage can be float16 (converter mode)
-
-
-@dataclass(frozen=True)
-class Rung:
-    name: str
-    weight_bits: int
-    activation_bits: int      # 32: float activations
-    description: str
-
-
-RUNGS: Dict[str, Rung] = {
-    "int4w": Rung("int4w", 4, 8, "4-bit weights, 8-bit activations (ai-edge-quantizer recipe)"),
-    "int8": Rung("int8", 8, 8, "8-bit weights and activations"),
-    "int16x8": Rung("int16x8", 8, 16, "8-bit weights, 16-bit activations (reference kernels, slow)"),
-    "float16": Rung("float16", 16, 32, "fp16 weights; fp16 compute only on ARMv8.2 FP16 cores"),
-    "float32": Rung("float32", 32, 32, "float"),
-}
-INT4_OPS = ("CONV_2D", "FULLY_CONNECTED")              # ops the 4-bit weight recipe covers (ai-edge-quantizer 0.1)
+from edgekit.rungs import FLOAT32, INT4W, INT8, LADDER, RUNG
 
 
 def weight_bytes(rung: str, params: int) -> float:
     """Bytes of a layer's weights at a rung (int16x8 keeps 8-bit weights)."""
-    return params * RUNGS[rung].weight_bits / 8.0
+    return params * RUNG[rung].weight_bits / 8.0
 
 
 def rank(rung: str) -> int:
@@ -53,8 +31,6 @@ def int4_status() -> Tuple[bool, str]:
     """(usable, why): whether 4-bit weights can be produced here and run by this machine's interpreters."""
     if not has_ai_edge_quantizer():
         return False, "ai-edge-quantizer is not installed (pip install -c constraints.txt -e '.[convert]')"
-    from edgekit.convert.precision.recipes import probe_int4
-
     return probe_int4()
 
 
@@ -65,13 +41,13 @@ def target_rungs(target, wanted: Optional[Tuple[str, ...]] = None) -> Tuple[Tupl
     notes: Dict[str, str] = {}
     runs = [r for r in LADDER if r in target.precisions]
     ok4, why4 = int4_status()
-    if "int8" in target.precisions:
+    if INT8 in target.precisions:
         if not ok4:
-            notes["int4w"] = "left out: " + why4
+            notes[INT4W] = "left out: " + why4
         elif target.runtime_package == "tflite-runtime" and not _tflite_runtime_int4():
-            notes["int4w"] = "left out: tflite-runtime 2.14 on {} cannot run 4-bit weights".format(target.name)
+            notes[INT4W] = "left out: tflite-runtime 2.14 on {} cannot run 4-bit weights".format(target.name)
         else:
-            runs.insert(0, "int4w")
+            runs.insert(0, INT4W)
     if not has_ai_edge_quantizer():
         notes["mixed int16x8"] = "int16x8 only for whole stages: ai-edge-quantizer is not installed"
     if wanted is not None:
@@ -81,11 +57,11 @@ def target_rungs(target, wanted: Optional[Tuple[str, ...]] = None) -> Tuple[Tupl
             if r not in runs:
                 raise ConfigError("rung {!r} is not available on {}; it runs: {}{}".format(
                     r, target.name, ", ".join(runs), " ({})".format(notes[r]) if r in notes else ""))
-        if "float32" not in wanted:
+        if FLOAT32 not in wanted:
             raise ConfigError("rungs {} must include float32 (the fallback for ops without a quantized "
                               "kernel)".format(",".join(wanted)))
         runs = [r for r in runs if r in wanted]
-    if "float32" not in runs:
+    if FLOAT32 not in runs:
         raise ConfigError("target {} lists no float32 precision; adaptive precision needs it as the fallback; "
                           "it runs: {}".format(target.name, ", ".join(runs)))
     return tuple(runs), notes
@@ -93,8 +69,6 @@ def target_rungs(target, wanted: Optional[Tuple[str, ...]] = None) -> Tuple[Tupl
 
 @functools.lru_cache(maxsize=None)
 def _tflite_runtime_int4() -> bool:
-    from edgekit.convert.precision.recipes import probe_int4
-
     return probe_int4(backend="tflite_runtime")[0]
 
 

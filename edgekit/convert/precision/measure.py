@@ -6,10 +6,14 @@ import numpy as np
 
 from edgekit.convert.precision.allocate import Layer, StageCost
 from edgekit.convert.precision.costs import op_delta, time_stage
-from edgekit.convert.precision.graph import OpInfo, read_ops
-from edgekit.convert.precision.ladder import INT4_OPS, LAYER_RUNGS
-from edgekit.errors import ModelError
+from edgekit.convert.precision.graph import OpInfo, producers, read_ops
+from edgekit.convert.precision.recipes import calibrate, supported
 from edgekit.convert.precision.sensitivity import Cache, Chain, layer_loss, stage_loss
+from edgekit.convert.quantize import quantize_stage, whole_stage
+from edgekit.convert.split import stage_inputs
+from edgekit.errors import ModelError
+from edgekit.rungs import FLOAT32, INT8, INT16X8, LAYER_RUNGS, MIXED, RUNG
+from edgekit.runtime.interpreter import load_backend
 
 _IO_OPS = ("QUANTIZE", "DEQUANTIZE")
 
@@ -33,7 +37,7 @@ class Profile:
     def ensure(self, ly: Layer, rung: str) -> bool:
         """Measure `ly` at `rung` if that was not done yet (measure="needed"); False if the rung cannot be
         built or run for this op (it is then dropped from ly.rungs)."""
-        if rung == "float32" or rung in ly.losses:
+        if rung == FLOAT32 or rung in ly.losses:
             return True
         op = next(o for o in self.ops[ly.stage] if o.scope == ly.scope)
         _measure(ly, self.chain, self.float_blobs[ly.stage], op, self.qsvs[ly.stage], self.caches[ly.stage],
@@ -44,8 +48,6 @@ class Profile:
 
 def _float_ops_in(blob: bytes) -> List[OpInfo]:
     """Ops of an int8 build that compute in float (no int8 kernel; the converter fell back)."""
-    from edgekit.runtime.interpreter import load_backend
-
     interp = load_backend().interpreter(model_content=blob)
     out = []
     for op in read_ops(blob):
@@ -59,21 +61,11 @@ def _float_ops_in(blob: bytes) -> List[OpInfo]:
 def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpInfo], rungs: Sequence[str],
                     qsvs, skipped: List[Dict[str, str]]) -> Dict[str, bytes]:
     """Whole-stage builds by rung; a rung that does not convert or does not run is left out (and noted)."""
-    from edgekit.convert.precision.recipes import quantize_ops
-    from edgekit.convert.quantize import quantize_stage
-
-    builds = {"float32": fblob}
+    builds = {FLOAT32: fblob}
     for r in rungs:
         try:
-            if r in ("float16", "int16x8"):
-                builds[r] = quantize_stage(st.model, r, feed)
-            elif r == "int8":
-                builds[r] = quantize_stage(st.model, "mixed", feed, {})     # int8 with float fallback
-            elif r == "int4w":
-                builds[r] = quantize_ops(fblob, {o.scope: ("int4w" if o.op in INT4_OPS else "int8")
-                                                 for o in ops}, qsvs=qsvs)
-            if r in builds:
-                runs(builds[r], feed)
+            builds[r] = whole_stage(st.model, r, feed, fblob, ops, qsvs)
+            runs(builds[r], feed)
         except (ModelError, RuntimeError, ValueError) as exc:   # e.g. an op with no 16x8 kernel
             builds.pop(r, None)
             skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": _first_line(exc)})
@@ -82,8 +74,6 @@ def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpI
 
 def runs(blob: bytes, feed: Dict[str, np.ndarray]) -> None:
     """Raise RuntimeError when the interpreter cannot prepare or run `blob` on one sample of `feed`."""
-    from edgekit.runtime.interpreter import load_backend
-
     sig = load_backend().interpreter(model_content=blob, num_threads=1).get_signature_runner()
     sig(**{k: np.asarray(v[:1], np.float32) for k, v in feed.items()})
 
@@ -96,12 +86,8 @@ def _first_line(exc: Exception) -> str:
 def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
             say: Callable[[str], None], stop_at: Optional[float] = None) -> Profile:
     """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all."""
-    from edgekit.convert.precision.recipes import calibrate, supported
-    from edgekit.convert.quantize import quantize_stage
-    from edgekit.convert.split import stage_inputs
-
     feeds = stage_inputs(stages, data["ranges"], input_name)
-    fblobs = [quantize_stage(st.model, "float32", f) for st, f in zip(stages, feeds)]
+    fblobs = [quantize_stage(st.model, FLOAT32, f) for st, f in zip(stages, feeds)]
     chain = Chain(stages, fblobs, data["sens"], input_name)
     all_ops, layers, costs, uniform, fallbacks, hits = [], [], [], [], [], 0
     skipped: List[Dict[str, str]] = []
@@ -114,7 +100,7 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
         all_qsvs.append(qsvs)
         builds = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs, skipped)
         uniform.append(builds)
-        no_kernel = {o.scope for o in _float_ops_in(builds["int8"])} if "int8" in builds else set()
+        no_kernel = {o.scope for o in _float_ops_in(builds[INT8])} if INT8 in builds else set()
         for o in ops:
             if o.scope in no_kernel:
                 fallbacks.append({"stage": str(k), "op": o.op, "layer": o.layer,
@@ -126,9 +112,9 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
             if not o.weighted:
                 continue
             allowed = tuple(r for r in LAYER_RUNGS if r in rungs and
-                            (r == "float32" or supported(o.op, r)))
+                            (r == FLOAT32 or supported(o.op, r)))
             ly = Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
-                       rungs=allowed if "float32" in allowed else allowed + ("float32",),
+                       rungs=allowed if FLOAT32 in allowed else allowed + (FLOAT32,),
                        pinned="no int8 kernel: float fallback" if o.scope in no_kernel else "")
             _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
             mine.append(ly)
@@ -139,11 +125,11 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
         costs.append(StageCost(
             latency_ms={r: c.median_ms for r, c in whole.items()},
             size_bytes={r: len(b) for r, b in builds.items()},
-            losses={r: stage_loss(chain, k, b) for r, b in builds.items() if r != "float32"},
+            losses={r: stage_loss(chain, k, b) for r, b in builds.items() if r != FLOAT32},
             macs=sum(o.macs for o in ops),
             fixed_bytes=max(0, len(fblobs[k]) - 4 * sum(o.params for o in ops if o.weighted)),
             spread_ms={r: c.iqr_ms for r, c in whole.items()},
-            mixed_ms=op_delta(base, whole["int8"]) if "int8" in whole else 0.0))
+            mixed_ms=op_delta(base, whole[INT8]) if INT8 in whole else 0.0))
         hits += cache.hits
         say("stage {}: {} ops measured at {}".format(k, sum(o.weighted for o in ops), ",".join(rungs)))
     return Profile(stages=stages, feeds=feeds, float_blobs=fblobs, ops=all_ops, layers=layers, costs=costs,
@@ -159,7 +145,7 @@ def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: Li
         return
     failed = set()
     for r in ly.rungs:
-        if r == "float32" or r in ly.losses or (only and r != only):
+        if r == FLOAT32 or r in ly.losses or (only and r != only):
             continue
         try:
             ly.losses[r] = layer_loss(chain, ly.stage, fblob, o, r, qsvs, cache)
@@ -175,29 +161,33 @@ def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: Li
 
 def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequence[str]) -> Dict[str, str]:
     """A rung for every op of a mixed stage: weighted ops as chosen; an op without weights takes the
-    activation width of what feeds it (the widest of its producers; int4w counts as int8)."""
-    from edgekit.convert.precision.graph import producers
-
+    activation width of what feeds it (the widest of its producers; int4w counts as its fallback, int8)."""
     prod = producers(ops)
     out: Dict[str, str] = {}
     counts: Dict[str, int] = {}
     for r in weighted.values():
         counts[r] = counts.get(r, 0) + 1
-    default = max(counts, key=counts.get) if counts else "int8"
-    order = ("int8", "int16x8", "float32")
+    default = max(counts, key=counts.get) if counts else INT8
+    order = (INT8, INT16X8, FLOAT32)
     for o in ops:
         if o.scope in weighted:
             out[o.scope] = weighted[o.scope]
         elif o.scope in pinned_float:
-            out[o.scope] = "float32"
+            out[o.scope] = FLOAT32
         else:
             src = [out.get(prod[t].scope) for t in o.inputs if t in prod and prod[t].scope in out]
-            src = ["int8" if r == "int4w" else r for r in src if r]
-            out[o.scope] = max(src, key=order.index) if src else ("int8" if default == "int4w" else default)
+            src = [_unweighted(r) for r in src if r]
+            out[o.scope] = max(src, key=order.index) if src else _unweighted(default)
     return out
 
 
-_WIDTH = {"int4w": 8, "int8": 8, "int16x8": 16, "float32": 0}
+def _unweighted(rung: str) -> str:
+    """The rung an op without weights takes beside `rung`: a weights-only rung (int4w) has none, so its fallback."""
+    return RUNG[rung].fallback if RUNG[rung].converter is None else rung
+
+
+def _width(rung: str) -> int:
+    return RUNG[rung].activation_width
 
 
 def harmonize(ops: Sequence[OpInfo], rungs: Dict[str, str], can16: Callable[[OpInfo], bool]) -> Dict[str, str]:
@@ -213,18 +203,18 @@ def harmonize(ops: Sequence[OpInfo], rungs: Dict[str, str], can16: Callable[[OpI
     while changed:
         changed = False
         for group in readers.values():
-            widths = {_WIDTH[out[o.scope]] for o in group}
+            widths = {_width(out[o.scope]) for o in group}
             if 8 in widths and 16 in widths:
                 for o in group:
-                    if _WIDTH[out[o.scope]] == 8:
-                        out[o.scope] = "int16x8" if can16(o) else "float32"
+                    if _width(out[o.scope]) == 8:
+                        out[o.scope] = INT16X8 if can16(o) else FLOAT32
                         changed = True
     return out
 
 
 def stage_label(rungs: Sequence[str]) -> str:
     uniq = set(rungs)
-    return uniq.pop() if len(uniq) == 1 and next(iter(uniq)) != "int4w" else "mixed"
+    return uniq.pop() if len(uniq) == 1 and RUNG[next(iter(uniq))].converter else MIXED
 
 
 def weighted_choices(layers: Sequence[Layer], choice: Dict[str, Tuple[str, str]], k: int) -> Dict[str, str]:

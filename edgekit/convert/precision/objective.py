@@ -12,8 +12,10 @@ import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from edgekit.convert.precision.allocate import Choice, Layer, StageCost, by_budget
+from edgekit.convert.precision.costs import noise_ms
 from edgekit.convert.precision.kernels import BUILTIN
 from edgekit.convert.precision.ladder import rank, weight_bytes
+from edgekit.convert.precision.timing import machine
 from edgekit.errors import ConfigError
 
 OBJECTIVES = ("latency", "size", "accuracy")
@@ -149,8 +151,6 @@ def to_int8(layers: Sequence[Layer], choice: Dict[str, Choice]) -> List[Layer]:
 
 def slow_stage(got: Dict, plan: Sequence[bytes], int8: Optional[Sequence[bytes]]) -> Optional[int]:
     """The stage of the plan most slower than its int8 build beyond the noise (None: none is)."""
-    from edgekit.convert.precision.costs import noise_ms
-
     if not int8:
         return None
     excess = {k: got["plan"][k].median_ms - got["int8"][k].median_ms - noise_ms(got["int8"][k])
@@ -162,8 +162,6 @@ def slow_stage(got: Dict, plan: Sequence[bytes], int8: Optional[Sequence[bytes]]
 def against_int8(got: Dict, plan_sizes: Sequence[int], prof) -> Dict:
     """Plan vs uniform builds: full-depth ms (sum of the stages' medians) of each, per stage, and size and
     latency factors vs int8."""
-    from edgekit.convert.precision.timing import machine
-
     total = {k: sum(c.median_ms for c in costs) for k, costs in got.items()}
     out = {"plan_ms": total["plan"], "plan_bytes": int(sum(plan_sizes)),
            "uniform_ms": {k: v for k, v in total.items() if k != "plan"},

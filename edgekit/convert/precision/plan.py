@@ -1,20 +1,25 @@
 """Allocate over the profile, build the stages, verify on held-out samples, back off, and report."""
+import dataclasses
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.convert.precision import allocate as al
-from edgekit.convert.precision import objective as ob
+from edgekit.convert.evaluate import full_depth_outputs
+from edgekit.convert.precision import allocate as al, objective as ob
+from edgekit.convert.precision.costs import stage_times
 from edgekit.convert.precision.kernels import FORMS
-from edgekit.convert.precision.ladder import RUNGS, weight_bytes
-from edgekit.convert.precision.timing import Protocol
+from edgekit.convert.precision.ladder import weight_bytes
 from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
+from edgekit.convert.precision.options import DEFAULT_TOLERANCE, MAX_BACKOFF, NEGLIGIBLE, PrecisionPlan
+from edgekit.convert.precision.recipes import supported
+from edgekit.convert.precision.report import plot_png
+from edgekit.convert.precision.timing import Protocol
+from edgekit.convert.quantize import quantize_stage
 from edgekit.errors import ConfigError
+from edgekit.rungs import FLOAT16, FLOAT32, INT8, INT16X8, MIXED, RUNG
 
 
 def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
-    from edgekit.convert.precision import DEFAULT_TOLERANCE, NEGLIGIBLE
-
     mode = options.mode
     layers = prof.layers
     budget: Dict[str, Any] = {"mode": mode}
@@ -32,7 +37,7 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             choice, est, low = al.by_budget(layers, options.size_budget, al.size_cost, tol, "size", fixed)
             budget.update(limit=options.size_budget, estimated=est, smallest=low, unit="bytes")
         else:
-            int8 = ob.uniform_ms(prof.costs, target.fp16_compute).get("int8", 0.0)
+            int8 = ob.uniform_ms(prof.costs, target.fp16_compute).get(INT8, 0.0)
             choice, est, low = al.by_budget(layers, options.latency_budget_ms,
                                             lambda ly, r: ob.stage_cost(ly, r, prof.costs), tol, "latency", fixed=int8)
             budget.update(limit=options.latency_budget_ms, estimated=est, smallest=low, unit="ms")
@@ -40,43 +45,35 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             raise ConfigError("{} budget {:g} {} is below the least this model can take ({:.4g} {} with every "
                               "op at its cheapest rung)".format(mode, budget["limit"], budget["unit"], low,
                                                               budget["unit"]))
-    f16 = al.stage_float16(layers, choice, prof.costs, "float16" in rungs, tol, target.fp16_compute)
+    f16 = al.stage_float16(layers, choice, prof.costs, FLOAT16 in rungs, tol, target.fp16_compute)
     budget["tolerance"] = tol
     return choice, f16, budget
 
 
 def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
     """Stage k's .tflite for the current choice (which it may raise: see _harmonized)."""
-    from edgekit.convert.precision.recipes import quantize_ops
-    from edgekit.convert.quantize import quantize_stage
-
     if f16[k]:
-        return prof.uniform[k]["float16"], "float16"
+        return prof.uniform[k][FLOAT16], FLOAT16
     pinned = [f["layer"] for f in prof.fallbacks if f["stage"] == str(k)]
     pinned_scopes = [o.scope for o in prof.ops[k] if o.layer in pinned and not o.weighted]
     rungs = _harmonized(prof, k, choice, pinned_scopes)
     weighted = weighted_choices(prof.layers, choice, k)
-    label = stage_label(list(weighted.values()) or ["float32"])
-    if label != "mixed" and (label != "int8" or not pinned_scopes) and label in prof.uniform[k]:
+    label = stage_label(list(weighted.values()) or [FLOAT32])
+    if label != MIXED and (label != INT8 or not pinned_scopes) and label in prof.uniform[k]:
         return prof.uniform[k][label], label
-    if set(rungs.values()) <= {"int8", "float32"}:          # the converter, with float fallback for single ops
-        return quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rungs), "mixed"
-    # what quantize_stage(..., "mixed") does for other mixes, reusing this stage's float build and ranges
-    return quantize_ops(prof.float_blobs[k], rungs, qsvs=prof.qsvs[k]), "mixed"
+    return quantize_stage(prof.stages[k].model, MIXED, prof.feeds[k], rungs, prof.float_blobs[k], prof.qsvs[k]), MIXED
 
 
 def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
     """A rung per op of stage k; weighted ops that must read their input at 16 bits (measure.harmonize) are
     raised in `choice`, with the reason."""
-    from edgekit.convert.precision.recipes import supported
-
     mine = {ly.scope: ly for ly in prof.layers if ly.stage == k}
     rungs = op_rungs(prof.ops[k], weighted_choices(prof.layers, choice, k), pinned_scopes)
-    can16 = lambda o: "int16x8" in mine[o.scope].rungs if o.scope in mine else supported(o.op, "int16x8")  # noqa
+    can16 = lambda o: INT16X8 in mine[o.scope].rungs if o.scope in mine else supported(o.op, INT16X8)  # noqa
     fixed = harmonize(prof.ops[k], rungs, can16)
     for scope, ly in mine.items():
         if fixed[scope] != choice[ly.key][0] and not prof.ensure(ly, fixed[scope]):
-            fixed[scope] = "float32"            # int16x8 does not build or run for this op: float reads any width
+            fixed[scope] = FLOAT32              # int16x8 does not build or run for this op: float reads any width
         if fixed[scope] != choice[ly.key][0]:
             choice[ly.key] = (fixed[scope], "raised from {}: reads a tensor that a 16-bit activation op also reads "
                                             "(one activation width per tensor)".format(choice[ly.key][0]))
@@ -84,8 +81,6 @@ def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict
 
 
 def _exits(prof: Profile, blobs: Sequence[bytes], x: np.ndarray, input_name: str) -> List[np.ndarray]:
-    from edgekit.convert.measure import full_depth_outputs
-
     return full_depth_outputs(blobs, prof.stages, x, input_name, threads=2)
 
 
@@ -97,9 +92,6 @@ def _scores(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray], y: Optional[n
 
 
 def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice, f16, budget, input_name, say):
-    from edgekit.convert.precision import PrecisionPlan
-    from edgekit.convert.precision.report import plot_png
-
     built = [_build(prof, k, choice, f16) for k in range(len(prof.stages))]
     if budget["mode"] == "size":
         built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
@@ -123,8 +115,6 @@ def _size(built) -> int:
 def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built):
     """The size budget holds for the built files, not just the estimate: while they are larger, allocate again
     under a limit lowered by the excess, and rebuild."""
-    import dataclasses
-
     for _ in range(3):
         excess = _size(built) - budget["limit"]
         if excess <= 0:
@@ -147,11 +137,10 @@ def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built)
 def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name, say) -> Dict[str, Any]:
     """Held-out check; back off the most sensitive op a rung at a time until it holds (in size mode only while
     the built files stay within the budget). Updates `built` and `choice` in place."""
-    from edgekit.convert.precision import MAX_BACKOFF
 
     ref = _exits(prof, prof.float_blobs, data["held_x"], input_name)
     float_scores = _scores(ref, ref, data["held_y"])
-    int8 = _uniform(prof, "int8")
+    int8 = _uniform(prof, INT8)
     int8_scores = _scores(_exits(prof, int8, data["held_x"], input_name), ref, data["held_y"]) if int8 else None
     objective = budget["mode"][len("objective-"):] if budget["mode"].startswith("objective-") else None
     ceiling = ob.backoff_ceiling(objective)
@@ -167,7 +156,7 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
         ok = all(s >= fl - 1e-9 for fl, s in zip(floors, scores))
         k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, floors, scores, int8)
         if k is not None:
-            backoff.append({"stage": k, "layer": "(every op)", "from": "mixed", "to": "int8", "scores_before": scores})
+            backoff.append({"stage": k, "layer": "(every op)", "from": MIXED, "to": INT8, "scores_before": scores})
             say("back-off: stage {} -> int8".format(k))
             continue
         ly = None if ok or len(backoff) >= MAX_BACKOFF or len(backoff) + len(undone) >= 2 * MAX_BACKOFF else \
@@ -188,7 +177,7 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
             done.append(ly.key)
             undone.append("{} {} -> {}".format(ly.name, old, new))
             continue
-        done.append(ly.key) if new == "float32" or new == ceiling else None
+        done.append(ly.key) if new == FLOAT32 or new == ceiling else None
         backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
         say("back-off: {} {} -> {}".format(ly.name, old, new))
     return {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
@@ -208,12 +197,12 @@ def _revert_stage(prof: Profile, choice, f16, built, floors, scores, int8: List[
         return None
     k = mixed[-1]
     for ly in prof.layers:
-        if ly.stage == k and not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8":
-            choice[ly.key] = ("int8", "stage {} back to int8 after held-out verification".format(k))
+        if ly.stage == k and not ly.pinned and INT8 in ly.rungs and choice[ly.key][0] != INT8:
+            choice[ly.key] = (INT8, "stage {} back to int8 after held-out verification".format(k))
     f16[k] = ""
     built[k] = _build(prof, k, choice, f16)
     if built[k][0] != int8[k]:                  # ops without an int8 rung keep it mixed: take the int8 build
-        built[k] = (int8[k], "int8")
+        built[k] = (int8[k], INT8)
     return k
 
 
@@ -227,20 +216,18 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, sa
     """The built plan against the uniform builds, stage by stage, interleaved. When time is the objective and a
     stage of the plan is slower than its int8 build beyond the noise, an op of that stage goes back to int8
     (at most MAX_SLOW times): per-op costs are measured one op at a time, and small ones add up."""
-    from edgekit.convert.precision.costs import stage_times
-
-    uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in ("int8", "float32", "float16")) if b}
+    uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in (INT8, FLOAT32, FLOAT16)) if b}
     timing: Dict[str, Any] = {}
     for attempt in range(ob.MAX_SLOW + 1):
         got = stage_times(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
         timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
-        k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) \
+        k = ob.slow_stage(got, [b for b, _ in built], uniform.get(INT8)) \
             if budget["mode"].startswith("objective-") and attempt < ob.MAX_SLOW else None
         back = [] if k is None else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
         if not back:
             break
         for ly in back:
-            choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
+            choice[ly.key] = (INT8, "back to int8: stage {} measured slower than its int8 build".format(k))
         built[k] = _build(prof, k, choice, f16)
         say("stage {} slower than int8: {} -> int8".format(k, ", ".join(ly.name for ly in back)))
     budget["built_bytes"] = int(sum(len(b) for b, _ in built))
@@ -277,10 +264,10 @@ def _pcts(values: Sequence[float]) -> str:
 def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str, Any]]:
     rows, est = [], []
     for ly in prof.layers:
-        rung, reason = ("float16", f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
+        rung, reason = (FLOAT16, f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
         lat = al.op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
         est.append(lat)
-        loss = prof.costs[ly.stage].losses.get("float16") if rung == "float16" else ly.loss(rung)
+        loss = prof.costs[ly.stage].losses.get(FLOAT16) if rung == FLOAT16 else ly.loss(rung)
         rows.append({"stage": ly.stage, "layer": ly.name, "op": ly.op, "rung": rung, "reason": reason,
                      "params": ly.params, "size_bytes": int(weight_bytes(rung, ly.params)),
                      "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
@@ -305,7 +292,7 @@ def _report(prof: Profile, options, target, rungs, notes, budget, verification, 
     return {
         "mode": options.mode, "tolerance_nats": budget.get("tolerance"),
         "budget": {k: v for k, v in budget.items() if k not in ("mode", "tolerance")} or None,
-        "ladder": [{"rung": r, "description": RUNGS[r].description} for r in rungs],
+        "ladder": [{"rung": r, "description": RUNG[r].description} for r in rungs],
         "left_out": notes, "fp16_compute": target.fp16_compute,
         "loss": "KL divergence (nats) between softmax of float and quantized exit outputs, the largest over "
                 "the exits an op feeds; SQNR (dB) the smallest over them; layer_sqnr_db at the op's output",

@@ -7,23 +7,28 @@ kernel for; both are repaired here (a DEQUANTIZE + QUANTIZE pair through float r
 Activation ranges are the global min/max over the calibration samples (the quantizer's default moving average
 of per-sample ranges clips: 15 dB instead of 40 dB SQNR on the demo's last stage at int8).
 """
+import copy
 import hashlib
 import logging
 import re
-from collections import OrderedDict
 import warnings
+from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Tuple
 
+import keras
 import numpy as np
+from tensorflow.lite.python import schema_py_generated as schema
+from tensorflow.lite.tools import flatbuffer_utils as fbu
 
 from edgekit.convert.precision.graph import read_ops
+from edgekit.convert.tf import quiet, tensorflow
 from edgekit.convert.tflite_model import DEQUANTIZE, FLOAT32, INT8, INT16, QUANTIZE, opcode, text
-from edgekit.convert.precision.ladder import INT4_OPS
 from edgekit.errors import ModelError
+from edgekit.rungs import RANGE_SAMPLES, RUNG, RUNGS
+from edgekit.runtime.interpreter import load_backend
 
 SIGNATURE = "serving_default"
-CALIBRATION_SAMPLES = 200
-_BITS = {"int4w": (8, 4), "int8": (8, 8), "int16x8": (16, 8)}
+_BITS = {r.name: (r.activation_bits, r.weight_bits) for r in RUNGS if r.integer}   # the rungs with a recipe
 
 
 def op_config(rung: str) -> Dict:
@@ -43,9 +48,9 @@ def _entry(scope: str, op: str, rung: str) -> Dict:
 
 def supported(op: str, rung: str) -> bool:
     """Whether ai-edge-quantizer has a kernel recipe for this op at this rung."""
-    from ai_edge_quantizer import algorithm_manager, qtyping
+    from ai_edge_quantizer import algorithm_manager, qtyping  # lazy: ai-edge-quantizer is optional
 
-    if rung == "int4w" and op not in INT4_OPS:
+    if RUNG[rung].ops is not None and op not in RUNG[rung].ops:
         return False
     try:
         cfg = qtyping.OpQuantizationConfig.from_dict(op_config(rung))
@@ -57,13 +62,13 @@ def supported(op: str, rung: str) -> bool:
 
 def calibrate(float_blob: bytes, feeds: Mapping[str, np.ndarray]) -> Dict:
     """Min/max of every tensor an int8 recipe over all supported ops touches (reused for any recipe)."""
-    from ai_edge_quantizer import calibrator, recipe_manager
-    from ai_edge_quantizer.utils import calibration_utils
+    from ai_edge_quantizer import calibrator, recipe_manager  # lazy: ai-edge-quantizer is optional
+    from ai_edge_quantizer.utils import calibration_utils  # lazy: ai-edge-quantizer is optional
 
     manager = recipe_manager.RecipeManager()
     manager.load_quantization_recipe([_entry(o.scope, o.op, "int8") for o in read_ops(float_blob)
                                       if supported(o.op, "int8")])
-    n = min(CALIBRATION_SAMPLES, len(next(iter(feeds.values()))))
+    n = min(RANGE_SAMPLES, len(next(iter(feeds.values()))))
     data = {SIGNATURE: [{k: np.asarray(v[i:i + 1], np.float32) for k, v in feeds.items()} for i in range(n)]}
     with _quiet():
         cal = calibrator.Calibrator(bytearray(float_blob))
@@ -74,7 +79,7 @@ def calibrate(float_blob: bytes, feeds: Mapping[str, np.ndarray]) -> Dict:
 def quantize_ops(float_blob: bytes, rungs: Mapping[str, str], feeds: Optional[Mapping[str, np.ndarray]] = None,
                  qsvs: Optional[Dict] = None) -> bytes:
     """rungs: op scope -> rung; ops not named, at float32, or without a recipe for their rung stay float."""
-    from ai_edge_quantizer import quantizer
+    from ai_edge_quantizer import quantizer  # lazy: ai-edge-quantizer is optional
 
     unshared, op_list = _prepared(float_blob)
     ops = {o.scope: o for o in op_list}
@@ -114,10 +119,6 @@ def _prepared(float_blob: bytes) -> Tuple[bytes, List]:
 def _unshare_buffers(blob: bytes) -> bytes:
     """Give every op its own copy of each constant it reads: the converter merges equal constants (e.g. two
     all-zero biases) and the quantizer then refuses one tensor that needs two different quantizations."""
-    import copy
-
-    from tensorflow.lite.tools import flatbuffer_utils as fbu
-
     model = fbu.read_model_from_bytearray(bytearray(blob))
     changed = False
     for sg in model.subgraphs:
@@ -158,9 +159,6 @@ class _quiet:
 
 def repair(blob: bytes) -> bytes:
     """Float signature outputs; int8 -> int16 requantization through float."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils as fbu
-
     model = fbu.read_model_from_bytearray(bytearray(blob))
     for sg_index, sg in enumerate(model.subgraphs):
         _split_requantize(model, sg, schema)
@@ -218,10 +216,7 @@ def _split_requantize(model, sg, schema) -> None:
 def probe_int4(backend: Optional[str] = None) -> Tuple[bool, str]:
     """Make a one-layer model with 4-bit weights and run it with `backend` (None: this machine's first)."""
     try:
-        from edgekit.convert.tf import quiet, tensorflow
-
         tf = tensorflow()
-        import keras
 
         rng = np.random.default_rng(0)
         inp = keras.Input((16,), name="x")
@@ -244,9 +239,8 @@ def probe_int4(backend: Optional[str] = None) -> Tuple[bool, str]:
 
 def _interpreter(backend: Optional[str], blob: bytes):
     if backend == "tflite_runtime":
-        from tflite_runtime.interpreter import Interpreter
+        from tflite_runtime.interpreter import Interpreter  # lazy: tflite-runtime is optional
         return Interpreter(model_content=blob)
-    from edgekit.runtime.interpreter import load_backend
     return load_backend().interpreter(model_content=blob, num_threads=1)
 
 

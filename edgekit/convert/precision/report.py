@@ -2,16 +2,18 @@
 import io
 from typing import Any, Dict, Optional, Sequence
 
+from edgekit.rungs import RUNGS
+
 PLOT_NAME = "precision.png"
-_COLORS = {"int4w": "#4c72b0", "int8": "#55a868", "int16x8": "#c44e52", "float16": "#8172b2", "float32": "#937860"}
+_COLORS = {r.name: r.color for r in RUNGS}
 
 
 def plot_png(layers: Sequence[Dict[str, Any]], report: Dict[str, Any]) -> Optional[bytes]:
     """Bars: chosen rung per layer (colour) with exit SQNR at each measured rung; None without matplotlib."""
     try:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib is optional (no plot without it)
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: as above, and after use("Agg")
     except ImportError:
         return None
     names = ["{}:{}".format(r["stage"], r["layer"]) for r in layers]

@@ -17,6 +17,9 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from edgekit.convert.precision.recipes import quantize_ops
+from edgekit.runtime.interpreter import load_backend
+
 CACHE_VERSION = 2
 PROBE_SAMPLES = 16         # samples for the SQNR at an op's own output (a debug interpreter, slow)
 SQNR_CAP = 150.0
@@ -54,8 +57,6 @@ class Chain:
     """Float TFLite stages on the sensitivity samples: reference exits and each stage's float inputs."""
 
     def __init__(self, stages: Sequence, float_blobs: Sequence[bytes], x: np.ndarray, input_name: str) -> None:
-        from edgekit.runtime.interpreter import load_backend
-
         self.stages = stages
         self.backend = load_backend()
         self.runners = [self.backend.interpreter(model_content=b, num_threads=2).get_signature_runner()
@@ -182,7 +183,6 @@ def layer_loss(chain: Chain, k: int, float_blob: bytes, op, rung: str, qsvs: Dic
     hit = cache.get(op.scope, rung)
     if hit is not None:
         return hit
-    from edgekit.convert.precision.recipes import quantize_ops
 
     blob = quantize_ops(float_blob, {op.scope: rung}, qsvs=qsvs)
     out, _ = run_stage(chain.backend, blob, chain.inputs[k])

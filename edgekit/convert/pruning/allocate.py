@@ -83,23 +83,6 @@ def dp_allocate(distortion: Sequence[np.ndarray], saving: Sequence[np.ndarray], 
     return tuple(reversed(choice))
 
 
-def brute_force(distortion: Sequence[np.ndarray], saving: Sequence[np.ndarray], need: float,
-                resolution: int = 1000) -> Optional[Tuple[float, Tuple[int, ...]]]:
-    """Reference for tests: (best total distortion, choice) by enumerating every combination."""
-    import itertools
-
-    unit = need / resolution
-    best = None
-    for combo in itertools.product(*[range(len(d)) for d in distortion]):
-        units = resolution if need <= 0 else sum(
-            min(resolution, int(np.floor(s[o] / unit + 1e-9))) for s, o in zip(saving, combo))
-        if units >= resolution:
-            total = float(sum(d[o] for d, o in zip(distortion, combo)))
-            if best is None or total < best[0]:
-                best = (total, combo)
-    return best
-
-
 def check_reachable(smallest: float, full: float, target: float) -> None:
     """The budget must be reachable with every prunable group at its smallest option."""
     if smallest > target:

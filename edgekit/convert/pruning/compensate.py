@@ -9,8 +9,11 @@ Exact for a constant channel and 'valid' padding; near borders of 'same' padding
 """
 from typing import Dict, List, Mapping, Tuple
 
+import keras
 import numpy as np
 
+from edgekit.convert.keras_graph import graph_nodes
+from edgekit.convert.pruning.distortion import call
 from edgekit.convert.pruning.groups import ChannelGraph, removed_indices
 from edgekit.convert.pruning.layers import LAYER_RULES
 
@@ -20,17 +23,12 @@ Adjustment = Tuple[str, str, np.ndarray]          # (layer, weight name, value t
 
 class Compensator:
     def __init__(self, model, graph: ChannelGraph, x: np.ndarray) -> None:
-        import keras
-
-        from edgekit.convert.pruning.distortion import call
-        from edgekit.convert.split import _graph_nodes
-
         self.graph = graph
         self.targets: Dict[str, Tuple[str, str, float]] = {}     # consumer -> (layer, weight, sign)
         self.kernels: Dict[str, np.ndarray] = {}                  # consumer -> kernel summed to (in, out)
         wanted = {c for g in graph.prunable for c in g.consumers} - set(graph.shared)
         tensors, names = [], []
-        for node in _graph_nodes(model):
+        for node in graph_nodes(model):
             name = node.operation.name
             if name in wanted and name not in names and self._target(model, name) is not None:
                 tensors.append(node.input_tensors[0])

@@ -1,4 +1,4 @@
-"""Cost models for the pruning budget: FLOPs, parameters, measured latency (BUDGETS is the registry).
+"""Cost models for the pruning budget: FLOPs and parameters (latency.py measures latency; budgets.py is the registry).
 
 A cost model is a sum of terms coef * prod(f_g for g in groups), where f_g is the fraction of channels
 group g keeps. A conv's FLOPs are coef * f_in * f_out, a BatchNorm's parameters coef * f, a frozen part a
@@ -6,10 +6,9 @@ term whose groups never change. Evaluating the terms at an allocation gives its 
 parameter count (the same numbers flops.model_flops and keras count_params give for the rebuilt model).
 """
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import List, Mapping, Optional, Sequence, Tuple
 
-import numpy as np
-
+from edgekit.convert.flops import prod
 from edgekit.convert.pruning.groups import ChannelGraph, Layout
 from edgekit.convert.pruning.layers import LAYER_RULES
 
@@ -59,22 +58,18 @@ def split_terms(coef: float, layouts: Sequence[Optional[Layout]]) -> List[Term]:
     return [Term(c, gs) for c, gs in combos]
 
 
-def _prod(shape) -> int:
-    return int(np.prod([d for d in shape if d is not None], dtype=np.int64))
-
-
-def flops_model(model, graph: ChannelGraph, precision: str = "") -> CostModel:
+def flops_cost(model, graph: ChannelGraph, precision: str = "") -> CostModel:
     terms: List[Term] = []
     for n in graph.nodes:
         if not n.in_shapes or not n.out_shape:
             continue
         layer = model.get_layer(n.layer)
-        out, inn = _prod(n.out_shape[1:]), n.in_shapes[0][1:]
+        out, inn = prod(n.out_shape[1:]), n.in_shapes[0][1:]
         if n.kind in CONVS:
             cin = inn[-1] // max(getattr(layer, "groups", 1), 1)
-            terms += split_terms(2 * out * _prod(layer.kernel_size) * cin, [n.inputs[0], n.output])
+            terms += split_terms(2 * out * prod(layer.kernel_size) * cin, [n.inputs[0], n.output])
         elif n.kind in DEPTHWISE:
-            terms += split_terms(2 * out * _prod(layer.kernel_size), [n.output])
+            terms += split_terms(2 * out * prod(layer.kernel_size), [n.output])
         elif n.kind == "Dense":
             terms += split_terms(2 * out * inn[-1], [n.inputs[0], n.output])
         elif n.kind in ELEMENTWISE:
@@ -82,7 +77,7 @@ def flops_model(model, graph: ChannelGraph, precision: str = "") -> CostModel:
     return CostModel("flops", "FLOPs", tuple(terms), "2 per multiply-accumulate, as edgekit.convert.flops counts")
 
 
-def params_model(model, graph: ChannelGraph, precision: str = "") -> CostModel:
+def params_cost(model, graph: ChannelGraph, precision: str = "") -> CostModel:
     terms: List[Term] = []
     for layer in model.layers:
         rule = LAYER_RULES.get(type(layer).__name__)
@@ -90,18 +85,5 @@ def params_model(model, graph: ChannelGraph, precision: str = "") -> CostModel:
         for w in layer.weights:
             roles = rule.roles(w.name) if rule is not None and io is not None else None
             lays = [io[0] if r == "in" else io[1] for r in (roles or ()) if r is not None]
-            terms += split_terms(_prod(w.shape), lays)
+            terms += split_terms(prod(w.shape), lays)
     return CostModel("params", "parameters", tuple(terms), "every weight, as keras count_params counts")
-
-
-def latency_model(model, graph: ChannelGraph, precision: str = "int8") -> CostModel:
-    from edgekit.convert.pruning.latency import measured_latency_model
-
-    return measured_latency_model(model, graph, precision)
-
-
-BUDGETS: Dict[str, Callable[..., CostModel]] = {
-    "flops": flops_model,
-    "params": params_model,
-    "latency": latency_model,
-}

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgekit.convert.pruning.groups import ChannelGraph, removed_indices
 from edgekit.convert.pruning.layers import LAYER_RULES
+from edgekit.convert.tf import tensorflow
 
 BATCH = 64
 
@@ -49,8 +50,6 @@ class DistortionProbe:
     """probe.measure({group: removed channel indices, ...}) -> distortion against the unpruned model."""
 
     def __init__(self, model, graph: ChannelGraph, x: np.ndarray, compensator=None) -> None:
-        from edgekit.convert.tf import tensorflow
-
         tf = tensorflow()
         self.model = model
         self.graph = graph

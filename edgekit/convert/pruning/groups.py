@@ -12,6 +12,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgekit.convert.keras_graph import graph_nodes
 from edgekit.convert.pruning.layers import LayerRule, rule_for
 
 Segments = Tuple[Tuple[int, int], ...]
@@ -220,12 +221,11 @@ class _Walker:
 
 def find_groups(model) -> ChannelGraph:
     """Walk a functional keras model and return its channel groups (prunable or not, with reasons)."""
-    from edgekit.convert.split import _graph_nodes
 
     w = _Walker()
     for t in model.inputs:
         w.layout[id(t)] = w.fresh(t, "model input {}".format(t.name))
-    for node in _graph_nodes(model):
+    for node in graph_nodes(model):
         w.visit(node)
     for name, t in zip(model.output_names, model.outputs):
         w.sets.note_layout(w.layout.get(id(t)), "frozen", "model output {}".format(name))

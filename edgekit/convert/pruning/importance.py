@@ -10,8 +10,11 @@ conv does not drown a narrow one.
 """
 from typing import Callable, Dict, List
 
+import keras
 import numpy as np
 
+from edgekit.convert.keras_graph import graph_nodes
+from edgekit.convert.pruning.distortion import call
 from edgekit.convert.pruning.groups import ChannelGraph, Layout
 from edgekit.errors import ConfigError
 
@@ -84,14 +87,9 @@ def bn_scale(model, graph: ChannelGraph, x: np.ndarray) -> Scores:
 
 
 def activation(model, graph: ChannelGraph, x: np.ndarray) -> Scores:
-    import keras
-
-    from edgekit.convert.pruning.distortion import call
-    from edgekit.convert.split import _graph_nodes
-
     wanted = {c for g in graph.prunable for c in g.consumers}
     tensors, names = [], []
-    for node in _graph_nodes(model):
+    for node in graph_nodes(model):
         name = node.operation.name
         if name in wanted and name not in names:
             tensors.append(node.input_tensors[0])

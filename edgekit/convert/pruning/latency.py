@@ -8,20 +8,22 @@ configuration and input shape are measured once. Other layers (adds, pooling) ar
 """
 from typing import Dict, List, Tuple
 
+import keras
 import numpy as np
 
 from edgekit.convert.pruning.cost import CONVS, DEPTHWISE, CostModel, Term, split_terms
 from edgekit.convert.pruning.groups import ChannelGraph
 from edgekit.convert.pruning.layers import LAYER_RULES
-from edgekit.runtime.cost_protocol import CostProtocol
+from edgekit.convert.quantize import quantize_stage
+from edgekit.rungs import INT8
+from edgekit.runtime.cost_protocol import CostProtocol, stage_cost_table
+from edgekit.runtime.interpreter import load_backend
 
 HALF = 0.5
 PROTOCOL = CostProtocol(max_seconds=2.0)     # the shared cost protocol, bounded per layer
 
 
 def _probe(layer, in_shape: Tuple, fraction: float):
-    import keras
-
     cfg = dict(layer.get_config(), name="probe")
     rule = LAYER_RULES.get(type(layer).__name__)
     if rule is not None and rule.width_key:
@@ -33,9 +35,6 @@ def _probe(layer, in_shape: Tuple, fraction: float):
 
 def time_blobs(blobs: Dict[float, bytes], shapes: Dict[float, Tuple]) -> Dict[float, float]:
     """Median batch-1 latency (one thread) of a layer's probe builds, interleaved under the shared cost protocol."""
-    from edgekit.runtime.cost_protocol import stage_cost_table
-    from edgekit.runtime.interpreter import load_backend
-
     keys = list(blobs)
     feeds = [{"x": np.random.RandomState(0).standard_normal((1,) + tuple(shapes[f])).astype(np.float32)}
              for f in keys]
@@ -44,8 +43,6 @@ def time_blobs(blobs: Dict[float, bytes], shapes: Dict[float, Tuple]) -> Dict[fl
 
 
 def _measure(layer, in_shape: Tuple, fractions: Tuple[float, ...], precision: str, cache: Dict) -> Dict[float, float]:
-    from edgekit.convert.quantize import quantize_stage
-
     cfg = layer.get_config()
     cfg.pop("name", None)
     keys = {f: (type(layer).__name__, repr(sorted(cfg.items())), tuple(in_shape), f) for f in fractions}
@@ -59,7 +56,7 @@ def _measure(layer, in_shape: Tuple, fractions: Tuple[float, ...], precision: st
     return {f: cache[keys[f]] for f in fractions}
 
 
-def measured_latency_model(model, graph: ChannelGraph, precision: str = "int8") -> CostModel:
+def latency_cost(model, graph: ChannelGraph, precision: str = INT8) -> CostModel:
     prunable = {g.index for g in graph.prunable}
     cache: Dict = {}
     terms: List[Term] = []

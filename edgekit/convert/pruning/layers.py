@@ -17,6 +17,8 @@ Weight roles name, per weight axis, whether it indexes the input channels ("in")
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
+
 Roles = Tuple[Optional[str], ...]
 
 
@@ -88,8 +90,6 @@ def _prelu(layer, node) -> Optional[str]:
 
 
 def _rescaling(layer, node) -> Optional[str]:
-    import numpy as np
-
     for value in (layer.scale, layer.offset):
         if np.size(value) != 1:
             return "per-channel scale or offset"

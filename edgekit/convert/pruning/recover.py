@@ -8,7 +8,11 @@ the best weights on it are restored. A progress callback gets one call per epoch
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
+import keras
 import numpy as np
+from keras import ops
+
+from edgekit.convert.pruning.distortion import run_eager
 
 TEMPERATURE = 2.0
 PATIENCE = 5
@@ -40,9 +44,6 @@ def _is_probability(model, tensor) -> bool:
 
 
 def _loss(classes: int, probs: bool, labelled: bool):
-    import keras
-    from keras import ops
-
     t = TEMPERATURE
 
     def loss(y_true, y_pred):
@@ -67,10 +68,6 @@ def _loss(classes: int, probs: bool, labelled: bool):
 def recover(student, teacher, x: np.ndarray, y: Optional[np.ndarray], epochs: int, seed: int = 0,
             progress: Optional[Progress] = None) -> RecoveryReport:
     """Train `student` in place (teacher untouched); returns what happened."""
-    import keras
-
-    from edgekit.convert.pruning.distortion import run_eager
-
     keras.utils.set_random_seed(seed)
     order = np.random.RandomState(seed).permutation(len(x))
     n_val = max(8, len(x) // 10)

@@ -3,6 +3,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from edgekit.convert.flops import model_flops
 from edgekit.convert.pruning.groups import ChannelGraph, kept_indices
 
 
@@ -48,8 +49,6 @@ def _plan_summary(plan: Dict[str, Any]) -> Dict[str, Any]:
 
 def build_report(model, pruned, graph: ChannelGraph, cost, options, multiple: int, tables, plans,
                  recovery, accuracy: Dict[str, Optional[Any]]) -> Dict[str, Any]:
-    from edgekit.convert.flops import model_flops
-
     chosen = plans[options.allocation]
     flops = [model_flops(model), model_flops(pruned)]
     params = [int(model.count_params()), int(pruned.count_params())]

@@ -7,8 +7,11 @@ variables with the original (the original stays the teacher during recovery).
 """
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+import keras
 import numpy as np
+from keras import tree
 
+from edgekit.convert.keras_graph import graph_nodes
 from edgekit.convert.pruning.compensate import Adjustment
 from edgekit.convert.pruning.groups import ChannelGraph, kept_indices
 from edgekit.convert.pruning.layers import LAYER_RULES, Roles
@@ -49,10 +52,6 @@ def _clone_layer(layer, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
 def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray], adjust: Sequence[Adjustment] = ()):
     """A new keras.Model where group g keeps the channels keep[g] (groups not in keep keep all); `adjust`
     adds (layer, weight, delta) to weights before slicing (mean compensation)."""
-    import keras
-    from keras import tree
-
-    from edgekit.convert.split import _graph_nodes
 
     values: Dict[int, object] = {}
     inputs = []
@@ -61,7 +60,7 @@ def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray], adjust: 
         values[id(t)] = inp
         inputs.append(inp)
     made: Dict[int, Tuple[object, object]] = {}
-    for node in _graph_nodes(model):
+    for node in graph_nodes(model):
         layer = node.operation
         if id(layer) not in made:
             made[id(layer)] = (layer, _clone_layer(layer, graph, keep))

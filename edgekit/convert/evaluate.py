@@ -3,6 +3,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edgekit.convert.precision.timing import measure_candidates
 from edgekit.runtime.cost_protocol import (CONVERTING_MACHINE, CostProtocol, costs_section, stage_cost_table,
                                            thread_candidates)
 from edgekit.runtime.interpreter import load_backend
@@ -62,8 +63,6 @@ def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads:
     """Median batch-1 milliseconds of each blob (same signature) on feed, under the precision decisions' protocol
     (convert/precision/timing.py: warmed up, interleaved in a new random order each round, until the medians
     settle). backend: the interpreter package (default: the first found)."""
-    from edgekit.convert.precision.timing import measure_candidates
-
     runners = _runners(blobs, threads, backend)
     one = {n: v[:1].astype(np.float32) for n, v in feed.items()}
     costs = measure_candidates({i: (lambda run=run: run(**one)) for i, run in enumerate(runners)})

@@ -1,7 +1,8 @@
-"""`edgekit calibrate`: fit a bundle's exit thresholds in place, atomically; a failure changes nothing.
+"""Fit exit thresholds on the quantized stages: `edgekit calibrate` on a written bundle (in place, atomically; a
+failure changes nothing), and `convert --max-accuracy-drop` on the stages it holds in memory, before it writes.
 
-Runs the bundle's quantized stages (the runtime, not TensorFlow), fits thresholds with thresholds.py,
-reports the accuracy actually reached on a held-out split, and writes manifest and report together.
+Runs the quantized stages (the runtime, not TensorFlow), fits thresholds with thresholds.py, reports the accuracy
+actually reached on a held-out split, and returns the manifest with the thresholds and the report section.
 """
 import json
 import os
@@ -11,8 +12,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgekit.atomic import swap_in_edited_copy
-from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
 from edgekit.convert.provenance import ALL, HELD_OUT, PARTS, fit_data
+from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
 from edgekit.data import Dataset, load_data
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle
@@ -34,8 +35,8 @@ class CalibrateOptions:
     part: str = ALL                     # fit on all of data_path, or its held-out part (convert's default split)
 
 
-def check_options(opts: CalibrateOptions) -> None:
-    """Everything that can be checked before any stage runs."""
+def check_options(opts: CalibrateOptions, data: Optional[Dataset] = None) -> Dataset:
+    """Everything that can be checked before any stage runs; returns the fit data (loaded unless given)."""
     check_drop(opts.max_drop)
     if not 0.0 <= opts.margin_z <= 10.0:
         raise ConfigError("margin z must be within [0, 10] standard errors, got {!r}".format(opts.margin_z))
@@ -45,10 +46,9 @@ def check_options(opts: CalibrateOptions) -> None:
         raise ConfigError("data part {!r}; allowed: {}".format(opts.part, ", ".join(PARTS)))
     if opts.rule is not None and opts.rule not in EXIT_RULES:
         raise ConfigError("unknown exit rule {!r}; allowed: {}".format(opts.rule, ", ".join(EXIT_RULES)))
-    ds = load_data(opts.data_path)
+    ds = data if data is not None else load_data(opts.data_path)
     correctness(np.zeros((1, 1), np.int64), ds.y if ds.y is None else ds.y[:1], opts.objective)
-    if opts.holdout_path is not None:
-        load_data(opts.holdout_path)
+    return ds
 
 
 def _rules(manifest: Manifest, rule: Optional[str]) -> List[str]:
@@ -96,17 +96,32 @@ def _scores(runner: EarlyExitRunner, ds: Dataset, rules: List[str], objective: s
     return scores, correctness(preds, ds.y, objective)
 
 
-def fit_bundle(opts: CalibrateOptions) -> Dict[str, Any]:
-    """Fit on opts.data_path and rewrite opts.bundle_dir's manifest and report in place (not atomic:
-    callers work on a copy). Returns the report section."""
-    check_options(opts)
+def fit_bundle(opts: CalibrateOptions, data: Optional[Dataset] = None) -> Dict[str, Any]:
+    """Fit on opts.data_path (`data`: already loaded from it) and rewrite opts.bundle_dir's manifest and report in
+    place (not atomic: callers work on a copy). Returns the report section."""
+    ds = check_options(opts, data)
+    hold = load_data(opts.holdout_path) if opts.holdout_path is not None else None
     manifest = load_bundle(opts.bundle_dir)
-    if len(manifest.stages) < 2:
-        raise ConfigError("bundle {} has a single stage and no early exit to calibrate".format(opts.bundle_dir))
-    rules = _rules(manifest, opts.rule)
+    check_stages(manifest, opts.bundle_dir)
     runner = EarlyExitRunner(opts.bundle_dir, num_threads=opts.threads)
+    fitted, section = fit_stages(opts, manifest, runner, ds, _report(opts.bundle_dir).get("data"), hold)
+    _write(opts.bundle_dir, fitted, section)
+    return section
+
+
+def check_stages(manifest: Manifest, where: str) -> None:
+    if len(manifest.stages) < 2:
+        raise ConfigError("bundle {} has a single stage and no early exit to calibrate".format(where))
+
+
+def fit_stages(opts: CalibrateOptions, manifest: Manifest, runner: EarlyExitRunner, full: Dataset,
+               record: Optional[Dict[str, Any]], holdout: Optional[Dataset]) -> Tuple[Manifest, Dict[str, Any]]:
+    """Fit on `opts.part` of `full` (loaded from opts.data_path) with the runner over the manifest's stages.
+    record: the report's data record (what the model was trained on, for overlap warnings). Returns the manifest
+    with the fitted rules and thresholds, and the report section."""
+    rules = _rules(manifest, opts.rule)
     costs, costs_from = stage_costs(manifest, opts.threads)
-    ds, fp, warnings = fit_data(opts.data_path, opts.part, _report(opts.bundle_dir).get("data"))
+    ds, fp, warnings = fit_data(full, opts.data_path, opts.part, record)
     objective = opts.objective if opts.objective != "auto" else ("accuracy" if ds.y is not None else "agreement")
     scores, right = _scores(runner, ds, rules, objective)
     fit = fit_thresholds(scores, right, costs, opts.max_drop, opts.margin_z)
@@ -114,22 +129,25 @@ def fit_bundle(opts: CalibrateOptions) -> Dict[str, Any]:
                "samples": len(ds), "objective": objective, "max_accuracy_drop": opts.max_drop,
                "margin_z": opts.margin_z,
                "rules": rules, "stage_costs_ms": costs, "stage_costs_from": costs_from, "fit": fit.to_dict()}
-    if opts.holdout_path is not None:
-        hold = load_data(opts.holdout_path)
-        h_obj = objective if hold.y is not None else "agreement"
-        h_scores, h_right = _scores(runner, hold, rules, h_obj)
-        section["holdout"] = {"data": opts.holdout_path, "samples": len(hold), "objective": h_obj,
-                              "reached": apply_thresholds(fit.chosen.thresholds, h_scores, h_right, costs).__dict__,
-                              "full_depth": apply_thresholds([1e9] * (len(costs) - 1), h_scores, h_right,
-                                                             costs).__dict__}
+    if holdout is not None:
+        section["holdout"] = _holdout(runner, holdout, opts.holdout_path, rules, objective, fit, costs)
     stages = tuple(replace(s, exit=replace(s.exit, rule=r, threshold=t))
                    for s, r, t in zip(manifest.stages, rules, list(fit.chosen.thresholds) + [0.0]))
     extra = dict(manifest.extra, thresholds={"fitted": True, "bounds": [list(b) for b in fit.bounds],
                                              "expected_accuracy": fit.chosen.accuracy,
                                              "expected_cost_ms": fit.chosen.cost_ms,
                                              "expected_exit_fractions": list(fit.chosen.exit_fractions)})
-    _write(opts.bundle_dir, replace(manifest, stages=stages, extra=extra), section)
-    return section
+    return replace(manifest, stages=stages, extra=extra), section
+
+
+def _holdout(runner: EarlyExitRunner, hold: Dataset, path: Optional[str], rules: List[str], objective: str, fit,
+             costs: List[float]) -> Dict[str, Any]:
+    """The accuracy the fitted thresholds reach on a second split, and at full depth."""
+    h_obj = objective if hold.y is not None else "agreement"
+    h_scores, h_right = _scores(runner, hold, rules, h_obj)
+    return {"data": path, "samples": len(hold), "objective": h_obj,
+            "reached": apply_thresholds(fit.chosen.thresholds, h_scores, h_right, costs).__dict__,
+            "full_depth": apply_thresholds([1e9] * (len(costs) - 1), h_scores, h_right, costs).__dict__}
 
 
 def _report(bundle_dir: str) -> Dict[str, Any]:
@@ -157,7 +175,9 @@ def _write(bundle_dir: str, manifest: Manifest, section: Dict[str, Any]) -> None
 
 def calibrate(opts: CalibrateOptions) -> Dict[str, Any]:
     """Fit on a copy of the bundle, then swap the copy in; on any failure the bundle is as it was."""
-    check_options(opts)
+    ds = check_options(opts)
+    if opts.holdout_path is not None:
+        load_data(opts.holdout_path)
     load_bundle(opts.bundle_dir)
-    return swap_in_edited_copy(opts.bundle_dir, lambda work: fit_bundle(replace(opts, bundle_dir=work)),
+    return swap_in_edited_copy(opts.bundle_dir, lambda work: fit_bundle(replace(opts, bundle_dir=work), ds),
                                ".calibrate-")
