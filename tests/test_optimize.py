@@ -161,8 +161,9 @@ def test_a_size_budget_chooses_the_smallest_accurate_enough_point_from_the_cache
     got = _cli(opts, "--size", "10M", "-o", tmp_path / "size", "--json")
     assert got.returncode == 0, got.stderr
     report = json.loads(got.stdout)
-    assert report["search"]["conversions_run"] == 0 and report["budget"] == {"metric": "size_bytes",
-                                                                             "limit": 10 * 1024 * 1024}
+    assert report["search"]["conversions_run"] == 0
+    assert report["budget"] == {"metric": "size_bytes", "limit": 10 * 1024 * 1024, "relative": False,
+                                "resolved": 10 * 1024 * 1024}
     ok = [p for p in report["points"] if p["accuracy"] >= report["min_accuracy"]]
     assert report["chosen"]["size_bytes"] == min(p["size_bytes"] for p in ok)
 
