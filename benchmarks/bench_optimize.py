@@ -122,6 +122,8 @@ def one(name, work, runs):
     got = bench(os.path.join(work, name + "-out1", TARGET), runs)
     ee = got["early_exit"]
     ref = float_accuracy(model)
+    print("  that bench's own interleaved ratio, chosen early exit / its full depth: {:.3f} ({:.4f} / {:.4f} ms)".format(
+        1.0 / got["speedup"], ee["latency_ms"]["mean"], got["full_depth"]["latency_ms"]["mean"]))
     print("independent edgekit bench (test split, {} runs): chosen early-exit mean {:.4f} ms (budget {:.4f}); "
           "baseline again {:.4f} ms; test accuracy {:.2%}, model's own {:.2%}".format(
               runs, ee["latency_ms"]["mean"], budget, base_again, ee["accuracy"], ref))
