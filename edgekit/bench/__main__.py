@@ -10,13 +10,14 @@ numpy + a TFLite interpreter only, Python 3.8 syntax.
 import argparse
 import json
 import sys
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from edgekit.bench.energy import EnergyOptions, EnergyProfile, pick_profile, profile_from_manifest
 from edgekit.bench.latency import Protocol, timed_runner
 from edgekit.bench.meters import meter_names
 from edgekit.bench.run import run_bench, text_lines
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.errors import ConfigError
+from edgekit.runtime.entry import finish
 from edgekit.runtime.interpreter import BACKENDS
 
 
@@ -63,7 +64,8 @@ def _profile(profiles: Optional[str], manifest: Any) -> Optional[EnergyProfile]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
-    try:
+
+    def work() -> Dict[str, Any]:
         from edgekit.data import load_data
 
         protocol = Protocol(runs=args.runs, warmup=args.warmup, min_seconds=args.seconds).check()
@@ -72,15 +74,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         data = load_data(_data_path(args))
         runner, init_ms = timed_runner(args.bundle, backend=args.interpreter, num_threads=args.threads)
         profile = _profile(args.profiles, runner.manifest)
-        result = run_bench(runner, data.x, data.y, protocol, energy, profile, init_ms=init_ms)
-    except EdgekitError as exc:
-        print("edgekit: error: {}".format(exc), file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print("\n".join(text_lines(result)))
-    return 0
+        return run_bench(runner, data.x, data.y, protocol, energy, profile, init_ms=init_ms)
+
+    return finish(work, args.json, lambda result: "\n".join(text_lines(result)))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,7 @@
 
 Runs on the board: numpy only, Python 3.8 syntax.
 
-Every exit's score and prediction are recorded for every sample (one batched pass per exit, forcing the
-samples out at that exit). A threshold vector then decides each sample's exit without running anything
+Every exit's score and prediction are recorded for every sample (one batched pass through every stage). A threshold vector then decides each sample's exit without running anything
 again: the first exit k < last whose score reaches threshold k, else the last. Latency at an operating
 point is estimated as the mean over samples of the summed per-stage means (measured at batch 1 in the
 same run) up to the sample's exit. The sweep uses one threshold shared by all exits, over the range of
@@ -13,23 +12,18 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.runtime.runner import EarlyExitRunner
+from edgekit.runtime.policy import exit_rule
+from edgekit.runtime.runner import EarlyExitRunner, exit_outputs
 
 SWEEP_POINTS = 41
 
 
 def exit_table(runner: EarlyExitRunner, x: np.ndarray, batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
     """(scores, predictions), each (N, exits): what every exit says about every sample."""
-    k_all = runner.num_stages
-    scores = np.empty((len(x), k_all), dtype=np.float64)
-    preds = np.empty((len(x), k_all), dtype=np.int64)
-    for k in range(k_all):
-        forced = [float("inf")] * k_all
-        forced[k] = float("-inf")          # every sample leaves at exit k (earlier exits never fire)
-        for i in range(0, len(x), batch_size):
-            r = runner.run(x[i:i + batch_size], thresholds=forced)
-            scores[i:i + batch_size, k] = r.scores
-            preds[i:i + batch_size, k] = r.predictions
+    outs = exit_outputs(runner, x, batch_size)
+    scores = np.stack([exit_rule(st.exit.rule)(scored) for st, (_, scored) in zip(runner.manifest.stages, outs)],
+                      axis=1).astype(np.float64)
+    preds = np.stack([np.argmax(out.reshape(len(out), -1), axis=-1) for out, _ in outs], axis=1).astype(np.int64)
     return scores, preds
 
 

@@ -5,13 +5,12 @@ Prints the same JSON object as `edgekit run --json`; exit code 2 with one line o
 (EDGEKIT_TRUSTED_KEYS, the trusted_keys/ of the remote dirs flash recorded) applies in any case (device_keys.py).
 """
 import argparse
-import json
 import sys
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from edgekit.data import load_data
-from edgekit.errors import EdgekitError
 from edgekit.runtime.controller import controller_line
+from edgekit.runtime.entry import finish
 from edgekit.runtime.interpreter import BACKENDS
 from edgekit.runtime.runner import EarlyExitRunner, evaluate
 
@@ -31,25 +30,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--target-ms", type=float, default=None,
                     help="hold this mean latency per sample: a load controller moves the exit thresholds online")
     args = ap.parse_args(argv)
-    try:
+
+    def work() -> Dict[str, Any]:
         runner = EarlyExitRunner(args.bundle, backend=args.interpreter, num_threads=args.threads,
                                  trusted_keys=args.trusted_key, require_signature=args.require_signature,
                                  max_batch=args.max_batch)
         data = load_data(args.data, max_batch=runner.max_batch)
         result = evaluate(runner, data.x, data.y, full_depth=args.full_depth, target_ms=args.target_ms)
-    except EdgekitError as exc:
-        print("edgekit: error: {}".format(exc), file=sys.stderr)
-        return 2
-    result["interpreter"] = {"name": runner.backend.name, "version": runner.backend.version}
-    result["delegates"] = runner.delegate_status
-    if args.json:
-        print(json.dumps(result))
-    else:
-        acc = "n/a" if result["accuracy"] is None else "{:.4f}".format(result["accuracy"])
-        print("samples {}  accuracy {}  exits {}".format(len(result["exits"]), acc, result["exit_histogram"]))
-        if "controller" in result:
-            print(controller_line(result["controller"]))
-    return 0
+        result["interpreter"] = {"name": runner.backend.name, "version": runner.backend.version}
+        result["delegates"] = runner.delegate_status
+        return result
+
+    return finish(work, args.json, _text)
+
+
+def _text(result: Dict[str, Any]) -> str:
+    acc = "n/a" if result["accuracy"] is None else "{:.4f}".format(result["accuracy"])
+    lines = ["samples {}  accuracy {}  exits {}".format(len(result["exits"]), acc, result["exit_histogram"])]
+    if "controller" in result:
+        lines.append(controller_line(result["controller"]))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edgekit.data import load_data
-from edgekit.errors import BundleError, EdgekitError
+from edgekit.errors import BundleError
 from edgekit.runtime.cost_protocol import (BOARD, MEASURED_ON, CostProtocol, costs_section, resolve_stage_threads,
                                            stage_cost_table, thread_candidates)
+from edgekit.runtime.entry import finish
 from edgekit.runtime.guard import read_bundle_file
 from edgekit.runtime.interpreter import BACKENDS
 from edgekit.runtime.runner import EarlyExitRunner
@@ -64,15 +65,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--max-seconds", type=float, default=None, help="bound on the measurement (seconds)")
     ap.add_argument("--interpreter", choices=BACKENDS, default=None)
     args = ap.parse_args(argv)
-    try:
+
+    def work() -> Dict[str, Any]:
         proto = CostProtocol() if args.max_seconds is None else CostProtocol(max_seconds=args.max_seconds).check()
-        section = profile_bundle(args.bundle, load_data(args.data).x, args.threads, args.measured_on, proto,
-                                 args.interpreter)
-    except EdgekitError as exc:
-        print("edgekit: error: {}".format(exc), file=sys.stderr)
-        return 2
-    print(json.dumps(section))
-    return 0
+        return profile_bundle(args.bundle, load_data(args.data).x, args.threads, args.measured_on, proto,
+                              args.interpreter)
+
+    return finish(work, True, json.dumps)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ at a time, as a deployed model is called, and report accuracy (with labels) and 
 compares them with the rollout's bounds; this side only measures. Exit code 2 with one line on bad input.
 """
 import argparse
-import json
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -13,7 +12,8 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edgekit.data import load_data
-from edgekit.errors import ConfigError, EdgekitError
+from edgekit.errors import ConfigError
+from edgekit.runtime.entry import finish
 from edgekit.runtime.runner import EarlyExitRunner
 
 DEFAULT_MAX_SAMPLES = 64
@@ -45,21 +45,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--max-samples", type=int, default=DEFAULT_MAX_SAMPLES, help="samples used (default 64)")
     args = ap.parse_args(argv)
-    try:
+
+    def work() -> Dict[str, Any]:
         if args.max_samples < 1:
             raise ConfigError("--max-samples: expected at least 1, got {}".format(args.max_samples))
         data = load_data(args.data, limit=args.max_samples)
-        result = smoke(EarlyExitRunner(args.bundle), data.x[:args.max_samples],
-                       None if data.y is None else data.y[:args.max_samples])
-    except EdgekitError as exc:
-        print("edgekit: error: {}".format(exc), file=sys.stderr)
-        return 2
-    if args.json:
-        print(json.dumps(result))
-    else:
-        acc = "n/a" if result["accuracy"] is None else "{:.4f}".format(result["accuracy"])
-        print("samples {}  accuracy {}  p50 {:.3f} ms".format(result["samples"], acc, result["latency_ms"]["p50"]))
-    return 0
+        return smoke(EarlyExitRunner(args.bundle), data.x[:args.max_samples],
+                     None if data.y is None else data.y[:args.max_samples])
+
+    return finish(work, args.json, _text)
+
+
+def _text(result: Dict[str, Any]) -> str:
+    acc = "n/a" if result["accuracy"] is None else "{:.4f}".format(result["accuracy"])
+    return "samples {}  accuracy {}  p50 {:.3f} ms".format(result["samples"], acc, result["latency_ms"]["p50"])
 
 
 if __name__ == "__main__":

@@ -30,6 +30,9 @@ def test_run_host_gives_the_local_answers(board, bundles, data_file, common):
     assert by_dir.returncode == 0, by_dir.stderr
     assert by_dir.stdout.startswith("{}: 20 samples".format(board.label))
     assert "exit histogram [0, 20]" in by_dir.stdout
+    held = edgekit("run", "current", data_file, "--target-ms", "1e9", "--json", *common)   # the load controller
+    assert held.returncode == 0, held.stderr
+    assert json.loads(held.stdout)["controller"]["calls"] == 20
 
 
 def test_bench_host_runs_on_the_board_and_brings_the_report_back(tmp_path, board, bundles, data_file, common):
