@@ -15,8 +15,8 @@ from the calibration images (one forward pass with batch statistics). Inputs: th
 96x96, three channels, in [-1, 1]. Adaptive with the default objective (latency) and with objective accuracy,
 rungs int4w,int8,float32 (int16x8 runs on reference kernels and every op would be timed at it). SQNR of each
 exit against float Keras on 64 held-out images; latency = both stages at batch 1, 1 thread, each build interleaved with int8.
-Goal (default objective): adaptive exit SQNR >= int8's at <= 1.0x int8's latency. The uniform builds here are
-calibrated on all 160 images, the plan's on the images it does not hold out.
+Goal (default objective): adaptive exit SQNR >= int8's at <= 1.0x int8's latency. int8 is the build `convert
+--precision int8` makes (quantize.uniform_stage); it and the plan's stages are calibrated on all 160 images.
 
     python benchmarks/bench_precision.py [--skip-mobilenet] [--warm] [--target raspberry-pi-4]
 """
@@ -53,15 +53,15 @@ class Clock:
 
 
 def _protocol():
-    from edgekit.convert.precision.timing import Protocol
+    from edgekit.runtime.cost_protocol import CostProtocol
 
-    return Protocol(warmup=20, chunk=50, min_rounds=300, max_rounds=3000, rel_tol=0.01, max_seconds=60.0)
+    return CostProtocol(warmup=20, chunk=50, min_rounds=300, max_rounds=3000, rel_tol=0.01, max_seconds=60.0)
 
 
 # ----------------------------------------------------------------------------------------------------- demo
 def demo(target, tmp):
     from edgekit.convert import ConvertOptions, convert
-    from edgekit.convert.precision.timing import measure_candidates
+    from edgekit.runtime.cost_protocol import measure_candidates
     from edgekit.data import load_data
     from edgekit.runtime import EarlyExitRunner, evaluate
 
@@ -107,6 +107,7 @@ def print_demo(rows, target):
         for line in plan["summary"]:
             print("  convert said: " + line)
     ad, sz = rows["adaptive"], rows["adaptive size"]
+    print_size_bound(ad, i8)
     s, t = ad["size"] / float(i8["size"]), ad["vs8"]
     print("goal demo adaptive (defaults) accuracy >= int8: {:.2%} vs {:.2%} -> {}".format(
         ad["acc"], i8["acc"], goal(ad["acc"] >= i8["acc"])))
@@ -116,6 +117,40 @@ def print_demo(rows, target):
     print("goal demo --objective size <= 0.55x int8 size: {:.3f}x (latency {:.2f}x int8, printed by convert: {}) "
           "-> {}".format(s, sz["vs8"], "yes" if any("slower" in ln for ln in sz["plan"]["summary"]) or
                          sz["vs8"] <= 1.03 else "no", goal(s <= 0.55)))
+
+
+def print_size_bound(ad, i8):
+    """What the size goal would cost in time, from the plan's own per-op measurements (each op moved alone in an
+    all-int8 build of its stage, interleaved, batch 1, 1 thread): the ops with the most weight bytes at each rung,
+    and the cheapest 4-bit moves from uniform int8 (least ms per byte saved) that would bring it to 0.70x."""
+    from edgekit.convert.precision.ladder import weight_bytes
+
+    layers = ad["plan"]["layers"]
+    print("per-op ms over int8 by rung (kernel), ops with >= 5% of the weights:")
+    total = float(sum(ly["params"] for ly in layers)) or 1.0
+    for ly in sorted(layers, key=lambda r: -r["params"]):
+        if ly["params"] / total >= 0.05:
+            print("  {:<14} {:>7} params ({:>4.1%}): {}".format(ly["layer"], ly["params"], ly["params"] / total, ", ".join(
+                "{} {}".format(r, "-" if ms is None else "{:+.4f} ms ({})".format(ms, ly["kernel_by_rung"].get(r, "-")))
+                for r, ms in sorted(ly["ms_vs_int8_by_rung"].items()))))
+    need = 0.30 * i8["size"]
+    moves = []
+    for ly in layers:
+        ms = ly["ms_vs_int8_by_rung"].get("int4w")
+        saved = weight_bytes("int8", ly["params"]) - weight_bytes("int4w", ly["params"])
+        if ms is not None and saved > 0:
+            moves.append((max(ms, 0.0) / saved, saved, ms, ly["layer"]))
+    saved, extra, taken = 0.0, 0.0, []
+    for _, b, more, name in sorted(moves):
+        if saved >= need:
+            break
+        saved, extra, taken = saved + b, extra + more, taken + [name]
+    slack = 0.05 * i8["ms"]
+    print("size goal bound: 0.70x int8 needs {:.1f} KiB less than uniform int8; the cheapest 4-bit moves from it ({}) "
+          "save {:.1f} KiB for {:+.4f} ms summed per op, against the 1.05x slack of {:.4f} ms -> {}".format(
+              need / 1024.0, ", ".join(taken) or "none needed", saved / 1024.0, extra, slack,
+              "within the slack" if saved >= need and extra <= slack else
+              "not reachable at 1.05x with these kernels" if saved >= need else "not reachable with 4-bit weights"))
 
 
 # ----------------------------------------------------------------------------------------------- MobileNetV2
@@ -154,7 +189,7 @@ def run_mobilenet(target, samples):
     from edgekit.convert.precision.choose import choose_precision
     from edgekit.convert.precision.costs import full_depth
     from edgekit.convert.precision.sensitivity import sqnr_db
-    from edgekit.convert.quantize import quantize_stage
+    from edgekit.convert.quantize import quantize_stage, uniform_stage
     from edgekit.convert.split import split_model, stage_inputs
 
     model, calib, test = mobilenet(160)
@@ -163,9 +198,10 @@ def run_mobilenet(target, samples):
     ref = [np.asarray(o) for o in model(test)]
     feeds = stage_inputs(stages, calib, name)
     rows = {}
-    for p in ("int8", "float32"):
+    for p in ("int8", "float32"):               # int8: the build `convert --precision int8` makes for the target
         c = Clock()
-        rows[p] = {"blobs": [quantize_stage(st.model, p, f) for st, f in zip(stages, feeds)], "time": str(c)}
+        rows[p] = {"blobs": [uniform_stage(st.model, p, f, target)[0] if p == "int8" else
+                             quantize_stage(st.model, p, f) for st, f in zip(stages, feeds)], "time": str(c)}
     rungs = tuple(r for r in ("int4w", "int8", "float32") if r in target.precisions + ("int4w",))
     for objective in ("latency", "accuracy"):
         c = Clock()
@@ -220,7 +256,7 @@ def main():
     ap.add_argument("--target", default="raspberry-pi-4")
     ap.add_argument("--samples", type=int, default=32, help="MobileNetV2 sensitivity samples")
     args = ap.parse_args()
-    from edgekit.convert.precision.timing import machine
+    from edgekit.runtime.cost_protocol import machine
     from edgekit.targets import get_target
 
     total = Clock()

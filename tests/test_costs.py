@@ -71,7 +71,9 @@ def test_protocol_interleaves_warms_up_and_stops_when_the_median_is_stable():
     timed = order[6:]
     rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
     assert all(sorted(r) == ["a", "b", "c"] for r in rounds)           # each round calls every candidate
-    assert [r[0] for r in rounds[:3]] == ["a", "b", "c"]               # ... starting one further each round
+    assert len({tuple(r) for r in rounds}) > 1                         # ... in an order that changes
+    before_a = {r[r.index("a") - 1] for r in rounds if r.index("a") > 0}
+    assert before_a == {"b", "c"}                                      # no candidate always follows the same one
     assert got["a"].median_ms == pytest.approx(1.0) and got["c"].median_ms == pytest.approx(2.0)
     assert got["b"].median_ms == pytest.approx(3.0) and got["b"].p90_ms == pytest.approx(3.0)
     assert all(c.stable and c.calls == 10 for c in got.values())       # stable at the first check

@@ -179,7 +179,9 @@ def test_size_and_latency_budget_plans_end_to_end(tiny_plan):
 
     stages, plan = tiny_plan
     pi4 = get_target("raspberry-pi-4")
-    limit = sum(s["whole_stage"]["int8"]["size_bytes"] for s in plan.report["stages"])
+    # about the int8 bundle's size (5% more: on this tiny model per-op builds carry more fixed bytes than the
+    # int8 builds, which keep their thin convolutions float32 where that is faster)
+    limit = int(1.05 * sum(s["whole_stage"]["int8"]["size_bytes"] for s in plan.report["stages"]))
     sized = choose_precision(stages, pi4, _x(), None, PrecisionOptions(size_budget=limit, sensitivity_samples=64),
                              "image")
     b = sized.report["budget"]

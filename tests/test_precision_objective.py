@@ -91,40 +91,12 @@ def test_backoff_for_time_objectives_stops_at_int8():
 
 def test_noise_counts_as_no_time():
     from edgekit.convert.precision.costs import op_delta
-    from edgekit.convert.precision.timing import Cost
+    from edgekit.runtime.cost_protocol import Cost
 
-    base = Cost(median_ms=1.0, p25_ms=0.98, p75_ms=1.02, calls=100, stable=True)
-    assert op_delta(Cost(1.015, 1.0, 1.03, 100, True), base) == 0.0
-    assert op_delta(Cost(1.3, 1.25, 1.35, 100, True), base) == pytest.approx(0.3)
-    assert op_delta(Cost(0.9, 0.88, 0.92, 100, True), base) == pytest.approx(-0.1)
-
-
-def test_timing_protocol_interleaves_and_rotates_with_a_fake_clock():
-    from edgekit.convert.precision.timing import Protocol, measure_candidates
-
-    now = [0.0]
-    order = []
-
-    def clock():
-        return now[0]
-
-    def work(name, ms):
-        def call():
-            order.append(name)
-            now[0] += ms / 1000.0
-        return call
-
-    got = measure_candidates({"a": work("a", 3.0), "b": work("b", 1.0), "c": work("c", 2.0)},
-                             Protocol(warmup=1, chunk=5, min_rounds=10, max_rounds=40), clock=clock)
-    assert {k: c.median_ms for k, c in got.items()} == pytest.approx({"a": 3.0, "b": 1.0, "c": 2.0})
-    assert all(c.stable and c.calls == 10 for c in got.values())
-    timed = order[3:]                                   # after one warm-up call each
-    rounds = [timed[i:i + 3] for i in range(0, len(timed), 3)]
-    assert all(sorted(r) == ["a", "b", "c"] for r in rounds)     # every candidate once per round
-    # the order changes between rounds, and no candidate always follows the same one
-    assert len({tuple(r) for r in rounds}) > 1
-    before_a = {r[r.index("a") - 1] for r in rounds if r.index("a") > 0}
-    assert before_a == {"b", "c"}
+    base = Cost(median_ms=1.0, p10_ms=0.98, p25_ms=0.98, p75_ms=1.02, p90_ms=1.02, calls=100, stable=True)
+    assert op_delta(Cost(1.015, 1.0, 1.0, 1.03, 1.03, 100, True), base) == 0.0
+    assert op_delta(Cost(1.3, 1.25, 1.25, 1.35, 1.35, 100, True), base) == pytest.approx(0.3)
+    assert op_delta(Cost(0.9, 0.88, 0.88, 0.92, 0.92, 100, True), base) == pytest.approx(-0.1)
 
 
 def test_four_bit_fully_connected_runs_on_xnnpack_and_four_bit_conv_on_builtin():
@@ -188,10 +160,10 @@ def test_objective_bad_inputs_exit_2_and_write_nothing(tmp_path):
 
 def test_the_stage_slower_than_its_int8_build_beyond_the_noise_is_found():
     from edgekit.convert.precision.objective import slow_stage
-    from edgekit.convert.precision.timing import Cost
+    from edgekit.runtime.cost_protocol import Cost
 
     def c(ms):
-        return Cost(ms, ms * 0.99, ms * 1.01, 100, True)
+        return Cost(ms, ms * 0.99, ms * 0.99, ms * 1.01, ms * 1.01, 100, True)
 
     int8 = [b"a", b"b", b"c"]
     got = {"int8": [c(1.0), c(1.0), c(1.0)], "plan": [c(1.5), c(1.01), c(3.0)]}
@@ -205,13 +177,13 @@ def test_the_stage_slower_than_its_int8_build_beyond_the_noise_is_found():
 def test_leaving_xnnpack_for_a_builtin_kernel_is_never_free_and_is_sent_back_first():
     from edgekit.convert.precision.costs import _cost
     from edgekit.convert.precision.objective import to_int8
-    from edgekit.convert.precision.timing import Cost
+    from edgekit.runtime.cost_protocol import Cost
 
-    base = Cost(1.0, 0.99, 1.01, 100, True)
-    same = Cost(1.005, 0.99, 1.02, 100, True)                      # within the noise
+    base = Cost(1.0, 0.99, 0.99, 1.01, 1.01, 100, True)
+    same = Cost(1.005, 0.99, 0.99, 1.02, 1.02, 100, True)                      # within the noise
     assert _cost(same, base, 0.0, "xnnpack", "xnnpack") == 0.0
     assert _cost(same, base, 0.05, "builtin", "xnnpack") == pytest.approx(0.05)   # at least the noise
-    assert _cost(Cost(0.8, 0.79, 0.81, 100, True), base, 0.05, "builtin", "xnnpack") == pytest.approx(-0.2)
+    assert _cost(Cost(0.8, 0.79, 0.79, 0.81, 0.81, 100, True), base, 0.05, "builtin", "xnnpack") == pytest.approx(-0.2)
     assert _cost(same, base, 0.05, "builtin", "builtin") == 0.0     # int8 was builtin too: nothing left
     layers = _layers()
     for ly, k in zip(layers, ("builtin", "xnnpack", "builtin", "")):
@@ -222,3 +194,20 @@ def test_leaving_xnnpack_for_a_builtin_kernel_is_never_free_and_is_sent_back_fir
     assert [ly.name for ly in to_int8(layers, choice)] == ["fc"]   # no builtin one left: the costliest
     choice[layers[1].key] = ("int8", "")
     assert to_int8(layers, choice) == []
+
+
+def test_accuracy_is_won_back_only_within_int8s_time_and_bytes():
+    from edgekit.convert.precision.objective import accuracy_for_time
+
+    fc = _layer("fc", 1000, {"int4w": -0.05, "float32": 0.0}, {"int4w": 1e-3, "int8": 1e-5}, op="FULLY_CONNECTED")
+    small = _layer("small", 100, {"int4w": 0.01, "float32": 0.0}, {"int4w": 1e-2, "int8": 1e-3})
+    big = _layer("big", 5000, {"int4w": 0.2, "float32": 0.0}, {"int4w": 1e-2, "int8": 1e-2})
+    slow = _layer("slow", 10, {"int4w": 0.2, "float32": 0.2}, {"int4w": 1e-2, "int8": 1e-1})
+    layers = [fc, small, big, slow]
+    choice = {ly.key: ("int8", "") for ly in layers}
+    choice[fc.key] = ("int4w", "")                 # saves 500 bytes and 0.05 ms
+    got = accuracy_for_time(layers, choice, 0.0, 0, [])
+    assert got is small                            # big would add 15000 bytes, slow 0.2 ms: neither fits
+    assert accuracy_for_time(layers, choice, 0.0, 0, [small.key]) is None
+    choice[fc.key] = ("int8", "")                  # nothing saved: no room at all
+    assert accuracy_for_time(layers, choice, 0.0, 0, []) is None

@@ -3,9 +3,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgekit.convert.precision.timing import measure_candidates
-from edgekit.runtime.cost_protocol import (CONVERTING_MACHINE, CostProtocol, costs_section, stage_cost_table,
-                                           thread_candidates)
+from edgekit.runtime.cost_protocol import (CONVERTING_MACHINE, CostProtocol, costs_section, measure_candidates,
+                                           stage_cost_table, thread_candidates)
 from edgekit.runtime.interpreter import load_backend
 
 
@@ -58,12 +57,15 @@ def max_abs_error(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> List[floa
     return [float(np.max(np.abs(np.asarray(p, np.float64) - np.asarray(q, np.float64)))) for p, q in zip(a, b)]
 
 
+DECISION_PROTOCOL = CostProtocol(warmup=3, max_seconds=8.0)   # bounded, for choices made while converting
+
+
 def interleaved_ms(blobs: Sequence[bytes], feed: Dict[str, np.ndarray], threads: int = 1,
                    backend: Optional[str] = None) -> List[float]:
     """Median batch-1 milliseconds of each blob (same signature) on feed, under the precision decisions' protocol
-    (convert/precision/timing.py: warmed up, interleaved in a new random order each round, until the medians
+    (runtime/cost_protocol.py: warmed up, interleaved in a new random order each round, until the medians
     settle). backend: the interpreter package (default: the first found)."""
     runners = _runners(blobs, threads, backend)
     one = {n: v[:1].astype(np.float32) for n, v in feed.items()}
-    costs = measure_candidates({i: (lambda run=run: run(**one)) for i, run in enumerate(runners)})
+    costs = measure_candidates({i: (lambda run=run: run(**one)) for i, run in enumerate(runners)}, DECISION_PROTOCOL)
     return [costs[i].median_ms for i in range(len(runners))]

@@ -4,7 +4,7 @@ import zipfile
 
 import keras
 
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 
 FORMATS = (".keras", ".h5")
 
@@ -24,8 +24,7 @@ def load_model(path: str):
     try:
         model = keras.models.load_model(path, compile=False)
     except (ValueError, OSError, zipfile.BadZipFile, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError("{} is not a readable Keras model: {}".format(path, first[:300]))
+        raise ModelError("{} is not a readable Keras model: {}".format(path, first_line(exc, 300)))
     if isinstance(model, keras.Sequential):           # traced into the functional graph of the same layers
         try:
             model = keras.Model(model.inputs, model.outputs, name=model.name)

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 import tensorflow as tf
 
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 
 SAMPLE_FILE = "calibration_image_sample_data_20x128x128x3_float32.npy"
 SAMPLES = 8
@@ -200,7 +200,7 @@ def _convert_stage(spec: Dict, samples, onnx2tf, tf) -> Dict:
         node = getattr(exc, "onnx_op_name", None)
         ops = {n.name: n.op_type for n in graph.node}
         where = " at node {} (op {})".format(node, ops[node]) if node in ops else ""
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         if "runs offline" in first:
             host = re.search(r"host='([^']+)'", first)
             raise ModelError("onnx2tf tried to reach {} while converting stage {} and the network connection was "

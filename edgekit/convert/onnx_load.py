@@ -10,7 +10,7 @@ import onnx
 import onnx.defs
 import onnxruntime as ort
 
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 
 MIN_OPSET = 7
 
@@ -40,16 +40,14 @@ def _load(path: str):
     try:
         model = onnx.load(path)
     except Exception as exc:  # noqa: BLE001 - protobuf raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError("{} is not a readable ONNX model: {}".format(path, first[:300]))
+        raise ModelError("{} is not a readable ONNX model: {}".format(path, first_line(exc, 300)))
     if not len(model.graph.node) or not len(model.graph.output) or not len(model.opset_import):
         raise ModelError("{} is not a readable ONNX model: no graph nodes, outputs or opset".format(path))
     _check_ops(model, path)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - the checker raises many types
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ModelError("{} is not a valid ONNX model: {}".format(path, first[:300]))
+        raise ModelError("{} is not a valid ONNX model: {}".format(path, first_line(exc, 300)))
     return model
 
 
@@ -128,7 +126,7 @@ def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
         new = onnx.shape_inference.infer_shapes(new, strict_mode=True)
     except Exception as exc:  # noqa: BLE001
         raise ModelError("{}: shape inference fails with input shape (N, {}): {}".format(
-            path, ", ".join(map(str, dims[1:])), (str(exc).splitlines() or ["?"])[0][:300]))
+            path, ", ".join(map(str, dims[1:])), first_line(exc, 300, "?")))
     fixed_batch = dims[0] if isinstance(dims[0], int) and dims[0] > 0 else None
     _check_batch(model, new, inp.name, fixed_batch, dims, path)
     return new, inp.name, (None,) + tuple(int(d) for d in dims[1:])
@@ -136,7 +134,7 @@ def _fix_input(model, path: str, input_shape: Optional[Sequence[int]]):
 
 def _ort_message(exc: Exception) -> str:
     """onnxruntime's first line without its source location ('... FAIL : /src/x.cc:181 f(...) What went wrong')."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first_line(exc)
     m = re.search(r"\) ([A-Z][^()]*)$", first)
     return (m.group(1) if m else first)[:300]
 

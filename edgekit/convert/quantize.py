@@ -15,6 +15,7 @@ float32 but not at int8 (e.g. AVERAGE_POOL_2D, which then splits the delegated g
 for 1, 3, 4, 8 and 16 (ai-edge-litert 2.1.0, x86 with AVX-512): a few input channels cost int8 its advantage. Both
 made the demo's int8 first stage slower than its float32 twin; the float ops cost (DE)QUANTIZE ops around them.
 """
+import hashlib
 import os
 import tempfile
 from typing import Callable, Dict, Iterator, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -27,7 +28,7 @@ from edgekit.convert.evaluate import interleaved_ms
 from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.recipes import quantize_ops
 from edgekit.convert.tf import quiet, tensorflow
-from edgekit.errors import ConfigError, ModelError
+from edgekit.errors import ConfigError, ModelError, first_line
 from edgekit.rungs import FLOAT32, INT8, MIXED, PRECISIONS, RANGE_SAMPLES, RUNG, RUNGS
 from edgekit.runtime.interpreter import available_backends, load_backend
 
@@ -135,10 +136,12 @@ def _convert(model, precision: str, feeds: Dict[str, np.ndarray], denylist: Opti
                     return bytes(debugger.get_nondebug_quantized_model())
                 return bytes(conv.convert())
         except Exception as exc:  # noqa: BLE001 - the converter raises many unrelated types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError("stage {} cannot be converted at {}: {}".format(label, precision, first[:300]))
+            raise ModelError("stage {} cannot be converted at {}: {}".format(label, precision, first_line(exc, 300)))
         finally:
             os.chdir(cwd)
+
+
+_DECIDED = {}   # type: Dict[Tuple, List[float]]
 
 
 class Int8Stage(NamedTuple):
@@ -209,7 +212,15 @@ def uniform_stage(model, precision: str, feeds: Dict[str, np.ndarray], target) -
     wanted = target.runtime_package.replace("-", "_")
     backend = wanted if wanted in available_backends() else None
     threads = target.default_threads if target.arch == "x86_64" else 1
-    built = int8_stage(model, feeds, lambda blobs: interleaved_ms(blobs, feeds, threads, backend=backend), backend)
+
+    def timed(blobs: Sequence[bytes]) -> List[float]:
+        # once per pair of builds in a process, so that convert's int8 and adaptive precision's int8 base (which
+        # starts from this same build) are one build
+        key = tuple(hashlib.sha1(b).hexdigest() for b in blobs) + (backend or "", threads)
+        if key not in _DECIDED:
+            _DECIDED[key] = list(interleaved_ms(blobs, feeds, threads, backend=backend))
+        return _DECIDED[key]
+    built = int8_stage(model, feeds, timed, backend)
     if not built.measured_ms:
         return built.blob, None
     return built.blob, {"float32_ops": list(built.float_ops), "median_ms": built.measured_ms,

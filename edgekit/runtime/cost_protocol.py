@@ -2,13 +2,15 @@
 
 Thresholds, budget mode, pruning and precision by latency and the thread count per stage all compare
 candidates (stages, thread counts, builds). They are measured the same way: warmed up, then called
-interleaved round by round (the order rotates every round, so drift and load hit every candidate alike),
-in chunks of rounds until every candidate's median moves by less than `rel_tol` from one chunk to the
+interleaved round by round, in a new random order each round (seeded): drift and load from other processes
+hit every candidate alike, and no candidate always runs after the same one (a rotating order keeps each
+candidate's predecessor fixed, and a predecessor with large weights leaves it cold caches), in chunks of rounds until every candidate's median moves by less than `rel_tol` from one chunk to the
 next (bounded by `max_rounds` and `max_seconds`), and recorded with their spread (p10, p25, p75, p90),
 the number of calls and the machine. Runs on the board too: numpy only, Python 3.8 syntax.
 """
 import os
 import platform
+import random
 import socket
 import time
 from dataclasses import asdict, dataclass
@@ -100,9 +102,10 @@ def _stable(times: List[List[float]], before: int, rel_tol: float) -> bool:
 
 
 def measure_candidates(calls: Mapping[Hashable, Callable[[], Any]], protocol: Optional[CostProtocol] = None,
-                       clock: Callable[[], float] = time.perf_counter) -> Dict[Hashable, Cost]:
+                       clock: Callable[[], float] = time.perf_counter, seed: int = 0) -> Dict[Hashable, Cost]:
     """Time every candidate (a call with no arguments) under the protocol; the cost of each, by key.
-    clock: seconds (injectable, so tests use a fake clock and never real time)."""
+    clock: seconds (injectable, so tests use a fake clock and never real time); seed: the order of the calls
+    in each round."""
     proto = (protocol or CostProtocol()).check()
     keys = list(calls)
     if not keys:
@@ -112,12 +115,13 @@ def measure_candidates(calls: Mapping[Hashable, Callable[[], Any]], protocol: Op
         for fn in fns:
             fn()
     times = [[] for _ in keys]   # type: List[List[float]]
+    rng, order = random.Random(seed), list(range(len(fns)))
     start = clock()
     rounds, stable = 0, False
     while rounds < proto.max_rounds:
         for _ in range(proto.chunk):
-            shift = rounds % len(fns)
-            for j in list(range(shift, len(fns))) + list(range(shift)):
+            rng.shuffle(order)
+            for j in order:
                 t0 = clock()
                 fns[j]()
                 times[j].append((clock() - t0) * 1000.0)

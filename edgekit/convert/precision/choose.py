@@ -17,9 +17,11 @@ def choose_precision(stages: Sequence, target, x: np.ndarray, y: Optional[np.nda
     check_samples(len(x))
     held = max(MIN_HELD, len(x) // 3)
     rest = len(x) - held
-    data = {"ranges": x[:min(RANGE_SAMPLES, rest)], "sens": x[:min(options.sensitivity_samples, rest)],
+    # ranges from the samples convert calibrates its uniform builds on, so that the plan's int8 stages are those
+    data = {"ranges": x[:RANGE_SAMPLES], "sens": x[:min(options.sensitivity_samples, rest)],
             "held_x": x[rest:], "held_y": None if y is None else y[rest:]}
     lazy = options.measure == "needed" and options.mode == "tolerance"
-    prof = profile(stages, data, rungs, input_name, say, (options.tolerance or DEFAULT_TOLERANCE) if lazy else None)
+    prof = profile(stages, data, rungs, input_name, target, say,
+                   (options.tolerance or DEFAULT_TOLERANCE) if lazy else None, options.mode.startswith("objective-"))
     choice, f16, budget = allocate_all(prof, options, target, rungs)
     return build_and_verify(prof, data, options, target, rungs, notes, choice, f16, budget, input_name, say)

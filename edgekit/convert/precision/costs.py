@@ -1,6 +1,6 @@
 """Time every op at every rung, as built, on this machine: the latency side of each precision decision.
 
-Per stage, one interleaved measurement (timing.measure_candidates) of: the whole-stage builds at each rung, a
+Per stage, one interleaved measurement (runtime.cost_protocol.measure_candidates) of: the whole-stage builds at each rung, a
 baseline with every op at int8 (ai-edge-quantizer recipes, as mixed stages are built), and for each weighted op
 and each of its other rungs the baseline with only that op moved. An op's cost at a rung is its build's median
 minus the baseline's (ms, batch 1, 1 thread); a difference within the noise (the baseline's spread) counts as
@@ -13,8 +13,10 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope
+from edgekit.convert.evaluate import DECISION_PROTOCOL
+from edgekit.convert.precision.graph import op_rungs
 from edgekit.convert.precision.recipes import quantize_ops
-from edgekit.convert.precision.timing import Cost, Protocol, measure_candidates
+from edgekit.runtime.cost_protocol import Cost, CostProtocol, measure_candidates
 from edgekit.errors import ModelError
 from edgekit.runtime.interpreter import StageCall, load_backend
 
@@ -22,6 +24,8 @@ NOISE_FRACTION = 0.02         # a difference below this share of the baseline (o
 BASE = "int8 baseline"
 BASE_COPIES = 3               # the baseline is timed this many times (separate interpreters): its spread is noise
 GROUP = 12                    # candidates timed together (with their own baseline copies)
+PROTOCOL = DECISION_PROTOCOL  # the project-wide protocol, bounded for decisions made while converting
+OP_PROTOCOL = CostProtocol(warmup=3, max_seconds=4.0)
 
 
 def noise_ms(base: Cost, spread: float = 0.0) -> float:
@@ -49,12 +53,16 @@ def _caller(blob: bytes, feed: Mapping[str, np.ndarray]) -> Callable[[], object]
 
 
 def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[str], qsvs, feed,
-               uniform: Dict[str, bytes], protocol: Protocol = Protocol(max_seconds=4.0)
+               uniform: Dict[str, bytes], protocol: CostProtocol = OP_PROTOCOL
                ) -> Tuple[Dict[str, Cost], Cost]:
     """Fills each layer's `costs` (rung -> extra ms over int8) and `kernels` (rung -> kernel); returns the
     whole-stage costs by rung and the baseline's cost. Candidates are timed in groups of GROUP, each group with
     its own copies of the baseline: fewer interpreters in turn keep the caches as warm as one stage's are."""
-    base_rungs = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops}
+    weighted = {o.scope: "float32" if o.scope in pinned else "int8" for o in ops if o.weighted}
+    plain = [o.scope for o in ops if o.scope in pinned and not o.weighted]
+    # ops without weights read at their producers' width: an int8 op between two float ones is not built right
+    rungs_with = lambda scope, r: op_rungs(ops, dict(weighted, **{scope: r}), plain)  # noqa: E731
+    base_rungs = op_rungs(ops, weighted, plain)
     base_blob = quantize_ops(fblob, base_rungs, qsvs=qsvs)
     base_kernels = kernels_by_scope(base_blob)
     builds: Dict[Tuple[str, str], bytes] = {}
@@ -64,7 +72,7 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
             if r == "int8" or ly.pinned:
                 continue
             try:
-                builds[(ly.scope, r)] = quantize_ops(fblob, dict(base_rungs, **{ly.scope: r}), qsvs=qsvs)
+                builds[(ly.scope, r)] = quantize_ops(fblob, rungs_with(ly.scope, r), qsvs=qsvs)
                 _caller(builds[(ly.scope, r)], feed)
             except (ModelError, RuntimeError, ValueError):
                 builds.pop((ly.scope, r), None)
@@ -86,7 +94,7 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     return whole, base
 
 
-def _group(keys, builds, base_blob: bytes, feed, protocol: Protocol):
+def _group(keys, builds, base_blob: bytes, feed, protocol: CostProtocol):
     """Time `keys` interleaved with BASE_COPIES copies of the baseline spread through the order."""
     spaced = list(keys)
     for i in range(BASE_COPIES):
@@ -108,7 +116,7 @@ def _cost(cost: Cost, base: Cost, spread: float, kernel: str, int8_kernel: str) 
 
 
 def stage_times(candidates: Dict[str, Sequence[bytes]], feeds: Sequence[Mapping[str, np.ndarray]],
-                protocol: Protocol = Protocol()) -> Dict[str, List[Cost]]:
+                protocol: CostProtocol = PROTOCOL) -> Dict[str, List[Cost]]:
     """Bundles (one blob per stage, float stage interfaces) timed stage by stage, every stage of every bundle
     interleaved in one measurement; a bundle's full-depth time is the sum of its stages' medians."""
     calls = {(name, k): _caller(b, f) for name, blobs in candidates.items() for k, (b, f) in
@@ -128,6 +136,6 @@ def chain_caller(blobs: Sequence[bytes], feeds: Sequence[Mapping[str, np.ndarray
 
 
 def full_depth(candidates: Dict[str, Sequence[bytes]], feeds: Sequence[Mapping[str, np.ndarray]],
-               protocol: Protocol = Protocol()) -> Dict[str, Cost]:
+               protocol: CostProtocol = PROTOCOL) -> Dict[str, Cost]:
     """Whole bundles (one blob per stage) timed interleaved at full depth."""
     return measure_candidates({k: chain_caller(b, feeds) for k, b in candidates.items()}, protocol)

@@ -12,6 +12,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils as fbu
 
 from edgekit.convert.tflite_model import text
+from edgekit.rungs import FLOAT32, INT8, INT16X8, RUNG
 
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL")
 _SUFFIX = re.compile(r"_\d+$")
@@ -94,3 +95,30 @@ def _macs(kind: str, tensors, ins: Tuple[int, ...], out_elems: int) -> int:
 def producers(ops: Sequence[OpInfo]) -> Dict[int, OpInfo]:
     """tensor index -> the op that writes it."""
     return {t: op for op in ops for t in op.outputs}
+
+
+def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequence[str]) -> Dict[str, str]:
+    """A rung for every op of a mixed stage: weighted ops as chosen; an op without weights takes the
+    activation width of what feeds it (the widest of its producers; int4w counts as its fallback, int8)."""
+    prod = producers(ops)
+    out: Dict[str, str] = {}
+    counts: Dict[str, int] = {}
+    for r in weighted.values():
+        counts[r] = counts.get(r, 0) + 1
+    default = max(counts, key=counts.get) if counts else INT8
+    order = (INT8, INT16X8, FLOAT32)
+    for o in ops:
+        if o.scope in weighted:
+            out[o.scope] = weighted[o.scope]
+        elif o.scope in pinned_float:
+            out[o.scope] = FLOAT32
+        else:
+            src = [out.get(prod[t].scope) for t in o.inputs if t in prod and prod[t].scope in out]
+            src = [_unweighted(r) for r in src if r]
+            out[o.scope] = max(src, key=order.index) if src else _unweighted(default)
+    return out
+
+
+def _unweighted(rung: str) -> str:
+    """The rung an op without weights takes beside `rung`: a weights-only rung (int4w) has none, so its fallback."""
+    return RUNG[rung].fallback if RUNG[rung].converter is None else rung

@@ -4,7 +4,10 @@ LiteRT's default XNNPACK delegate takes the ops it has a fast kernel for and lea
 kernels. Measured with ai-edge-litert 2.1.0: 4-bit weights run on XNNPACK for FULLY_CONNECTED (static int8
 activations; faster than int8 at batch 1), while a CONV_2D with 4-bit weights, static or with dynamically
 quantized activations, falls back to the builtin kernel, several times slower than XNNPACK's int8 convolution.
-So the kernel is read from the interpreter, per op, for every build that is timed.
+So the kernel is read from the interpreter, per op, for every build that is timed. The delegate's source agrees:
+its FULLY_CONNECTED takes 4-bit channelwise filters with static int8 or dynamically quantized float inputs (an
+even number of input channels), its CONV_2D only float32 or 8-bit channelwise filters (dynamic activations only
+with 8-bit ones), so no 4-bit convolution runs there; a 1x1 convolution would have to become a fully connected op.
 """
 from typing import Dict, List, Set
 

@@ -6,12 +6,12 @@ import numpy as np
 
 from edgekit.convert.precision.allocate import Layer, StageCost
 from edgekit.convert.precision.costs import op_delta, time_stage
-from edgekit.convert.precision.graph import OpInfo, producers, read_ops
+from edgekit.convert.precision.graph import OpInfo, read_ops
 from edgekit.convert.precision.recipes import calibrate, supported
 from edgekit.convert.precision.sensitivity import Cache, Chain, layer_loss, stage_loss
-from edgekit.convert.quantize import quantize_stage, whole_stage
+from edgekit.convert.quantize import quantize_stage, uniform_stage, whole_stage
 from edgekit.convert.split import stage_inputs
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 from edgekit.rungs import FLOAT32, INT8, INT16X8, LAYER_RUNGS, MIXED, RUNG
 from edgekit.runtime.interpreter import load_backend
 
@@ -30,6 +30,8 @@ class Profile:
     chain: Chain
     cache_hits: int
     fallbacks: List[Dict[str, str]]     # ops without a quantized kernel
+    kept_float: List[Tuple[str, ...]]   # per stage: op scopes the int8 build keeps float32 (measured faster here)
+    pin_kept: bool                      # those ops stay float32 in every build (when time decides)
     skipped: List[Dict[str, str]]       # (stage or op, rung) builds that did not convert or run: rung left out
     qsvs: List[Dict]                    # per stage: activation ranges for the per-op recipes
     caches: List[Cache]                 # per stage: the on-disk sensitivity cache
@@ -59,17 +61,24 @@ def _float_ops_in(blob: bytes) -> List[OpInfo]:
 
 
 def _uniform_builds(st, feed: Dict[str, np.ndarray], fblob: bytes, ops: List[OpInfo], rungs: Sequence[str],
-                    qsvs, skipped: List[Dict[str, str]]) -> Dict[str, bytes]:
-    """Whole-stage builds by rung; a rung that does not convert or does not run is left out (and noted)."""
+                    qsvs, skipped: List[Dict[str, str]], target) -> Tuple[Dict[str, bytes], Tuple[str, ...]]:
+    """Whole-stage builds by rung, and the op scopes the int8 build keeps float32; a rung that does not convert
+    or does not run is left out (and noted). int8 is the build `convert --precision int8` makes for the target
+    (quantize.uniform_stage): the plan starts from it."""
     builds = {FLOAT32: fblob}
+    kept: Tuple[str, ...] = ()
     for r in rungs:
         try:
-            builds[r] = whole_stage(st.model, r, feed, fblob, ops, qsvs)
+            if r == INT8:
+                builds[r], record = uniform_stage(st.model, INT8, feed, target)
+                kept = tuple(record["float32_ops"]) if record else ()
+            else:
+                builds[r] = whole_stage(st.model, r, feed, fblob, ops, qsvs)
             runs(builds[r], feed)
         except (ModelError, RuntimeError, ValueError) as exc:   # e.g. an op with no 16x8 kernel
             builds.pop(r, None)
-            skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": _first_line(exc)})
-    return builds
+            skipped.append({"stage": str(st.index), "rung": r, "scope": "whole stage", "why": first_line(exc, 200)})
+    return builds, kept if INT8 in builds else ()
 
 
 def runs(blob: bytes, feed: Dict[str, np.ndarray]) -> None:
@@ -78,50 +87,41 @@ def runs(blob: bytes, feed: Dict[str, np.ndarray]) -> None:
     sig(**{k: np.asarray(v[:1], np.float32) for k, v in feed.items()})
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
-def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
-            say: Callable[[str], None], stop_at: Optional[float] = None) -> Profile:
-    """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all."""
+def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str, target,
+            say: Callable[[str], None], stop_at: Optional[float] = None, pin_kept: bool = False) -> Profile:
+    """stop_at: measure each op's rungs lowest first only until one loses at most this (KL nats); None: all.
+    pin_kept: the ops the int8 build keeps float32 stay float32 (the plan starts from that build)."""
     feeds = stage_inputs(stages, data["ranges"], input_name)
     fblobs = [quantize_stage(st.model, FLOAT32, f) for st, f in zip(stages, feeds)]
     chain = Chain(stages, fblobs, data["sens"], input_name)
     all_ops, layers, costs, uniform, fallbacks, hits = [], [], [], [], [], 0
     skipped: List[Dict[str, str]] = []
-    all_qsvs, caches = [], []
+    all_qsvs, caches, kept_float = [], [], []
     for k, st in enumerate(stages):
         known = [ly.name for ly in st.model.layers] + [st.exit_name]
         ops = read_ops(fblobs[k], known)
         all_ops.append(ops)
         qsvs = calibrate(fblobs[k], feeds[k])
         all_qsvs.append(qsvs)
-        builds = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs, skipped)
+        builds, kept = _uniform_builds(st, feeds[k], fblobs[k], ops, rungs, qsvs, skipped, target)
         uniform.append(builds)
-        no_kernel = {o.scope for o in _float_ops_in(builds[INT8])} if INT8 in builds else set()
+        kept_float.append(kept)
+        pinned_kept = set(kept) if pin_kept else set()
+        no_kernel = {o.scope for o in _float_ops_in(builds[INT8])} - set(kept) if INT8 in builds else set()
         for o in ops:
             if o.scope in no_kernel:
                 fallbacks.append({"stage": str(k), "op": o.op, "layer": o.layer,
                                   "note": "no int8 kernel: kept float32"})
         cache = Cache(fblobs[k], [feeds[k], chain.inputs[k]])
         caches.append(cache)
-        mine = []
-        for o in ops:
-            if not o.weighted:
-                continue
-            allowed = tuple(r for r in LAYER_RUNGS if r in rungs and
-                            (r == FLOAT32 or supported(o.op, r)))
-            ly = Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
-                       rungs=allowed if FLOAT32 in allowed else allowed + (FLOAT32,),
-                       pinned="no int8 kernel: float fallback" if o.scope in no_kernel else "")
+        mine = [_layer(k, o, rungs, no_kernel, pinned_kept) for o in ops if o.weighted]
+        for ly, o in zip(mine, [o for o in ops if o.weighted]):
             _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
-            mine.append(ly)
         layers.extend(mine)
         cache.save()
         say("stage {}: timing {} ops at each rung (interleaved, batch 1, 1 thread)".format(k, len(mine)))
-        whole, base = time_stage(fblobs[k], ops, mine, sorted(no_kernel), qsvs, feeds[k], builds)
+        whole, base = time_stage(fblobs[k], ops, mine, sorted(no_kernel | pinned_kept), qsvs, feeds[k],
+                                 builds)
         costs.append(StageCost(
             latency_ms={r: c.median_ms for r, c in whole.items()},
             size_bytes={r: len(b) for r, b in builds.items()},
@@ -133,8 +133,18 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
         hits += cache.hits
         say("stage {}: {} ops measured at {}".format(k, sum(o.weighted for o in ops), ",".join(rungs)))
     return Profile(stages=stages, feeds=feeds, float_blobs=fblobs, ops=all_ops, layers=layers, costs=costs,
-                   uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks,
+                   uniform=uniform, chain=chain, cache_hits=hits, fallbacks=fallbacks, kept_float=kept_float,
+                   pin_kept=pin_kept,
                    skipped=skipped, qsvs=all_qsvs, caches=caches)
+
+
+def _layer(k: int, o: OpInfo, rungs: Sequence[str], no_kernel, kept_float) -> Layer:
+    """The allocation record of weighted op `o` of stage k: its rungs, and why it stays float32 if it must."""
+    allowed = tuple(r for r in LAYER_RUNGS if r in rungs and (r == FLOAT32 or supported(o.op, r)))
+    return Layer(stage=k, scope=o.scope, op=o.op, name=o.layer, params=o.params, macs=o.macs,
+                 rungs=allowed if FLOAT32 in allowed else allowed + (FLOAT32,),
+                 pinned="no int8 kernel: float fallback" if o.scope in no_kernel else
+                 "float32 in the int8 build (measured faster here)" if o.scope in kept_float else "")
 
 
 def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: List[Dict[str, str]],
@@ -152,38 +162,11 @@ def _measure(ly: Layer, chain, fblob: bytes, o: OpInfo, qsvs, cache, skipped: Li
         except (ModelError, RuntimeError, ValueError) as exc:
             failed.add(r)
             skipped.append({"stage": str(ly.stage), "rung": r, "scope": o.scope, "layer": o.layer,
-                            "why": _first_line(exc)})
+                            "why": first_line(exc, 200)})
             continue
         if stop_at is not None and ly.losses[r].kl <= stop_at:
             break
     ly.rungs = tuple(r for r in ly.rungs if r not in failed)
-
-
-def op_rungs(ops: Sequence[OpInfo], weighted: Dict[str, str], pinned_float: Sequence[str]) -> Dict[str, str]:
-    """A rung for every op of a mixed stage: weighted ops as chosen; an op without weights takes the
-    activation width of what feeds it (the widest of its producers; int4w counts as its fallback, int8)."""
-    prod = producers(ops)
-    out: Dict[str, str] = {}
-    counts: Dict[str, int] = {}
-    for r in weighted.values():
-        counts[r] = counts.get(r, 0) + 1
-    default = max(counts, key=counts.get) if counts else INT8
-    order = (INT8, INT16X8, FLOAT32)
-    for o in ops:
-        if o.scope in weighted:
-            out[o.scope] = weighted[o.scope]
-        elif o.scope in pinned_float:
-            out[o.scope] = FLOAT32
-        else:
-            src = [out.get(prod[t].scope) for t in o.inputs if t in prod and prod[t].scope in out]
-            src = [_unweighted(r) for r in src if r]
-            out[o.scope] = max(src, key=order.index) if src else _unweighted(default)
-    return out
-
-
-def _unweighted(rung: str) -> str:
-    """The rung an op without weights takes beside `rung`: a weights-only rung (int4w) has none, so its fallback."""
-    return RUNG[rung].fallback if RUNG[rung].converter is None else rung
 
 
 def _width(rung: str) -> int:

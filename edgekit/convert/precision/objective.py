@@ -15,7 +15,7 @@ from edgekit.convert.precision.allocate import Choice, Layer, StageCost, by_budg
 from edgekit.convert.precision.costs import noise_ms
 from edgekit.convert.precision.kernels import BUILTIN
 from edgekit.convert.precision.ladder import rank, weight_bytes
-from edgekit.convert.precision.timing import machine
+from edgekit.runtime.cost_protocol import machine
 from edgekit.errors import ConfigError
 
 OBJECTIVES = ("latency", "size", "accuracy")
@@ -128,6 +128,30 @@ def by_objective(layers: Sequence[Layer], costs: Sequence[StageCost], objective:
                                  fixed=int8)
     budget.update(estimated=est, smallest=low)
     return choice, budget
+
+
+def accuracy_for_time(layers: Sequence[Layer], choice: Dict[str, Choice], allowed_ms: float, last_stage: int,
+                      done: Sequence[str]) -> Optional[Layer]:
+    """Time objectives, when the built plan is below uniform int8's accuracy: an op at int8 to raise to float32
+    while the estimated time over all-int8 stays within allowed_ms (4-bit moves that measured faster leave
+    room) and the weights stay within int8's bytes (4-bit moves leave room): the one that loses most at int8
+    (KL, alone) per ms its float32 costs, in the stages up to the exit that fell short. None when none fits."""
+    extra = sum(measured_cost(ly, choice[ly.key][0]) for ly in layers if not ly.pinned)
+    spare = sum(weight_bytes("int8", ly.params) - weight_bytes(choice[ly.key][0], ly.params)
+                for ly in layers if not ly.pinned)
+    best: Optional[Tuple[float, Layer]] = None
+    for ly in layers:
+        if ly.pinned or ly.stage > last_stage or ly.key in done or choice[ly.key][0] != "int8" or \
+                "int8" not in ly.losses or not ly.losses["int8"].kl > 0:
+            continue
+        more = measured_cost(ly, "float32") - measured_cost(ly, "int8")
+        if not math.isfinite(more) or extra + more > allowed_ms + 1e-12 or \
+                weight_bytes("float32", ly.params) - weight_bytes("int8", ly.params) > spare:
+            continue
+        gain = ly.losses["int8"].kl / max(more, 1e-4)
+        if best is None or gain > best[0]:
+            best = (gain, ly)
+    return best[1] if best else None
 
 
 def backoff_ceiling(objective: Optional[str]) -> Optional[str]:

@@ -6,17 +6,17 @@ import numpy as np
 
 from edgekit.convert.evaluate import full_depth_outputs
 from edgekit.convert.precision import allocate as al, objective as ob
-from edgekit.convert.precision.costs import stage_times
-from edgekit.convert.precision.kernels import FORMS
-from edgekit.convert.precision.ladder import weight_bytes
-from edgekit.convert.precision.measure import Profile, harmonize, op_rungs, stage_label, weighted_choices
+from edgekit.convert.precision.costs import noise_ms, stage_times
+from edgekit.convert.precision.fc4 import four_bit_fcs
+from edgekit.convert.precision.graph import op_rungs
+from edgekit.convert.precision.measure import Profile, harmonize, stage_label, weighted_choices
 from edgekit.convert.precision.options import DEFAULT_TOLERANCE, MAX_BACKOFF, NEGLIGIBLE, PrecisionPlan
-from edgekit.convert.precision.recipes import supported
-from edgekit.convert.precision.report import plot_png
-from edgekit.convert.precision.timing import Protocol
+from edgekit.convert.precision.recipes import quantize_ops, supported
+from edgekit.convert.precision.report import layer_table, notes_of, plan_report, plot_png
+from edgekit.convert.precision.sensitivity import sqnr_db
 from edgekit.convert.quantize import quantize_stage
-from edgekit.errors import ConfigError
-from edgekit.rungs import FLOAT16, FLOAT32, INT8, INT16X8, MIXED, RUNG
+from edgekit.errors import ConfigError, ModelError
+
 
 
 def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
@@ -37,7 +37,7 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             choice, est, low = al.by_budget(layers, options.size_budget, al.size_cost, tol, "size", fixed)
             budget.update(limit=options.size_budget, estimated=est, smallest=low, unit="bytes")
         else:
-            int8 = ob.uniform_ms(prof.costs, target.fp16_compute).get(INT8, 0.0)
+            int8 = ob.uniform_ms(prof.costs, target.fp16_compute).get("int8", 0.0)
             choice, est, low = al.by_budget(layers, options.latency_budget_ms,
                                             lambda ly, r: ob.stage_cost(ly, r, prof.costs), tol, "latency", fixed=int8)
             budget.update(limit=options.latency_budget_ms, estimated=est, smallest=low, unit="ms")
@@ -45,23 +45,48 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
             raise ConfigError("{} budget {:g} {} is below the least this model can take ({:.4g} {} with every "
                               "op at its cheapest rung)".format(mode, budget["limit"], budget["unit"], low,
                                                               budget["unit"]))
-    f16 = al.stage_float16(layers, choice, prof.costs, FLOAT16 in rungs, tol, target.fp16_compute)
+    f16 = al.stage_float16(layers, choice, prof.costs, "float16" in rungs, tol, target.fp16_compute)
     budget["tolerance"] = tol
     return choice, f16, budget
 
 
 def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
-    """Stage k's .tflite for the current choice (which it may raise: see _harmonized)."""
+    """Stage k's .tflite for the current choice (which it may raise: see _harmonized). A stage whose ops all stay
+    where the int8 build has them is that build itself (the one `convert --precision int8` makes); one whose ops
+    are int8 or float32 is built by the converter, with its 4-bit fully connected ops put in afterwards (fc4.py);
+    any other mix comes from per-op recipes."""
     if f16[k]:
-        return prof.uniform[k][FLOAT16], FLOAT16
+        return prof.uniform[k]["float16"], "float16"
+    if _as_int8_build(prof, k, choice):
+        return prof.uniform[k]["int8"], "int8"
     pinned = [f["layer"] for f in prof.fallbacks if f["stage"] == str(k)]
-    pinned_scopes = [o.scope for o in prof.ops[k] if o.layer in pinned and not o.weighted]
+    kept = prof.kept_float[k] if prof.pin_kept else ()
+    pinned_scopes = [o.scope for o in prof.ops[k] if (o.layer in pinned or o.scope in kept) and not o.weighted]
     rungs = _harmonized(prof, k, choice, pinned_scopes)
+    four = [ly.scope for ly in prof.layers if ly.stage == k and ly.op == "FULLY_CONNECTED" and
+            choice[ly.key][0] == "int4w" and rungs.get(ly.scope) == "int4w"]
+    rest = dict(rungs, **{s: "int8" for s in four})
+    if set(rest.values()) <= {"int8", "float32"}:           # the converter, with float fallback for single ops
+        try:
+            base = prof.uniform[k]["int8"] if "int8" in prof.uniform[k] and _as_int8_build(prof, k, choice, four) \
+                else quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rest)
+            return (four_bit_fcs(base, prof.float_blobs[k], four) if four else base), "mixed"
+        except ModelError:
+            pass                                # its debugger refused this float set: per-op recipes below
     weighted = weighted_choices(prof.layers, choice, k)
-    label = stage_label(list(weighted.values()) or [FLOAT32])
-    if label != MIXED and (label != INT8 or not pinned_scopes) and label in prof.uniform[k]:
+    label = stage_label(list(weighted.values()) or ["float32"])
+    if label not in ("mixed", "int8") and label in prof.uniform[k]:
         return prof.uniform[k][label], label
-    return quantize_stage(prof.stages[k].model, MIXED, prof.feeds[k], rungs, prof.float_blobs[k], prof.qsvs[k]), MIXED
+    # what quantize_stage(..., "mixed") does for other mixes, reusing this stage's float build and ranges
+    return quantize_ops(prof.float_blobs[k], rungs, qsvs=prof.qsvs[k]), "mixed"
+
+
+def _as_int8_build(prof: Profile, k: int, choice, besides: Sequence[str] = ()) -> bool:
+    """Every op of stage k that the int8 build quantizes is at int8 (pinned ops are float32 in both), but for
+    the ops named in `besides`."""
+    return "int8" in prof.uniform[k] and (prof.pin_kept or not prof.kept_float[k]) and all(
+        choice[ly.key][0] == "int8" for ly in prof.layers if ly.stage == k and not ly.pinned
+        and ly.scope not in besides)
 
 
 def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict[str, str]:
@@ -69,11 +94,11 @@ def _harmonized(prof: Profile, k: int, choice, pinned_scopes: List[str]) -> Dict
     raised in `choice`, with the reason."""
     mine = {ly.scope: ly for ly in prof.layers if ly.stage == k}
     rungs = op_rungs(prof.ops[k], weighted_choices(prof.layers, choice, k), pinned_scopes)
-    can16 = lambda o: INT16X8 in mine[o.scope].rungs if o.scope in mine else supported(o.op, INT16X8)  # noqa
+    can16 = lambda o: "int16x8" in mine[o.scope].rungs if o.scope in mine else supported(o.op, "int16x8")  # noqa
     fixed = harmonize(prof.ops[k], rungs, can16)
     for scope, ly in mine.items():
         if fixed[scope] != choice[ly.key][0] and not prof.ensure(ly, fixed[scope]):
-            fixed[scope] = FLOAT32              # int16x8 does not build or run for this op: float reads any width
+            fixed[scope] = "float32"            # int16x8 does not build or run for this op: float reads any width
         if fixed[scope] != choice[ly.key][0]:
             choice[ly.key] = (fixed[scope], "raised from {}: reads a tensor that a 16-bit activation op also reads "
                                             "(one activation width per tensor)".format(choice[ly.key][0]))
@@ -96,13 +121,18 @@ def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice,
     if budget["mode"] == "size":
         built = _fit_size(prof, options, target, rungs, choice, f16, budget, built)
     verification = _verify(prof, data, options, choice, f16, budget, built, input_name, say)
-    timing = _timed(prof, budget, built, choice, f16, target, say)
+    timing, changed = _timed(prof, budget, built, choice, f16, say)
+    for _ in range(len(prof.stages)):        # a stage sent back to int8 for time: check accuracy again
+        if not changed:
+            break
+        verification = _verify(prof, data, options, choice, f16, budget, built, input_name, say)
+        timing, changed = _timed(prof, budget, built, choice, f16, say)
     blobs = tuple(b for b, _ in built)
     table = layer_table(prof, choice, f16, target)
-    report = _report(prof, options, target, rungs, notes, budget, verification, table, [lb for _, lb in built],
-                     blobs)
+    report = plan_report(prof, options, target, rungs, notes, budget, verification, table,
+                         [lb for _, lb in built], blobs)
     report["against_int8"] = timing
-    report["notes"] = _notes(report)
+    report["notes"] = notes_of(report)
     report["summary"] = ob.summary_lines(report, options)
     return PrecisionPlan(blobs=blobs, precisions=tuple(lb for _, lb in built), layers=tuple(table), report=report,
                          plot_png=plot_png(table, report))
@@ -137,12 +167,15 @@ def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built)
 def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name, say) -> Dict[str, Any]:
     """Held-out check; back off the most sensitive op a rung at a time until it holds (in size mode only while
     the built files stay within the budget). Updates `built` and `choice` in place."""
-
     ref = _exits(prof, prof.float_blobs, data["held_x"], input_name)
     float_scores = _scores(ref, ref, data["held_y"])
-    int8 = _uniform(prof, INT8)
-    int8_scores = _scores(_exits(prof, int8, data["held_x"], input_name), ref, data["held_y"]) if int8 else None
+    int8 = _uniform(prof, "int8")
+    int8_outs = _exits(prof, int8, data["held_x"], input_name) if int8 else None
+    int8_scores = _scores(int8_outs, ref, data["held_y"]) if int8_outs else None
     objective = budget["mode"][len("objective-"):] if budget["mode"].startswith("objective-") else None
+    # a count of right answers on a few held-out samples is coarse: the time objectives also keep int8's SQNR
+    # (against float) at every exit
+    sqnr_floors = _sqnrs(int8_outs, ref) if objective and int8_outs else None
     ceiling = ob.backoff_ceiling(objective)
     if objective and int8_scores:               # accuracy at uniform int8's (or float's, if int8 is above it)
         floors = [min(f, q) for f, q in zip(float_scores, int8_scores)]
@@ -152,58 +185,106 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     done: List[str] = []
     undone: List[str] = []                      # raises taken back: the built files would exceed the size budget
     while True:
-        scores = _scores(_exits(prof, [b for b, _ in built], data["held_x"], input_name), ref, data["held_y"])
-        ok = all(s >= fl - 1e-9 for fl, s in zip(floors, scores))
-        k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, floors, scores, int8)
+        outs = _exits(prof, [b for b, _ in built], data["held_x"], input_name)
+        scores, sqnrs = _scores(outs, ref, data["held_y"]), _sqnrs(outs, ref)
+        short = [e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9]
+        short += [e for e, (fl, sq) in enumerate(zip(sqnr_floors or [], sqnrs)) if sq < fl - 1e-9]
+        ok = not short
+        if not ok and objective and int8 and len(backoff) < MAX_BACKOFF and \
+                _compensate(prof, choice, f16, built, budget, min(short), done, backoff, scores, say):
+            continue
+        k = None if ok or not objective or not int8 else _revert_stage(prof, choice, f16, built, min(short), int8)
         if k is not None:
-            backoff.append({"stage": k, "layer": "(every op)", "from": MIXED, "to": INT8, "scores_before": scores})
+            backoff.append({"stage": k, "layer": "(every op)", "from": "mixed", "to": "int8", "scores_before": scores})
             say("back-off: stage {} -> int8".format(k))
             continue
         ly = None if ok or len(backoff) >= MAX_BACKOFF or len(backoff) + len(undone) >= 2 * MAX_BACKOFF else \
             al.backoff_pick(prof.layers, choice, done, ceiling)
         if ly is None:
             break
-        old = choice[ly.key][0]
-        new = al.next_rung(ly, old, ceiling)
-        while not prof.ensure(ly, new):         # measure="needed": measured now; a rung that fails is dropped
-            new = al.next_rung(ly, new)
-        before = (dict(choice), built[ly.stage])
-        choice[ly.key] = (new, "raised from {} after held-out verification".format(old))
-        built[ly.stage] = _build(prof, ly.stage, choice, f16)
-        if budget["mode"] == "size" and _size(built) > budget["limit"]:
-            choice.clear()
-            choice.update(before[0])
-            built[ly.stage] = before[1]
-            done.append(ly.key)
-            undone.append("{} {} -> {}".format(ly.name, old, new))
-            continue
-        done.append(ly.key) if new == FLOAT32 or new == ceiling else None
-        backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
-        say("back-off: {} {} -> {}".format(ly.name, old, new))
+        _raise_one(prof, ly, choice, f16, built, budget, ceiling, (done, undone, backoff), scores, say)
     return {"samples": int(len(data["held_x"])), "metric": "accuracy" if data["held_y"] is not None
             else "top-1 agreement with float", "float": float_scores, "chosen": scores,
             "max_drop": options.max_accuracy_drop, "holds": bool(ok), "backoff": backoff,
             "undone_over_size_budget": undone, "uniform_int8": int8_scores, "floor": floors,
-            "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop"}
+            "floor_from": "uniform int8 (or float, if lower)" if objective and int8_scores else "float - max_drop",
+            "sqnr_db": sqnrs, "sqnr_floor_db": sqnr_floors}
 
 
-def _revert_stage(prof: Profile, choice, f16, built, floors, scores, int8: List[bytes]) -> Optional[int]:
+def _raise_one(prof: Profile, ly, choice, f16, built, budget, ceiling, logs, scores, say) -> None:
+    """One rung up for `ly` and its stage rebuilt; in size mode taken back when the files would exceed the
+    budget. logs: (done, undone, backoff)."""
+    done, undone, backoff = logs
+    old = choice[ly.key][0]
+    new = al.next_rung(ly, old, ceiling)
+    while not prof.ensure(ly, new):             # measure="needed": measured now; a rung that fails is dropped
+        new = al.next_rung(ly, new)
+    before = (dict(choice), built[ly.stage])
+    choice[ly.key] = (new, "raised from {} after held-out verification".format(old))
+    built[ly.stage] = _build(prof, ly.stage, choice, f16)
+    if budget["mode"] == "size" and _size(built) > budget["limit"]:
+        choice.clear()
+        choice.update(before[0])
+        built[ly.stage] = before[1]
+        done.append(ly.key)
+        undone.append("{} {} -> {}".format(ly.name, old, new))
+        return
+    if new == "float32" or new == ceiling:
+        done.append(ly.key)
+    backoff.append({"stage": ly.stage, "layer": ly.name, "from": old, "to": new, "scores_before": scores})
+    say("back-off: {} {} -> {}".format(ly.name, old, new))
+
+
+def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: List[str], backoff, scores,
+                say) -> bool:
+    """Time objectives: win back accuracy with time the plan saved (objective.accuracy_for_time): one op from int8
+    to float32, its stage rebuilt. False when no op fits in the time."""
+    allowed = max(0.0, budget.get("limit", 0.0) - budget.get("int8_ms", 0.0))
+    ly = ob.accuracy_for_time(prof.layers, choice, allowed, first, done)
+    if ly is None:
+        return False
+    choice[ly.key] = ("float32", "raised from int8 to keep uniform int8's accuracy, within its time")
+    built[ly.stage] = _build(prof, ly.stage, choice, f16)
+    done.append(ly.key)
+    backoff.append({"stage": ly.stage, "layer": ly.name, "from": "int8", "to": "float32", "scores_before": scores})
+    say("back-off: {} int8 -> float32 (within int8's time)".format(ly.name))
+    return True
+
+
+def _no_gain(prof: Profile, got, built, choice, f16, int8: List[bytes], say) -> bool:
+    """Time objectives: a stage that is neither smaller than its int8 build nor faster beyond the noise goes
+    back to it (it would only risk accuracy). Whether any did."""
+    back = [k for k, (b, _) in enumerate(built) if b != int8[k] and len(b) >= len(int8[k]) and
+            got["plan"][k].median_ms > got["int8"][k].median_ms - noise_ms(got["int8"][k])]
+    for k in back:
+        _to_int8_build(prof, k, choice, f16, built, int8, "as it gained neither size nor time")
+        say("stage {} gains neither size nor time over its int8 build: back to it".format(k))
+    return bool(back)
+
+
+def _sqnrs(outs: Sequence[np.ndarray], ref: Sequence[np.ndarray]) -> List[float]:
+    """Per exit: SQNR (dB) of the outputs against the float build's."""
+    return [sqnr_db(r, o) for o, r in zip(outs, ref)]
+
+
+def _revert_stage(prof: Profile, choice, f16, built, first: int, int8: List[bytes]) -> Optional[int]:
     """For the time objectives: the latest stage, up to the first exit below its floor, that is not its
     converter int8 build goes back to it whole (every op int8): a stage built from per-op recipes can lose
     more than its ops did one at a time. None when every such stage is int8 already."""
-    first = next(e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9)
     mixed = [j for j in range(first + 1) if built[j][0] != int8[j]]
     if not mixed:
         return None
-    k = mixed[-1]
+    _to_int8_build(prof, mixed[-1], choice, f16, built, int8, "after held-out verification")
+    return mixed[-1]
+
+
+def _to_int8_build(prof: Profile, k: int, choice, f16, built, int8: List[bytes], why: str) -> None:
+    """Stage k becomes its int8 build (the one `convert --precision int8` makes), every op as it has it."""
     for ly in prof.layers:
-        if ly.stage == k and not ly.pinned and INT8 in ly.rungs and choice[ly.key][0] != INT8:
-            choice[ly.key] = (INT8, "stage {} back to int8 after held-out verification".format(k))
+        if ly.stage == k and not ly.pinned and "int8" in ly.rungs and choice[ly.key][0] != "int8":
+            choice[ly.key] = ("int8", "stage {} back to its int8 build {}".format(k, why))
     f16[k] = ""
-    built[k] = _build(prof, k, choice, f16)
-    if built[k][0] != int8[k]:                  # ops without an int8 rung keep it mixed: take the int8 build
-        built[k] = (int8[k], INT8)
-    return k
+    built[k] = (int8[k], "int8")
 
 
 def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
@@ -212,107 +293,37 @@ def _uniform(prof: Profile, rung: str) -> Optional[List[bytes]]:
     return None if any(b is None for b in blobs) else blobs
 
 
-def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, target, say) -> Dict[str, Any]:
-    """The built plan against the uniform builds, stage by stage, interleaved. When time is the objective and a
-    stage of the plan is slower than its int8 build beyond the noise, an op of that stage goes back to int8
-    (at most MAX_SLOW times): per-op costs are measured one op at a time, and small ones add up."""
-    uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in (INT8, FLOAT32, FLOAT16)) if b}
+def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, say) -> Tuple[Dict[str, Any], bool]:
+    """The built plan against the uniform builds, stage by stage, interleaved; and whether it changed the plan.
+    When time is the objective, a stage of the plan slower than its int8 build beyond the noise first sends the
+    op that costs most back to int8 (per-op costs are measured one op at a time, and small ones add up), and if
+    it is still slower, becomes its int8 build whole: the plan is never slower than uniform int8 stage by stage."""
+    uniform = {r: b for r, b in ((r, _uniform(prof, r)) for r in ("int8", "float32", "float16")) if b}
+    timed = budget["mode"].startswith("objective-") and "int8" in uniform
     timing: Dict[str, Any] = {}
-    for attempt in range(ob.MAX_SLOW + 1):
+    tried, changed = set(), False
+    for _ in range(2 * len(prof.stages) + 1):
         got = stage_times(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
         timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
-        k = ob.slow_stage(got, [b for b, _ in built], uniform.get(INT8)) \
-            if budget["mode"].startswith("objective-") and attempt < ob.MAX_SLOW else None
-        back = [] if k is None else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
-        if not back:
+        k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) if timed else None
+        if k is None:
             break
+        back = [] if k in tried else ob.to_int8([ly for ly in prof.layers if ly.stage == k], choice)
+        tried.add(k)
+        changed = True
+        if not back:
+            _to_int8_build(prof, k, choice, f16, built, uniform["int8"], "after it measured slower than it")
+            say("stage {} slower than its int8 build: back to it".format(k))
+            continue
         for ly in back:
-            choice[ly.key] = (INT8, "back to int8: stage {} measured slower than its int8 build".format(k))
+            choice[ly.key] = ("int8", "back to int8: stage {} measured slower than its int8 build".format(k))
         built[k] = _build(prof, k, choice, f16)
         say("stage {} slower than int8: {} -> int8".format(k, ", ".join(ly.name for ly in back)))
+    if timed and timing:
+        changed = _no_gain(prof, got, built, choice, f16, uniform["int8"], say) or changed
     budget["built_bytes"] = int(sum(len(b) for b, _ in built))
     budget["measured_ms"] = timing["plan_ms"]
     if budget["mode"] in ("size", "latency"):
         got_v = budget["built_bytes"] if budget["mode"] == "size" else budget["measured_ms"]
         budget["holds"] = bool(got_v <= budget["limit"])
-    return timing
-
-
-def _notes(report: Dict[str, Any]) -> List[str]:
-    """One line each for what the user should know (the CLI prints them)."""
-    out = ["adaptive precision: op {} ({}, stage {}) has no int8 kernel: kept float32".format(
-        f["layer"], f["op"], f["stage"]) for f in report["kernel_fallbacks"]]
-    v, b = report["verification"], report["budget"] or {}
-    if not v["holds"]:
-        out.append("adaptive precision: held-out {} dropped by more than {:g} on some exit after {} back-off(s): "
-                   "float {} vs chosen {}".format(v["metric"], v["max_drop"], len(v["backoff"]),
-                                                  _pcts(v["float"]), _pcts(v["chosen"])))
-    if b.get("holds") is False:
-        got = b["built_bytes"] if report["mode"] == "size" else b["measured_ms"]
-        out.append("adaptive precision: the {} budget {:g} {} does not hold: {:.4g} {} measured on the built stages "
-                   "(estimated {:.4g})".format(report["mode"], b["limit"], b["unit"], got, b["unit"], b["estimated"]))
-    if report["rungs_skipped"]:
-        out.append("adaptive precision: {} (op or stage, rung) builds did not convert or run and were left out "
-                   "(report.json precision_plan.rungs_skipped)".format(len(report["rungs_skipped"])))
-    return out
-
-
-def _pcts(values: Sequence[float]) -> str:
-    return "/".join("{:.1%}".format(v) for v in values)
-
-
-def layer_table(prof: Profile, choice, f16: List[str], target) -> List[Dict[str, Any]]:
-    rows, est = [], []
-    for ly in prof.layers:
-        rung, reason = (FLOAT16, f16[ly.stage]) if f16[ly.stage] else choice[ly.key]
-        lat = al.op_latency(ly, rung, prof.costs[ly.stage], target.fp16_compute)
-        est.append(lat)
-        loss = prof.costs[ly.stage].losses.get(FLOAT16) if rung == FLOAT16 else ly.loss(rung)
-        rows.append({"stage": ly.stage, "layer": ly.name, "op": ly.op, "rung": rung, "reason": reason,
-                     "params": ly.params, "size_bytes": int(weight_bytes(rung, ly.params)),
-                     "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
-                     "layer_sqnr_db": loss.layer_sqnr_db if loss else None, "latency_ms_est": lat,
-                     "sensitivity": {r: ly.losses[r].to_dict() for r in ly.rungs if r in ly.losses},
-                     "kernel": ly.kernels.get(rung, "-"), "form": FORMS.get(rung, rung),
-                     "ms_vs_int8": _finite(ly.costs.get(rung)),
-                     "ms_vs_int8_by_rung": {r: _finite(c) for r, c in ly.costs.items()},
-                     "kernel_by_rung": dict(ly.kernels)})
-    total = sum(est) or 1.0
-    for row, lat in zip(rows, est):
-        row["latency_share"] = lat / total
-    return rows
-
-
-def _finite(v: Optional[float]) -> Optional[float]:
-    """JSON has no infinity: a rung that did not build or run has no time (None)."""
-    return None if v is None or v != v or v in (float("inf"), float("-inf")) else float(v)
-
-
-def _report(prof: Profile, options, target, rungs, notes, budget, verification, table, labels, blobs) -> Dict:
-    return {
-        "mode": options.mode, "tolerance_nats": budget.get("tolerance"),
-        "budget": {k: v for k, v in budget.items() if k not in ("mode", "tolerance")} or None,
-        "ladder": [{"rung": r, "description": RUNG[r].description} for r in rungs],
-        "left_out": notes, "fp16_compute": target.fp16_compute,
-        "loss": "KL divergence (nats) between softmax of float and quantized exit outputs, the largest over "
-                "the exits an op feeds; SQNR (dB) the smallest over them; layer_sqnr_db at the op's output",
-        "sensitivity_samples": int(len(prof.chain.exits[0])), "cache_hits": prof.cache_hits,
-        "sensitivity_measured": "every op at every rung" if options.measure == "all" or options.mode != "tolerance"
-        else "each op's rungs lowest first up to the first within the tolerance (higher ones when backing off)",
-        "latency_note": "measured on the converting machine (a proxy for the board; batch 1, 1 thread, "
-                        "interleaved, median): whole-stage builds at each rung, and each op's extra ms over an "
-                        "all-int8 build of its stage with only that op moved (ms_vs_int8, 0 within the noise); "
-                        "latency_share is the op's share of multiply-adds",
-        "timing_protocol": Protocol().to_dict(),
-        "boundaries": "float32 tensors between stages (each stage quantizes its inputs and dequantizes its outputs "
-                      "inside the .tflite)",
-        "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
-        "stages": [{"index": k, "precision": lb, "size_bytes": len(b),
-                    "mixed_overhead_ms": prof.costs[k].mixed_ms,
-                    "whole_stage": {r: {"size_bytes": c, "latency_ms": prof.costs[k].latency_ms[r],
-                                        "kl": prof.costs[k].losses[r].kl if r in prof.costs[k].losses else 0.0,
-                                        "sqnr_db": prof.costs[k].losses[r].sqnr_db if r in prof.costs[k].losses
-                                        else None} for r, c in prof.costs[k].size_bytes.items()}}
-                   for k, (lb, b) in enumerate(zip(labels, blobs))],
-        "verification": verification, "layers": table,
-    }
+    return timing, changed

@@ -23,7 +23,7 @@ from tensorflow.lite.tools import flatbuffer_utils as fbu
 from edgekit.convert.precision.graph import read_ops
 from edgekit.convert.tf import quiet, tensorflow
 from edgekit.convert.tflite_model import DEQUANTIZE, FLOAT32, INT8, INT16, QUANTIZE, opcode, text
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 from edgekit.rungs import RANGE_SAMPLES, RUNG, RUNGS
 from edgekit.runtime.interpreter import load_backend
 
@@ -96,8 +96,7 @@ def quantize_ops(float_blob: bytes, rungs: Mapping[str, str], feeds: Optional[Ma
             q = quantizer.Quantizer(bytearray(unshared), recipe)
             blob = bytes(q.quantize(qsvs).quantized_model)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ModelError("ai-edge-quantizer could not apply the per-op recipe: {}".format(
-            str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__))
+        raise ModelError("ai-edge-quantizer could not apply the per-op recipe: {}".format(first_line(exc, 300)))
     return repair(blob)
 
 
@@ -158,7 +157,7 @@ class _quiet:
 
 
 def repair(blob: bytes) -> bytes:
-    """Float signature outputs; int8 -> int16 requantization through float."""
+    """Float signature outputs, which are the subgraph's outputs; int8 -> int16 requantization through float."""
     model = fbu.read_model_from_bytearray(bytearray(blob))
     for sg_index, sg in enumerate(model.subgraphs):
         _split_requantize(model, sg, schema)
@@ -179,6 +178,11 @@ def repair(blob: bytes) -> bytes:
                 if sg.tensors[tm.tensorIndex].type != FLOAT32:
                     raise ModelError("the per-op recipe left stage tensor {!r} as an integer tensor; stage "
                                      "boundaries stay float".format(text(tm.name)))
+            # the quantizer may list an integer copy of a float op's output as the subgraph output; a signature
+            # output that is not a subgraph output is never written back by the delegate (its data stays null)
+            named = [int(tm.tensorIndex) for tm in sd.outputs]
+            sg.outputs = [t for t in (int(i) for i in sg.outputs) if t in named] + \
+                [t for t in named if t not in [int(i) for i in sg.outputs]]
     return bytes(fbu.convert_object_to_bytearray(model))
 
 
@@ -233,8 +237,7 @@ def probe_int4(backend: Optional[str] = None) -> Tuple[bool, str]:
         rel = float(np.abs(got - want).max() / (np.abs(want).max() + 1e-9))
         return (rel < 0.25, "4-bit weights run ({} relative error {:.3f})".format(backend or "default", rel))
     except Exception as exc:  # noqa: BLE001 - any failure means the rung is not usable here
-        return False, "4-bit weights do not run here: {}".format(str(exc).splitlines()[0][:200] if str(exc) else
-                                                                 type(exc).__name__)
+        return False, "4-bit weights do not run here: {}".format(first_line(exc, 200))
 
 
 def _interpreter(backend: Optional[str], blob: bytes):

@@ -15,7 +15,7 @@ from edgekit.convert.keras_graph import graph_nodes
 from edgekit.convert.pruning.compensate import Adjustment
 from edgekit.convert.pruning.groups import ChannelGraph, kept_indices
 from edgekit.convert.pruning.layers import LAYER_RULES, Roles
-from edgekit.errors import ModelError
+from edgekit.errors import ModelError, first_line
 
 
 def slice_weight(value: np.ndarray, roles: Optional[Roles], idx_in: np.ndarray, idx_out: np.ndarray) -> np.ndarray:
@@ -46,7 +46,7 @@ def _clone_layer(layer, graph: ChannelGraph, keep: Mapping[int, np.ndarray]):
         return type(layer).from_config(cfg)
     except Exception as exc:  # noqa: BLE001 - custom layers raise anything from from_config
         raise ModelError("layer {} ({}) cannot be re-created from its config for surgery: {}".format(
-            layer.name, type(layer).__name__, str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__))
+            layer.name, type(layer).__name__, first_line(exc, 200)))
 
 
 def rebuild(model, graph: ChannelGraph, keep: Mapping[int, np.ndarray], adjust: Sequence[Adjustment] = ()):
