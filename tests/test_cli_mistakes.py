@@ -176,7 +176,7 @@ def test_the_choices_spelled_in_the_cli_are_the_registries():
     from edgekit.convert.prune import ALLOCATIONS
     from edgekit.convert.pruning.importance import IMPORTANCE
     from edgekit.convert.quantize import check_precision
-    from edgekit.convert.thresholds import OBJECTIVES as FIT_OBJECTIVES
+    from edgekit.fit.thresholds import OBJECTIVES as FIT_OBJECTIVES
 
     assert options.OBJECTIVES == OBJECTIVES and options.FIT_OBJECTIVES == FIT_OBJECTIVES
     assert options.HEAD_TARGETS == TARGETS and options.ALLOCATIONS == ALLOCATIONS

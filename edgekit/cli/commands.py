@@ -52,7 +52,7 @@ def calibrate_cmd(bundle: str, data: Optional[str], held_out: bool, max_drop: fl
                   verbose: bool) -> None:
     """Fit per-exit thresholds for least expected latency within an accuracy drop (on the bundle's stage costs, e.g.
     measured on the board by `edgekit profile`); rewrites the bundle."""
-    from edgekit.convert.threshold_fit import CalibrateOptions, calibrate, fitted_on
+    from edgekit.fit.threshold_fit import CalibrateOptions, calibrate, fitted_on
 
     data, part = fitted_on(bundle, data, held_out)
     for warning in filter(None, [range_warning(bundle, data)]):

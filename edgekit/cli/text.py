@@ -29,7 +29,7 @@ def precision_lines(bundle: str) -> List[str]:
 
 def threshold_text(thresholds: Sequence[float]) -> str:
     """Thresholds as printed: a never-taken exit (a threshold no score reaches) is "never"."""
-    from edgekit.convert.thresholds import NEVER
+    from edgekit.fit.thresholds import NEVER
 
     return " ".join("never" if t >= NEVER else "{:.3f}".format(t) for t in thresholds)
 

@@ -24,11 +24,11 @@ from edgekit.convert.exits import ExitOptions, attach_exits
 from edgekit.convert.keras_front import keras_front, load_keras
 from edgekit.convert.precision import ADAPTIVE, check_convert_options, options_from
 from edgekit.convert.precision.choose import choose_precision
-from edgekit.convert.provenance import ALL, HELD_OUT, data_record, training_part
+from edgekit.fit.provenance import ALL, HELD_OUT, data_record, training_part
 from edgekit.convert.prune import PruneOptions, prune
 from edgekit.convert.quantize import check_precision, uniform_stage
 from edgekit.convert.stages import Front
-from edgekit.convert.threshold_fit import CalibrateOptions, check_options as check_fit_options, fit_stages
+from edgekit.fit.threshold_fit import CalibrateOptions, check_options as check_fit_options, fit_stages
 from edgekit.data import Dataset, load_data
 from edgekit.errors import ConfigError
 from edgekit.manifest import Manifest

@@ -10,8 +10,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
-from edgekit.convert.provenance import HELD_OUT, part_of
-from edgekit.convert.thresholds import check_drop
+from edgekit.fit.provenance import HELD_OUT, part_of
+from edgekit.fit.thresholds import check_drop
 from edgekit.data import load_data
 from edgekit.errors import ConfigError, EdgekitError
 from edgekit.optimize.cache import Cache, file_hash

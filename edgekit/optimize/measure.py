@@ -14,8 +14,8 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from edgekit.bench.energy import EnergyOptions
-from edgekit.convert.provenance import HELD_OUT
-from edgekit.convert.thresholds import DEFAULT_Z, NEVER, apply_thresholds, correctness, fit_thresholds
+from edgekit.fit.provenance import HELD_OUT
+from edgekit.fit.thresholds import DEFAULT_Z, NEVER, apply_thresholds, correctness, fit_thresholds
 from edgekit.data import Dataset
 from edgekit.manifest import MANIFEST_NAME, Manifest, load_bundle
 from edgekit.optimize.pareto import Point
@@ -117,7 +117,7 @@ def points(bundle: str, cand: Candidate, splits: Splits, max_drop: float, shares
 def write_point(src: str, p: Point, dest: str, calib_path: str, eval_path: str, max_drop: float) -> str:
     """A copy of the candidate's bundle at dest with the point's thresholds: fitted again by `calibrate`'s own
     fit (the same data part and drop, so the same thresholds, recorded in report.json), or never exiting."""
-    from edgekit.convert.threshold_fit import CalibrateOptions, fit_bundle
+    from edgekit.fit.threshold_fit import CalibrateOptions, fit_bundle
 
     shutil.copytree(src, dest)
     m = load_bundle(dest)
