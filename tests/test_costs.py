@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edgekit.bench.profile import apply_costs, write_costs
 from edgekit.cli import main
-from edgekit.convert.threshold_fit import stage_costs
+from edgekit.fit.threshold_fit import stage_costs
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import Manifest, load_bundle, read_manifest
 from edgekit.runtime import EarlyExitRunner

@@ -232,7 +232,7 @@ def test_bad_exit_options(spec, fields, needle):
 
 
 def test_head_options_without_exits_are_an_error():
-    from edgekit.cli.commands import exit_options
+    from edgekit.cli.convert import exit_options
 
     assert exit_options(None, None, None, None, None, None, None) is None
     with pytest.raises(ConfigError, match="--head-epochs, --seed given without --exits"):

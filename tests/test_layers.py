@@ -2,12 +2,15 @@
 counts, those inside functions too), no file over 400 lines, no function over 60.
 
 Layers, bottom up: shared modules (errors, manifest, targets, data, power_model, signing, ...) -> runtime ->
-bench (its board half ships with the runtime) -> deploy (drives boards from the laptop) -> convert (TensorFlow)
--> cli. KNOWN_* list what is still being taken apart elsewhere, as exact pairs; an entry that no longer exists
-fails the test, so the lists only shrink.
+bench (its board half ships with the runtime) -> deploy (drives boards from the laptop) -> fit (thresholds,
+numpy only) -> convert (TensorFlow)
+-> optimize (searches over conversions) -> cli. KNOWN_* list what is still being taken apart elsewhere, as exact
+pairs; an entry that no longer exists fails the test, so the lists only shrink.
 """
 import ast
 import os
+import subprocess
+import sys
 from typing import Dict, Iterator, List, Set, Tuple
 
 from tests.conftest import ROOT
@@ -15,11 +18,11 @@ from tests.conftest import ROOT
 PACKAGE = os.path.join(ROOT, "edgekit")
 MAX_FILE_LINES = 400
 MAX_FUNCTION_LINES = 60
-SHARED, RUNTIME, BENCH, DEPLOY, CONVERT, CLI = range(6)
-LAYER_NAMES = ("shared", "runtime", "bench", "deploy", "convert", "cli")
+SHARED, RUNTIME, BENCH, DEPLOY, FIT, CONVERT, OPTIMIZE, CLI = range(8)
+LAYER_NAMES = ("shared", "runtime", "bench", "deploy", "fit", "convert", "optimize", "cli")
 # The first package below edgekit/ decides; top-level modules are shared unless named here.
-PACKAGES = {"runtime": RUNTIME, "bench": BENCH, "deploy": DEPLOY, "convert": CONVERT, "models": CONVERT,
-            "cli": CLI}
+PACKAGES = {"runtime": RUNTIME, "bench": BENCH, "deploy": DEPLOY, "fit": FIT, "convert": CONVERT, "models": CONVERT,
+            "optimize": OPTIMIZE, "cli": CLI}
 TOP_LEVEL = {"__main__": CLI}     # python -m edgekit: the CLI
 
 KNOWN_CYCLE_EDGES = set()   # type: Set[Tuple[str, str]]
@@ -178,3 +181,12 @@ def test_no_file_over_400_lines_and_no_function_over_60():
     assert long_files == []
     assert sorted(KNOWN_LONG_FUNCTIONS - long_functions) == [], "KNOWN_LONG_FUNCTIONS lists functions now short"
     assert sorted(long_functions - KNOWN_LONG_FUNCTIONS) == []
+
+
+def test_threshold_fitting_imports_without_tensorflow():
+    """edgekit calibrate refits thresholds through the runtime: the fit layer must not pull TensorFlow in."""
+    code = ("import sys, edgekit.fit.threshold_fit, edgekit.fit.provenance, edgekit.fit.thresholds; "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+    assert layer("edgekit.fit.threshold_fit") == FIT

@@ -147,7 +147,7 @@ def test_objective_bad_inputs_exit_2_and_write_nothing(tmp_path):
 
     out = tmp_path / "out"
     base = ["convert", DEMO, "-t", "raspberry-pi-4", "--calib", CALIB, "-o", str(out)]
-    cases = [(["--precision", "adaptive", "--objective", "fast"], "objective 'fast' is unknown; allowed: latency, "
+    cases = [(["--precision", "adaptive", "--objective", "fast"], "unknown objective 'fast'; allowed: latency, "
                                                                    "size, accuracy"),
              (["--precision", "adaptive", "--objective", "size", "--size-budget", "800K"], "an objective or a budget"),
              (["--precision", "int8", "--objective", "size"], "only apply with --precision adaptive")]

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.convert.provenance import HELD_OUT, data_record, overlap_warning, part_of, training_part
+from edgekit.fit.provenance import HELD_OUT, data_record, overlap_warning, part_of, training_part
 from edgekit.data import Dataset, load_data
 from edgekit.errors import DataError
 from edgekit.fingerprint import (fingerprint, holdout_split, read_sidecar, sample_hashes, sidecar_path,

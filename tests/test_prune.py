@@ -217,7 +217,7 @@ def test_cli_bad_inputs_write_nothing(tmp_path):
     out = tmp_path / "p.keras"
     _one_line(_cli("prune", DEMO, "--flops", "1.5", "--calib", CALIB, "-o", out), "outside (0, 1]")
     _one_line(_cli("prune", DEMO, "--flops", "0.5", "--params", "0.5", "--calib", CALIB, "-o", out),
-              "exactly one pruning budget", "--flops, --params")
+              "exactly one pruning budget", "(got --prune-flops, --prune-params)")
     small = tmp_path / "small.npz"
     np.savez(small, x=np.zeros((5, 32, 32, 1), np.float32))
     _one_line(_cli("prune", DEMO, "--flops", "0.5", "--calib", small, "-o", out), "has 5 samples")

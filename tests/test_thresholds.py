@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 
 from edgekit.cli import main
-from edgekit.convert.threshold_fit import CalibrateOptions, calibrate
-from edgekit.convert.thresholds import NEVER, apply_thresholds, fit_thresholds
+from edgekit.fit.threshold_fit import CalibrateOptions, calibrate
+from edgekit.fit.thresholds import NEVER, apply_thresholds, fit_thresholds
 from edgekit.errors import ConfigError, DataError
 from edgekit.runtime import EarlyExitRunner
 from edgekit.runtime.controller import LoadController
 from edgekit.runtime.policy import entropy, margin, max_softmax
-from edgekit.convert.provenance import HELD_OUT
+from edgekit.fit.provenance import HELD_OUT
 from tests.bundle_edit import set_stage_costs
 from tests.conftest import CALIB, TEST
 

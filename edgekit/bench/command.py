@@ -21,11 +21,11 @@ def this_arch() -> str:
 
 
 def local_bench(bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
-                threads: Optional[int] = None) -> Dict[str, Any]:
+                threads: Optional[int] = None, interpreter: Optional[str] = None) -> Dict[str, Any]:
     protocol.check()
     energy.check()
     ds = load_data(data)
-    runner, init_ms = timed_runner(bundle, num_threads=threads)
+    runner, init_ms = timed_runner(bundle, backend=interpreter, num_threads=threads)
     target = get_target(runner.manifest.target)
     result = run_bench(runner, ds.x, ds.y, protocol, energy, profile_from_target(target), init_ms=init_ms)
     result["borrowed_from_profile"] = borrowed_from_profile(target, runner.manifest.extra, result, threads,

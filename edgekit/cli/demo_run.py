@@ -36,6 +36,8 @@ def run_demo(target: str, out_dir: Optional[str], runs: int,
         res = convert(ConvertOptions(ASSET, target, split["calib"], work, force=keep, max_drop=MAX_DROP),
                       progress=progress)
         test = load_data(split["test"])
+        if progress is not None:
+            progress(0, 0, "bench: early exit and full depth on the test split, {} calls each".format(runs))
         b = bench(EarlyExitRunner(res.bundle_dir), test.x, test.y, Protocol(runs=runs, warmup=20))
     finally:
         if not keep:

@@ -3,6 +3,7 @@ from typing import Any, Optional, Tuple
 
 import click
 
+from edgekit.cli.app import command
 from edgekit.cli.canary import canary_options, plan_from_options, run_canary
 from edgekit.cli.output import echo_json, echo_table
 from edgekit.cli.ssh import board_from_options, ssh_options
@@ -11,7 +12,9 @@ from edgekit.deploy.hosts import check_remote_dir, check_remote_python, make_ssh
 from edgekit.errors import ConfigError
 
 
-@click.command("flash")
+@command("flash", "edgekit flash out/raspberry-pi-5 --host pi@raspberrypi.local\n"
+                  "edgekit flash out/raspberry-pi-5 --inventory hosts.yaml --canary 1 --smoke-data smoke.npz "
+                  "--smoke-min-accuracy 0.9")
 @click.argument("bundle", required=False, type=click.Path(file_okay=False))
 @click.option("--host", metavar="USER@HOST[:PORT]", default=None, help="The board to flash.")
 @click.option("--inventory", metavar="HOSTS", default=None, type=click.Path(),
@@ -21,7 +24,8 @@ from edgekit.errors import ConfigError
               help="With --inventory: only these hosts (an Ansible host pattern such as 'pis' or 'pis:!pi-3'; "
                    "board-name patterns for edgekit's own YAML).")
 @ssh_options
-@click.option("--target", default=None, help="The board's profile, when it is not the one the bundle was built for.")
+@click.option("--target", "-t", default=None,
+              help="The board's profile, when it is not the one the bundle was built for.")
 @click.option("--force", is_flag=True, help="Flash despite soft mismatches (another board of the same arch).")
 @click.option("--keep", type=int, default=3, show_default=True, help="Releases kept on the board (>= 2).")
 @click.option("--jobs", type=int, default=4, show_default=True, help="Boards flashed at once with --inventory.")

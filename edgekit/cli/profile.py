@@ -5,11 +5,13 @@ from typing import Optional
 
 import click
 
+from edgekit.cli.app import command
 from edgekit.cli.output import table_lines
 from edgekit.cli.ssh import board_from_options, ssh_options
 
 
-@click.command("profile")
+@command("profile", "edgekit profile out/raspberry-pi-5 --data calibration/digits_calib.npz\n"
+                    "edgekit profile current --host pi@raspberrypi.local")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--data", type=click.Path(dir_okay=False), default=None,
               help="Inputs; the first sample feeds the stages (default: a synthetic sample of the input's shape).")

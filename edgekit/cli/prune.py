@@ -1,17 +1,21 @@
-"""`edgekit prune MODEL --flops 0.5 --calib DATA -o pruned.keras`, and the --prune-* options of `convert`.
+"""`edgekit prune MODEL --prune-flops 0.5 --calib DATA -o pruned.keras`, and the --prune-* options of `convert`.
 
 The command parses, calls edgekit.convert.prune.prune, writes the pruned model and its report
 atomically (temporary files beside the destination, then renamed), and prints a per-group table.
 """
+import functools
 import json
 import os
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
 import click
 
-from edgekit.cli.output import StepBar, echo_json, echo_table
+from edgekit.cli.app import command, option, require
+from edgekit.cli.options import ALLOCATIONS, IMPORTANCES, Choice, verbose_option
+from edgekit.cli.output import echo_json, echo_table
+from edgekit.cli.progress import running
 from edgekit.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -20,29 +24,70 @@ if TYPE_CHECKING:
 DEFAULT_RECOVER_EPOCHS = 30
 
 
-def _budget(flops: Optional[float], params: Optional[float], latency: Optional[float], prefix: str) -> Tuple[str, float]:
+def prune_budget(flops: Optional[float], params: Optional[float], latency: Optional[float]) -> Tuple[str, float]:
     given = [(k, v) for k, v in (("flops", flops), ("params", params), ("latency", latency)) if v is not None]
     if len(given) != 1:
-        names = ", ".join("--{}{}".format(prefix, k) for k, _ in given) or "none"
-        raise ConfigError("give exactly one pruning budget: --{0}flops, --{0}params or --{0}latency (got {1})".format(
-            prefix, names))
-    return given[0]
+        names = ", ".join("--prune-{}".format(k) for k, _ in given) or "none"
+        raise ConfigError("give exactly one pruning budget: --prune-flops, --prune-params or --prune-latency "
+                          "(got {})".format(names))
+    kind, fraction = given[0]
+    if not 0.0 < fraction <= 1.0:           # PruneOptions.check says the same, after TensorFlow has loaded
+        raise ConfigError("prune budget {}={} is outside (0, 1]; it is the fraction of the model's {} to keep".format(
+            kind, fraction, kind))
+    return kind, fraction
 
 
-def options_from_cli(flops: Optional[float], params: Optional[float], latency: Optional[float],
-                     importance: Optional[str], recover_epochs: Optional[int]) -> Optional["PruneOptions"]:
+def prune_options(old_spellings: bool) -> Callable[[Callable[..., Any]], Any]:
+    """--prune-flops/--prune-params/--prune-latency, --prune-importance, --recover, --recover-epochs: the same
+    options on `convert` and `prune`. `prune` also takes its old spellings (--flops, --params, --latency,
+    --importance), accepted but not shown."""
+    def old(name: str) -> Tuple[str, ...]:
+        return (name,) if old_spellings else ()
+
+    fraction = float      # PruneOptions.check says what is allowed
+    opts = [
+        option("--prune-flops", "prune_flops", aliases=old("--flops"), type=fraction, default=None,
+               help="Prune whole channels to keep this fraction of the FLOPs, in (0, 1]."),
+        option("--prune-params", "prune_params", aliases=old("--params"), type=fraction, default=None,
+               help="Prune whole channels to keep this fraction of the parameters, in (0, 1]."),
+        option("--prune-latency", "prune_latency", aliases=old("--latency"), type=fraction, default=None,
+               help="Prune whole channels to keep this fraction of the measured layer latency, in (0, 1]."),
+        option("--prune-importance", "prune_importance", aliases=old("--importance"),
+               type=Choice(IMPORTANCES, "importance"), default=None,
+               help="How channels are ranked (default l1)."),
+        option("--recover", is_flag=True, help="Fine-tune the pruned model by distillation from the original "
+                                               "(at most {} epochs unless --recover-epochs).".format(
+                                                   DEFAULT_RECOVER_EPOCHS)),
+        option("--recover-epochs", type=click.IntRange(min=0), default=None,
+               help="Most recovery epochs (early stopping); implies --recover when above 0."),
+    ]
+    return lambda fn: functools.reduce(lambda f, opt: opt(f), reversed(opts), fn)
+
+
+def recover_epochs_of(recover: bool, epochs: Optional[int]) -> int:
+    """--recover alone: the default epochs; --recover-epochs N: N (0: none)."""
+    if epochs is not None:
+        return epochs
+    return DEFAULT_RECOVER_EPOCHS if recover else 0
+
+
+def prune_from_cli(flops: Optional[float], params: Optional[float], latency: Optional[float],
+                   importance: Optional[str], recover: bool,
+                   recover_epochs: Optional[int]) -> Optional["PruneOptions"]:
     """The `convert --prune-*` options as PruneOptions (None when no budget is given), checked now so that
     a bad value fails before any work."""
+    if flops is None and params is None and latency is None:
+        given = [n for n, v in (("--prune-importance", importance), ("--recover", recover or None),
+                                ("--recover-epochs", recover_epochs)) if v is not None]
+        if given:
+            raise ConfigError("{} need a budget: --prune-flops, --prune-params or --prune-latency".format(
+                ", ".join(given)))
+        return None
+    kind, fraction = prune_budget(flops, params, latency)
     from edgekit.convert.prune import PruneOptions  # lazy: edgekit.convert imports TensorFlow at once
 
-    if flops is None and params is None and latency is None:
-        if importance is not None or recover_epochs is not None:
-            raise ConfigError("--prune-importance and --recover-epochs need a budget: --prune-flops, --prune-params "
-                              "or --prune-latency")
-        return None
-    kind, fraction = _budget(flops, params, latency, "prune-")
     return PruneOptions(fraction=fraction, budget=kind, importance=importance or "l1",
-                        recover_epochs=recover_epochs or 0).check()
+                        recover_epochs=recover_epochs_of(recover, recover_epochs)).check()
 
 
 def _ratios(text: Optional[str]) -> Tuple[float, ...]:
@@ -135,55 +180,61 @@ def _groups_table(report: Dict[str, Any]) -> None:
             click.echo("left alone: {} ({} channels): {}".format(s["group"], s["channels"], s["reason"]))
 
 
-@click.command("prune")
-@click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--calib", required=True, type=click.Path(dir_okay=False), help="Calibration data: .npz (x, y) or .npy.")
-@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False), help="The pruned model (.keras); its report goes beside it (.report.json).")
-@click.option("--flops", type=float, default=None, help="Keep this fraction of the FLOPs, in (0, 1].")
-@click.option("--params", type=float, default=None, help="Keep this fraction of the parameters, in (0, 1].")
-@click.option("--latency", type=float, default=None, help="Keep this fraction of the measured layer latency, in (0, 1].")
-@click.option("--importance", default="l1", show_default=True, help="l1, l2, bn_scale or activation.")
-@click.option("--allocation", default="dp", show_default=True, help="dp (layer-adaptive) or uniform (the baseline).")
-@click.option("--target", "-t", default=None, help="Board profile whose channel multiple to round to.")
-@click.option("--channel-multiple", type=int, default=None, help="Round channel counts to this multiple (default: the target's, else 1).")
-@click.option("--ratios", default=None, help="Pruning ratios at which distortion is measured (default 0.1,...,0.9).")
-@click.option("--samples", type=int, default=256, show_default=True, help="Calibration samples used to rank channels.")
-@click.option("--compensate/--no-compensate", default=True, show_default=True,
-              help="Fold removed channels' mean contribution into the next layer's bias (or BatchNorm mean).")
-@click.option("--recover", is_flag=True, help="Fine-tune the pruned model by distillation from the original.")
-@click.option("--recover-epochs", type=int, default=None, help="Most recovery epochs (early stopping; default 30 with --recover).")
-@click.option("--eval", "eval_path", type=click.Path(dir_okay=False), default=None, help="Labelled data for accuracy before/after.")
-@click.option("--force", is_flag=True, help="Replace an existing output.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def prune_cmd(model: str, calib: str, out: str, flops: Optional[float], params: Optional[float],
-              latency: Optional[float], importance: str, allocation: str, target: Optional[str],
-              channel_multiple: Optional[int], ratios: Optional[str], samples: int, compensate: bool, recover: bool,
-              recover_epochs: Optional[int], eval_path: Optional[str], force: bool, as_json: bool) -> None:
-    """Remove whole channels (layer-adaptive ratios under a FLOPs/params/latency budget)."""
-    from edgekit.convert.load import load_model
-    from edgekit.convert.prune import PruneOptions, prune
-    from edgekit.convert.tf import tensorflow
+EXAMPLE = """edgekit prune edgekit/assets/demo_digits.keras --prune-flops 0.5 --calib calibration/digits_calib.npz -o half.keras --recover"""
+
+
+@command("prune", EXAMPLE)
+@click.argument("model", type=click.Path(exists=True))
+@option("--calib", required=True, type=click.Path(exists=True, dir_okay=False),
+        help="Calibration data: .npz (x, y) or .npy.")
+@option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+        help="The pruned model (.keras); its report goes beside it (.report.json).")
+@prune_options(old_spellings=True)
+@option("--allocation", type=Choice(ALLOCATIONS, "allocation"), default="dp", show_default=True,
+        help="dp (layer-adaptive) or uniform (the baseline).")
+@option("--target", "-t", default=None, help="Board profile whose channel multiple to round to.")
+@option("--channel-multiple", type=click.IntRange(min=1), default=None,
+        help="Round channel counts to this multiple (default: the target's, else 1).")
+@option("--ratios", default=None, help="Pruning ratios at which distortion is measured (default 0.1,...,0.9).")
+@option("--samples", type=click.IntRange(min=1), default=256, show_default=True,
+        help="Calibration samples used to rank channels.")
+@option("--compensate/--no-compensate", default=True, show_default=True,
+        help="Fold removed channels' mean contribution into the next layer's bias (or BatchNorm mean).")
+@option("--eval", "eval_path", type=click.Path(exists=True, dir_okay=False), default=None,
+        help="Labelled data for accuracy before/after.")
+@option("--force", is_flag=True, help="Replace an existing output.")
+@option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@verbose_option
+def prune_cmd(model: str, calib: str, out: str, prune_flops: Optional[float], prune_params: Optional[float],
+              prune_latency: Optional[float], prune_importance: Optional[str], recover: bool,
+              recover_epochs: Optional[int], allocation: str, target: Optional[str], channel_multiple: Optional[int],
+              ratios: Optional[str], samples: int, compensate: bool, eval_path: Optional[str], force: bool,
+              as_json: bool, verbose: bool) -> None:
+    """Remove whole channels (layer-adaptive ratios under a FLOPs/params/latency budget) from a Keras model."""
     from edgekit.data import load_data
     from edgekit.targets import get_target
 
-    kind, fraction = _budget(flops, params, latency, "")
-    epochs = (DEFAULT_RECOVER_EPOCHS if recover_epochs is None else recover_epochs) if recover else (recover_epochs or 0)
-    opts = PruneOptions(fraction=fraction, budget=kind, importance=importance, allocation=allocation,
-                        ratios=_ratios(ratios), channel_multiple=channel_multiple, samples=samples,
-                        recover_epochs=epochs, compensate=compensate).check()
-    opts = opts.resolved(get_target(target) if target else None)
+    kind, fraction = prune_budget(prune_flops, prune_params, prune_latency)      # cheap checks before TensorFlow
+    board = get_target(target) if target else None
     _check_out(out, force)
     data = load_data(calib)
     held = load_data(eval_path) if eval_path else None
-    tensorflow()
-    keras_model = load_model(model)
-    bar = StepBar("pruning")
-    try:
-        result = prune(keras_model, opts, data, progress=bar, eval_data=held)
-    finally:
-        bar.close()
-    report = dict(result.report, model=model, output=out)
-    write_outputs(result.model, report, out)
+    require("tensorflow")
+    with running("prune", verbose) as progress:
+        progress(0, 0, "load: TensorFlow and {}".format(os.path.basename(model)))
+        from edgekit.convert.load import load_model
+        from edgekit.convert.prune import PruneOptions, prune
+
+        opts = PruneOptions(fraction=fraction, budget=kind, importance=prune_importance or "l1",
+                            allocation=allocation, ratios=_ratios(ratios), channel_multiple=channel_multiple,
+                            samples=samples, recover_epochs=recover_epochs_of(recover, recover_epochs),
+                            compensate=compensate).check().resolved(board)
+        keras_model = load_model(model)
+        result = prune(keras_model, opts, data, progress=lambda d, t, what: progress(d, t, "prune: " + what),
+                       eval_data=held)
+        report = dict(result.report, model=model, output=out)
+        progress(0, 0, "write: {}".format(out))
+        write_outputs(result.model, report, out)
     if as_json:
         echo_json(report)
         return

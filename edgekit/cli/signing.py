@@ -7,6 +7,7 @@ from typing import Optional
 
 import click
 
+from edgekit.cli.app import command
 from edgekit.cli.output import echo_json
 from edgekit.errors import ConfigError
 
@@ -24,7 +25,7 @@ def _passphrase(env_name: Optional[str]) -> Optional[bytes]:
 _PASS_HELP = "Name of an environment variable that holds the private key's passphrase."
 
 
-@click.command("keygen")
+@command("keygen", "edgekit keygen --out ~/.edgekit/owner --comment owner@laptop")
 @click.option("--out", "-o", "prefix", required=True, metavar="PREFIX",
               help="Write PREFIX.key (private, mode 0600) and PREFIX.pub (public: copy it to the boards).")
 @click.option("--comment", default="", help="A note stored in the .pub line (e.g. owner@laptop).")
@@ -46,7 +47,7 @@ def keygen(prefix: str, comment: str, passphrase_env: Optional[str], force: bool
         os.path.basename(pub_path)))
 
 
-@click.command("sign")
+@command("sign", "edgekit sign out/raspberry-pi-5 --key ~/.edgekit/owner.key")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("--key", "-k", "key_path", required=True, type=click.Path(dir_okay=False),
               help="The private key (PREFIX.key from `edgekit keygen`).")

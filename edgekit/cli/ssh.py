@@ -21,7 +21,8 @@ def ssh_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                      help="Directory on the board holding releases/, current and previous."),
         click.option("--remote-python", metavar="PY", default=DEFAULT_REMOTE_PYTHON, show_default=True,
                      help="Python on the board (needs numpy and a TFLite interpreter to run bundles)."),
-        click.option("--timeout", "timeout_s", type=float, default=DEFAULT_TIMEOUT_S, show_default=True,
+        click.option("--timeout", "timeout_s", type=click.FloatRange(0.0, 3600.0, min_open=True),
+                     default=DEFAULT_TIMEOUT_S, show_default=True,
                      help="Seconds to wait for the board to connect and answer."),
     ]
     return functools.reduce(lambda f, opt: opt(f), reversed(opts), fn)

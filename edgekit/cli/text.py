@@ -1,7 +1,7 @@
 """Text the CLI prints: the per-layer precision table, the threshold fit summary, the budget note."""
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Sequence
 
 from edgekit.cli.output import table_lines
 from edgekit.manifest import REPORT_NAME
@@ -27,6 +27,13 @@ def precision_lines(bundle: str) -> List[str]:
         list(plan.get("summary", ()))
 
 
+def threshold_text(thresholds: Sequence[float]) -> str:
+    """Thresholds as printed: a never-taken exit (a threshold no score reaches) is "never"."""
+    from edgekit.fit.thresholds import NEVER
+
+    return " ".join("never" if t >= NEVER else "{:.3f}".format(t) for t in thresholds)
+
+
 def threshold_lines(report: Dict[str, Any]) -> List[str]:
     """What convert says about fitted thresholds: the data they were fitted on and the accuracy it sees."""
     th = report.get("thresholds")
@@ -34,10 +41,11 @@ def threshold_lines(report: Dict[str, Any]) -> List[str]:
         return []
     fit = th["fit"]
     fp = th.get("fingerprint") or {}
+    measure = th.get("objective", "accuracy")        # agreement with the last exit when there are no labels
     out = ["thresholds fitted on {}: {}".format(th.get("data"), fp.get("described", "{} samples".format(
         th.get("samples")))),
-           "thresholds {}  expected accuracy {:.2%} there (full depth {:.2%}), expected cost {:.4f} ms ({})".format(
-               " ".join("never" if t >= 1e9 else "{:.3f}".format(t) for t in fit["chosen"]["thresholds"]),
+           "thresholds {}  expected {} {:.2%} there (full depth {:.2%}), expected cost {:.4f} ms ({})".format(
+               threshold_text(fit["chosen"]["thresholds"]), measure,
                fit["chosen"]["accuracy"], fit["full_depth"]["accuracy"], fit["chosen"]["cost_ms"],
                "stage costs " + th.get("stage_costs_from", "unknown"))]
     if "holdout" in th:

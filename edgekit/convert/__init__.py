@@ -24,11 +24,11 @@ from edgekit.convert.exits import ExitOptions, attach_exits
 from edgekit.convert.keras_front import keras_front, load_keras
 from edgekit.convert.precision import ADAPTIVE, check_convert_options, options_from
 from edgekit.convert.precision.choose import choose_precision
-from edgekit.convert.provenance import ALL, HELD_OUT, data_record, training_part
+from edgekit.fit.provenance import ALL, HELD_OUT, data_record, training_part
 from edgekit.convert.prune import PruneOptions, prune
 from edgekit.convert.quantize import check_precision, uniform_stage
 from edgekit.convert.stages import Front
-from edgekit.convert.threshold_fit import CalibrateOptions, check_options as check_fit_options, fit_stages
+from edgekit.fit.threshold_fit import CalibrateOptions, check_options as check_fit_options, fit_stages
 from edgekit.data import Dataset, load_data
 from edgekit.errors import ConfigError
 from edgekit.manifest import Manifest
@@ -94,6 +94,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
             return _convert_stages(opts, target, front, calib, fit, [], step)
     if opts.input_shape or opts.onnx_exits:
         raise ConfigError("--input-shape and exit tensor names apply to .onnx models; got {}".format(opts.model_path))
+    step(0, 0, "load: {}".format(opts.model_path))
     model = load_keras(opts.model_path, calib, opts.calib_path)
     model, sections, trained = _exits_and_prune(opts, model, target, precision, calib, step)
     front = keras_front(model, calib.x.astype(np.float32), precision, sections, step)
@@ -127,12 +128,12 @@ def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib:
     trained: List[Tuple[str, Dataset, str]] = []
     sections: Dict[str, Any] = {}
     if opts.exits is not None:                         # heads trained, backbone frozen
-        attached = attach_exits(model, opts.exits, train_part, progress=step)
+        attached = attach_exits(model, opts.exits, train_part, progress=_phase(step, "exit heads"))
         model, sections["exits"] = attached.model, attached.report
         trained.append(("exit heads", load_data(opts.exits.data_path) if opts.exits.data_path else train_part,
                         opts.exits.data_path or opts.calib_path))
     if opts.prune is not None:                         # after exits: channels physically removed
-        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=step)
+        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=_phase(step, "prune"))
         model, sections["prune"] = pruned.model, pruned.report
         if opts.prune.recover_epochs:
             trained.append(("pruning recovery", train_part, opts.calib_path))
@@ -142,11 +143,12 @@ def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib:
 def _convert_stages(opts: ConvertOptions, target, front: Front, calib: Dataset, fit: Optional[_FitData],
                     trained: List[Tuple[str, Dataset, str]], step: Progress) -> ConvertResult:
     """The stages a front end yielded -> quantized, measured, described, thresholds fitted, bundle written."""
-    plan = choose_precision(front.stages, target, front.x, calib.y, options_from(opts), front.input.name) \
-        if front.precision == ADAPTIVE else None
+    plan = choose_precision(front.stages, target, front.x, calib.y, options_from(opts), front.input.name,
+                            lambda what: step(0, 0, "precision: " + what)) if front.precision == ADAPTIVE else None
     blobs, float_ops = _quantize(front, plan, target, step)
     blobs, quant = integer_boundaries(blobs, [st.input_names for st in front.stages],
                                       [st.carried_names for st in front.stages])
+    step(0, 0, "measure: accuracy and stage costs here")
     threads = target.default_threads if target.arch == "x86_64" else 1
     lite_out = full_depth_outputs(blobs, front.stages, front.x, front.input.name, threads)
     costs = stage_costs(blobs, front.stages, front.x, front.input.name, target.default_threads)
@@ -165,11 +167,12 @@ def _convert_stages(opts: ConvertOptions, target, front: Front, calib: Dataset, 
         if plan.plot_png:
             files["precision.png"] = plan.plot_png
     if fit is not None:
+        step(0, 0, "thresholds: fitting for at most {:g} accuracy lost".format(opts.max_drop))
         manifest, report["thresholds"] = fit_stages(_calibrate_options(opts), manifest,
                                                     EarlyExitRunner.in_memory(manifest, blobs), fit.data,
                                                     report["data"], fit.holdout)
     bundle_dir = write_bundle(opts.out_dir, manifest, files, report, opts.force)
-    step(front.progress[1], front.progress[1], "bundle written")
+    step(1, 1, "write: bundle written")
     # the result as a reader of the bundle sees it (JSON types), without reading it back
     return ConvertResult(bundle_dir=bundle_dir, manifest=Manifest.from_json(manifest.to_json()),
                          report=json.loads(json.dumps(report)))
@@ -177,7 +180,6 @@ def _convert_stages(opts: ConvertOptions, target, front: Front, calib: Dataset, 
 
 def _quantize(front: Front, plan, target, step: Progress) -> Tuple[List[bytes], Dict[str, Any]]:
     """Every stage's .tflite (the adaptive plan's, or one uniform precision), and what int8 kept float32."""
-    done, total = front.progress
     blobs: List[bytes] = []
     float_ops: Dict[str, Any] = {}
     for st, feed in zip(front.stages, front.feeds):
@@ -188,8 +190,13 @@ def _quantize(front: Front, plan, target, step: Progress) -> Tuple[List[bytes], 
             blobs.append(blob)
             if kept is not None:
                 float_ops[str(st.index)] = kept
-        step(done + len(blobs), total, "stage {} -> {}".format(st.index, front.precision))
+        step(len(blobs), len(front.stages), "quantize: stage {} -> {}".format(st.index, front.precision))
     return blobs, float_ops
+
+
+def _phase(step: Progress, name: str) -> Progress:
+    """A library step's progress reported as one phase of convert ("phase: detail")."""
+    return lambda done, total, what: step(done, total, "{}: {}".format(name, what))
 
 
 def _calibrate_options(opts: ConvertOptions) -> CalibrateOptions:
@@ -210,7 +217,8 @@ def _report(opts: ConvertOptions, target, front: Front, manifest: Manifest, cali
     return {
         "model": opts.model_path, "model_name": manifest.model_name, "target": target.name,
         "precision": front.precision, "bundle_id": manifest.bundle_id,
-        "calibration": {"path": opts.calib_path, "samples": len(calib), "labelled": calib.y is not None},
+        "calibration": {"path": opts.calib_path, "samples": len(calib), "labelled": calib.y is not None,
+                        "input_range": [float(np.min(calib.x)), float(np.max(calib.x))]},
         "bundle_size_bytes": sum(s.size_bytes for s in manifest.stages),
         "latency_measured_on": "{} ({}), batch 1, threads per stage {}".format(
             manifest.extra["costs"]["measured_on"], manifest.extra["costs"]["machine"]["cpu_model"],

@@ -25,7 +25,7 @@ def keras_front(model, x: np.ndarray, precision: str, report: Dict[str, Any],
     input_name = model.inputs[0].name
     stages = split_model(model)
     total = len(stages) + 2
-    step(1, total, "split into {} stages".format(len(stages)))
+    step(1, 1, "split: {} stages".format(len(stages)))
     head = x[:PARITY_SAMPLES]
     split_err = check_parity(run_stages_keras(stages, head, input_name), exit_outputs(model, stages, head),
                              "chained stages", "; the exits may not be in depth order")

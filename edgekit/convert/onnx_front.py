@@ -44,13 +44,13 @@ def onnx_front(opts, target, precision: str, calib: Dataset, step: Callable[[int
     float_out = list(split.values(x, split.exit_names).values())          # onnxruntime on the whole model
     split_err = check_parity(split.chained(x[:PARITY_SAMPLES]), [o[:PARITY_SAMPLES] for o in float_out],
                              "chained ONNX stages")
-    step(1, total, "split into {} ONNX stages".format(len(split.stages)))
+    step(1, 1, "split: {} ONNX stages".format(len(split.stages)))
     feeds = split.values(x[:RANGE_SAMPLES], sorted({n for s in split.stages for n in s.input_names}
                                                    - {split.input_name}))
     feeds[split.input_name] = x[:RANGE_SAMPLES]
     with tempfile.TemporaryDirectory(prefix="edgekit-onnx-") as work:
         saved = onnx_to_saved_models(split, x, work)
-        step(2, total, "onnx2tf: {} SavedModels".format(len(saved)))
+        step(1, 1, "onnx2tf: {} SavedModels".format(len(saved)))
         stages = tuple(Stage(
             index=st.index, model=sm.path, input_names=st.input_names, carried_names=st.carried_names,
             exit_name=st.exit_name, inputs=tuple(TensorSpec(n, sm.inputs[n]) for n in st.input_names),

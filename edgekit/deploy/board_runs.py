@@ -56,25 +56,29 @@ def bench_args(protocol: Protocol, energy: EnergyOptions) -> List[str]:
 
 
 def board_bench(board: Board, bundle: str, data: str, protocol: Protocol, energy: EnergyOptions,
-                threads: Optional[int] = None) -> Dict[str, Any]:
+                threads: Optional[int] = None, interpreter: Optional[str] = None) -> Dict[str, Any]:
     """The bench run on `board` (an edgekit.deploy Board) with the same protocol; its JSON result."""
     protocol.check()
     energy.check()
-    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy) + _threads_args(threads),
-                        module=BENCH_MODULE)
+    result = run_remote(board, release_for(bundle), data, bench_args(protocol, energy) +
+                        _runtime_args(threads, interpreter, None), module=BENCH_MODULE)
     result["host"] = board.label
     return result
 
 
-def _threads_args(threads: Optional[int]) -> List[str]:
-    return [] if threads is None else ["--threads", str(resolve_stage_threads({}, 1, threads)[0])]
+def _runtime_args(threads: Optional[int], interpreter: Optional[str], max_batch: Optional[int]) -> List[str]:
+    """--threads, --interpreter, --max-batch for the board's python -m edgekit.runtime / edgekit.bench."""
+    args = [] if threads is None else ["--threads", str(resolve_stage_threads({}, 1, threads)[0])]
+    args += [] if interpreter is None else ["--interpreter", interpreter]
+    return args + ([] if max_batch is None else ["--max-batch", str(max_batch)])
 
 
 def board_run(board: Board, bundle: str, data: str, full_depth: bool, threads: Optional[int] = None,
-              target_ms: Optional[float] = None) -> Dict[str, Any]:
+              target_ms: Optional[float] = None, interpreter: Optional[str] = None,
+              max_batch: Optional[int] = None) -> Dict[str, Any]:
     """`python -m edgekit.runtime` on `board`: predictions, exits, accuracy, as `edgekit run --json`."""
     args = (["--full-depth"] if full_depth else []) + ([] if target_ms is None else ["--target-ms", repr(target_ms)])
-    result = run_remote(board, release_for(bundle), data, args + _threads_args(threads))
+    result = run_remote(board, release_for(bundle), data, args + _runtime_args(threads, interpreter, max_batch))
     result["host"] = board.label
     return result
 

@@ -114,8 +114,10 @@ def profile(stages: Sequence, data: Dict, rungs: Sequence[str], input_name: str,
                                   "note": "no int8 kernel: kept float32"})
         cache = Cache(fblobs[k], [feeds[k], chain.inputs[k]])
         caches.append(cache)
-        mine = [_layer(k, o, rungs, no_kernel, pinned_kept) for o in ops if o.weighted]
-        for ly, o in zip(mine, [o for o in ops if o.weighted]):
+        weighted = [o for o in ops if o.weighted]
+        mine = [_layer(k, o, rungs, no_kernel, pinned_kept) for o in weighted]
+        for i, (ly, o) in enumerate(zip(mine, weighted)):
+            say("stage {}: sensitivity of {} {}/{}".format(k, o.layer, i + 1, len(weighted)))
             _measure(ly, chain, fblobs[k], o, qsvs, cache, skipped, stop_at=stop_at)
         layers.extend(mine)
         cache.save()

@@ -12,8 +12,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgekit.atomic import swap_in_edited_copy
-from edgekit.convert.provenance import ALL, HELD_OUT, PARTS, fit_data
-from edgekit.convert.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
+from edgekit.fit.provenance import ALL, HELD_OUT, PARTS, fit_data
+from edgekit.fit.thresholds import DEFAULT_Z, apply_thresholds, check_drop, correctness, fit_thresholds
 from edgekit.data import Dataset, load_data
 from edgekit.errors import BundleError, ConfigError
 from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, Manifest, load_bundle
