@@ -14,7 +14,8 @@ from edgekit.fit.provenance import HELD_OUT, part_of
 from edgekit.fit.thresholds import check_drop
 from edgekit.data import load_data
 from edgekit.errors import ConfigError, EdgekitError
-from edgekit.optimize.cache import Cache, file_hash
+from edgekit.manifest import sha256_file
+from edgekit.optimize.cache import Cache
 from edgekit.optimize.measure import ConvertFn, Splits
 from edgekit.optimize.output import check_out, write
 from edgekit.optimize.pareto import Point, best_single, choose, pareto_front
@@ -82,9 +83,9 @@ def optimize(opts: OptimizeOptions, progress: Optional[Progress] = None,
     if convert_fn is None:
         from edgekit.convert import convert as convert_fn
     cache = Cache(opts.cache_dir)
-    keys = {"model": file_hash(opts.model_path), "target": target.name,
+    keys = {"model": sha256_file(opts.model_path), "target": target.name,
             "board": None if opts.board is None else opts.board.label,
-            "calib": file_hash(opts.calib_path), "eval": file_hash(opts.eval_path),
+            "calib": sha256_file(opts.calib_path), "eval": sha256_file(opts.eval_path),
             "space": {k: v for k, v in asdict(opts.space).items() if k in ("recover_epochs", "head_epochs")}}
     ref = _reference(opts, cache, keys, splits)
     ctx = Context(opts, target, cache, keys, convert_fn, splits, ref["accuracy"] - opts.max_drop,

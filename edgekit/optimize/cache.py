@@ -21,14 +21,6 @@ def default_dir() -> str:
     return os.path.join(base, "edgekit", "optimize")
 
 
-def file_hash(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cache_key(**parts: Any) -> str:
     record = dict(parts, schema=CACHE_SCHEMA, edgekit=edgekit.__version__)
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:24]
