@@ -24,7 +24,6 @@ def keras_front(model, x: np.ndarray, precision: str, report: Dict[str, Any],
     prune)."""
     input_name = model.inputs[0].name
     stages = split_model(model)
-    total = len(stages) + 2
     step(1, 1, "split: {} stages".format(len(stages)))
     head = x[:PARITY_SAMPLES]
     split_err = check_parity(run_stages_keras(stages, head, input_name), exit_outputs(model, stages, head),
@@ -34,5 +33,4 @@ def keras_front(model, x: np.ndarray, precision: str, report: Dict[str, Any],
         input=InputSpec(name=input_name, shape=(None,) + tuple(int(d) for d in model.inputs[0].shape[1:]),
                         dtype="float32", preprocessing={"layout": "NHWC"}),
         x=x, stages=tuple(stages), float_outputs=exit_outputs(model, stages, x), split_error=split_err,
-        feeds=stage_inputs(stages, x[:RANGE_SAMPLES], input_name), precision=precision, report=report,
-        progress=(1, total))
+        feeds=stage_inputs(stages, x[:RANGE_SAMPLES], input_name), precision=precision, report=report)

@@ -40,7 +40,6 @@ def onnx_front(opts, target, precision: str, calib: Dataset, step: Callable[[int
     exit_names, precision, notes = exits_and_notes(opts, target, precision)
     split = split_onnx(opts.model_path, exit_names, opts.input_shape)
     x = split.to_bundle(calib.x, "calibration data " + opts.calib_path)
-    total = len(split.stages) + 3
     float_out = list(split.values(x, split.exit_names).values())          # onnxruntime on the whole model
     split_err = check_parity(split.chained(x[:PARITY_SAMPLES]), [o[:PARITY_SAMPLES] for o in float_out],
                              "chained ONNX stages")
@@ -61,4 +60,4 @@ def onnx_front(opts, target, precision: str, calib: Dataset, step: Callable[[int
                                              preprocessing=split.preprocessing()),
             x=x, stages=stages, float_outputs=float_out, split_error=split_err,
             feeds=[{n: feeds[n] for n in st.input_names} for st in stages], precision=precision,
-            report={"onnx": onnx_report(split, saved), "notes": notes}, progress=(2, total))
+            report={"onnx": onnx_report(split, saved), "notes": notes})

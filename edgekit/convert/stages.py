@@ -38,7 +38,6 @@ class Front:
     feeds: List[Dict[str, np.ndarray]]    # per stage: its float inputs on the range samples (quantization ranges)
     precision: str                        # what the stages are built at (a front end may not take every one)
     report: Dict[str, Any]                # the front end's own report.json sections
-    progress: Tuple[int, int]             # (steps done, steps in all) when quantization starts
 
 
 def check_parity(chained: Sequence[np.ndarray], reference: Sequence[np.ndarray], what: str,
