@@ -17,13 +17,13 @@ tflite_runtime alone has none.
 import copy
 import hashlib
 import os
-import time
 import warnings
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
 from edgekit.errors import BundleError, EdgekitError, first_line
+from edgekit.runtime.cost_protocol import CostProtocol, measure_candidates
 from edgekit.runtime.interpreter import Backend
 
 
@@ -131,15 +131,10 @@ def _all_tensors(backend: Backend, blob: bytes, feed: Sequence[np.ndarray]) -> A
 
 
 def _median_ms(interps: Sequence[Any], rounds: int, warmup: int) -> List[float]:
-    times = [[] for _ in interps]   # type: List[List[float]]
-    clock = time.perf_counter
-    for r in range(warmup + rounds):
-        for it, acc in zip(interps, times):
-            t0 = clock()
-            it.invoke()
-            if r >= warmup:
-                acc.append(clock() - t0)
-    return [float(np.median(t)) * 1000.0 for t in times]
+    """Each interpreter's median invoke time (ms) under the one cost protocol, for a fixed number of rounds."""
+    proto = CostProtocol(warmup=warmup, chunk=rounds, min_rounds=rounds, max_rounds=rounds, max_seconds=float("inf"))
+    costs = measure_candidates({k: it.invoke for k, it in enumerate(interps)}, proto)
+    return [costs[k].median_ms for k in range(len(interps))]
 
 
 def profile_stage(backend: Backend, blob: bytes, feed: Sequence[np.ndarray], rounds: int = 300,
