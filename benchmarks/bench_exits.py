@@ -23,7 +23,7 @@ sys.path.insert(0, ROOT)
 
 from edgekit.bench.latency import Protocol, bench  # noqa: E402
 from edgekit.convert import ConvertOptions, convert  # noqa: E402
-from edgekit.convert.exits import ExitOptions, exits_table  # noqa: E402
+from edgekit.convert.exits import ExitOptions, exits_table, parse_exits  # noqa: E402
 from edgekit.data import load_data  # noqa: E402
 from edgekit.models.demo import CALIB_DIR  # noqa: E402
 from edgekit.models.digits_cnn import ASSET  # noqa: E402
@@ -77,11 +77,16 @@ def measure(runner, test, runs):
             "thresholds": [round(t, 4) for t in runner.thresholds()]}
 
 
+def exit_options(spec):
+    auto, layers = parse_exits(spec)
+    return ExitOptions(auto=auto, layers=layers)
+
+
 def run(precision, spec, runs, tmp):
     t0 = time.time()
     res = convert(ConvertOptions(ASSET, "host-x86_64", SPLIT["calib"], os.path.join(tmp, precision + spec[-1]),
                                  precision=precision, max_drop=GOAL_DROP, threshold_data=SPLIT["val"],
-                                 exits=ExitOptions.parse(spec)))
+                                 exits=exit_options(spec)))
     convert_s = time.time() - t0
     runner = EarlyExitRunner(res.bundle_dir)
     test, val = load_data(SPLIT["test"]), load_data(SPLIT["val"])
