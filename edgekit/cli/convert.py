@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 import click
 
 from edgekit.cli.app import command, option, require
-from edgekit.cli.options import (ADAPTIVE, HEAD_TARGETS, OBJECTIVES, Choice, exit_rule_option, precisions,
-                                 verbose_option)
+from edgekit.cli.options import (ADAPTIVE, EXIT_PLACES, HEAD_TARGETS, OBJECTIVES, Choice, exit_rule_option,
+                                 precisions, verbose_option)
 from edgekit.cli.output import echo_json
 from edgekit.cli.progress import running
 from edgekit.cli.prune import prune_budget, prune_from_cli, prune_options, summary_lines
@@ -63,6 +63,9 @@ def _exit_options(fn: Any) -> Any:
         click.option("--max-crossing", type=click.IntRange(min=1), default=None,
                      help="--exits: most tensors crossing a cut (1)."),
         click.option("--seed", type=int, default=None, help="--exits: seed for split, order, initialisation (0)."),
+        click.option("--exit-placement", type=Choice(EXIT_PLACES, "exit placement"), default=None,
+                     help="--exits auto:N: place the cuts at fractions of the FLOPs (default) or of the latency of "
+                          "the backbone's prefixes, measured here at the converted precision."),
     ]):
         fn = opt(fn)
     return fn
@@ -108,7 +111,8 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                 threshold_data: Optional[str], holdout: Optional[str], exit_rule: Optional[str], force: bool,
                 input_shape: Optional[str], exits: Optional[str], exit_data: Optional[str],
                 head_epochs: Optional[int], head_target: Optional[str], head_budget: Optional[float],
-                max_crossing: Optional[int], seed: Optional[int], prune_flops: Optional[float],
+                max_crossing: Optional[int], seed: Optional[int], exit_placement: Optional[str],
+                prune_flops: Optional[float],
                 prune_params: Optional[float], prune_latency: Optional[float], prune_importance: Optional[str],
                 recover: bool, recover_epochs: Optional[int], as_json: bool, verbose: bool) -> None:
     """Convert a Keras (.keras, SavedModel) or ONNX model into a per-stage TFLite bundle for a board: split at its
@@ -135,7 +139,7 @@ def convert_cmd(model: str, target: str, calib: str, out: str, precision: Option
                               rungs=None if rungs is None else tuple(r.strip() for r in rungs.split(",")),
                               objective=objective,
                               exits=exit_options(exits, exit_data, head_epochs, head_target, head_budget,
-                                                 max_crossing, seed), prune=prune)
+                                                 max_crossing, seed, exit_placement), prune=prune)
         result = convert(opts, progress=progress)
     _print(result, as_json)
 
@@ -200,13 +204,13 @@ def _print(result: Any, as_json: bool) -> None:
 
 def exit_options(spec: Optional[str], data: Optional[str], epochs: Optional[int], target: Optional[str],
                  head_budget: Optional[float], max_crossing: Optional[int],
-                 seed: Optional[int]) -> Optional["ExitOptions"]:
+                 seed: Optional[int], place: Optional[str] = None) -> Optional["ExitOptions"]:
     """convert's --exits and head-training options as ExitOptions (None without --exits); a head-training option
     given without --exits is an error, not ignored. An option left out keeps the ExitOptions default."""
     from edgekit.convert.exits import ExitOptions, parse_exits
 
     given = {"--exit-data": data, "--head-epochs": epochs, "--head-target": target, "--head-budget": head_budget,
-             "--max-crossing": max_crossing, "--seed": seed}
+             "--max-crossing": max_crossing, "--seed": seed, "--exit-placement": place}
     if spec is None:
         named = sorted(k for k, v in given.items() if v is not None)
         if named:
@@ -219,7 +223,8 @@ def exit_options(spec: Optional[str], data: Optional[str], epochs: Optional[int]
                        epochs=d.epochs if epochs is None else epochs, seed=d.seed if seed is None else seed,
                        max_crossing=d.max_crossing if max_crossing is None else max_crossing,
                        head_budget=d.head_budget if head_budget is None else head_budget,
-                       target=d.target if target is None else target).check()
+                       target=d.target if target is None else target,
+                       place=d.place if place is None else place).check()
 
 
 def sizes(option_name: str, text: Optional[str]) -> Optional[Tuple[int, ...]]:

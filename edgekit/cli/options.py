@@ -33,6 +33,7 @@ ADAPTIVE = "adaptive"
 OBJECTIVES = ("latency", "size", "accuracy")                 # convert.precision.objective.OBJECTIVES
 FIT_OBJECTIVES = ("auto", "accuracy", "agreement")           # convert.thresholds.OBJECTIVES
 HEAD_TARGETS = ("auto", "labels", "distill")                 # convert.exits.TARGETS
+EXIT_PLACES = ("flops", "latency")                            # convert.exits.PLACES
 IMPORTANCES = ("l1", "l2", "bn_scale", "activation")         # convert.pruning.importance.IMPORTANCE
 ALLOCATIONS = ("dp", "uniform")                              # convert.prune.ALLOCATIONS
 

@@ -128,7 +128,14 @@ def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib:
     trained: List[Tuple[str, Dataset, str]] = []
     sections: Dict[str, Any] = {}
     if opts.exits is not None:                         # heads trained, backbone frozen
-        attached = attach_exits(model, opts.exits, train_part, progress=_phase(step, "exit heads"))
+        positions = None
+        if opts.exits.place == "latency":                # cut points where the time is, measured here
+            from edgekit.convert.exit_latency import latency_positions
+
+            positions = latency_positions(model, train_part.x, precision, target)
+            step(0, 0, "exit heads: placing {} exits by measured prefix latency".format(opts.exits.auto))
+        attached = attach_exits(model, opts.exits, train_part, progress=_phase(step, "exit heads"),
+                                positions=positions)
         model, sections["exits"] = attached.model, attached.report
         trained.append(("exit heads", load_data(opts.exits.data_path) if opts.exits.data_path else train_part,
                         opts.exits.data_path or opts.calib_path))

@@ -4,8 +4,10 @@ A head is pooling to a small grid (parameter-free) -> normalization (fixed per-c
 training features) -> optional hidden 1x1 convolution (or dense layer) with ReLU -> dense classifier (logits).
 The literature on multi-exit networks (BranchyNet, Shallow-Deep Networks, MSDNet) found that a linear head on
 globally pooled early features is too weak: keep some spatial resolution and a non-linear layer when the
-budget allows. The design with the most FLOPs wins among those within `head_budget` x (FLOPs of the stage
-the head ends) and `head_param_budget` x (the backbone's weights): a dense layer's FLOPs are twice its weights,
+budget allows. Among the designs within `head_budget` x (FLOPs of the stage the head ends) and
+`head_param_budget` x (the backbone's weights), the finest pooled grid wins, then the most FLOPs: spatial
+resolution is what an early head needs most (measured on the plain digits CNN after its first convolution, where
+the budget allows a 2x2 grid with 64 hidden units or a 4x4 grid with none: 76% against 98% on held-out data): a dense layer's FLOPs are twice its weights,
 so a FLOPs budget alone would let a head on a costly stage (ResNet50: 2 GFLOPs) grow to tens of millions of
 weights.
 
@@ -82,7 +84,7 @@ def design_head(shape: Tuple[int, ...], classes: int, budget_flops: float, budge
         raise ConfigError("the exit head after {} needs at least {} FLOPs and {} weights, over the head budget of "
                           "{:.0f} FLOPs (its stage) and {:.0f} weights (the backbone); raise the head budget or cut "
                           "deeper".format(where, least.flops, least.params, budget_flops, budget_params))
-    return max(fitting, key=lambda o: (o.flops, o.width, _prod(o.pooled)))
+    return max(fitting, key=lambda o: (_prod(o.pooled[:-1]), o.flops, o.width))
 
 
 def _pool_layer(keras, rank: int, pools: Tuple[int, ...], name: str):

@@ -3,7 +3,8 @@
 A cut point is a tensor of the functional graph; the cut takes every operation the tensor depends on, and the
 tensors that cross it (consumed on the far side) form the frontier the next stage receives. At the block
 boundaries of a residual network that is the one tensor itself; inside a block the skip crosses too.
-`attach_exits` picks cut points (by cumulative FLOPs fraction for `auto:N`, or by layer name), builds one small
+`attach_exits` picks cut points (for `auto:N` by cumulative FLOPs fraction, or by the measured latency fraction of
+the backbone's prefix up to each cut (exit_latency.py); or by layer name), builds one small
 head per cut (exit_heads.py), trains the heads with the backbone frozen, and returns an ordinary multi-exit
 model: outputs in depth order, the model's own classifier last.
 """
@@ -19,6 +20,7 @@ from edgekit.data import check_input_shape, load_data
 from edgekit.errors import ConfigError, ModelError
 
 TARGETS = ("auto", "labels", "distill")          # what the heads learn from
+PLACES = ("flops", "latency")                    # auto:N at fractions of the FLOPs, or of the measured latency
 # in a run of cuts with no computation between them, the exit goes after the last layer not of these kinds
 NOT_PREFERRED = ("ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
                  "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D",
@@ -48,7 +50,7 @@ def parse_exits(spec: str) -> Tuple[int, Tuple[str, ...]]:
 @dataclass(frozen=True)
 class ExitOptions:
     """How to attach exits. Exactly one of `auto` (> 0) and `layers` is set."""
-    auto: int = 0                        # choose this many cut points at FLOPs fractions 1/(N+1) ... N/(N+1)
+    auto: int = 0                        # choose this many cut points at fractions 1/(N+1) ... N/(N+1)
     layers: Tuple[str, ...] = ()         # or cut after these layers
     data_path: Optional[str] = None      # training data; None: the calibration data
     epochs: int = 40                     # at most, per head (early stopping ends sooner)
@@ -62,6 +64,7 @@ class ExitOptions:
     patience: int = 6
     batch_size: int = 64
     learning_rate: float = 3e-3
+    place: str = "flops"                 # auto: fractions of the FLOPs, or of the latency measured here
 
     def check(self) -> "ExitOptions":
         if (self.auto > 0) == bool(self.layers):
@@ -72,6 +75,11 @@ class ExitOptions:
         for what, value, low in limits:
             if value < low:
                 raise ConfigError("{} must be at least {}, got {}".format(what, low, value))
+        if self.place not in PLACES:
+            raise ConfigError("exit placement {!r}; allowed: {}".format(self.place, ", ".join(PLACES)))
+        if self.place != "flops" and not self.auto:
+            raise ConfigError("exit placement {!r} applies to auto:N; exits after named layers are placed by their "
+                              "names".format(self.place))
         if self.target not in TARGETS:
             raise ConfigError("head target {!r}; allowed: {}".format(self.target, ", ".join(TARGETS)))
         for what, value in (("head budget", self.head_budget), ("head parameter budget", self.head_param_budget),
@@ -206,8 +214,12 @@ def _representatives(g: _CutGraph, cuts: Sequence[CutPoint]) -> List[CutPoint]:
     return out
 
 
-def choose_auto(model, n: int, max_crossing: int = 1) -> List[CutPoint]:
-    """n cut points nearest to the cumulative FLOPs fractions 1/(n+1), ..., n/(n+1), strictly nested."""
+Positions = Callable[[Sequence[CutPoint]], List[float]]   # each candidate cut's place in (0, 1] along the backbone
+
+
+def choose_auto(model, n: int, max_crossing: int = 1, positions: Optional[Positions] = None) -> List[CutPoint]:
+    """n cut points nearest to the cumulative fractions 1/(n+1), ..., n/(n+1), strictly nested: of the FLOPs, or
+    of what `positions` gives per candidate (exit_latency.latency_positions: measured prefix latency)."""
     _check_model(model)
     g = _CutGraph(model)
     cands = _representatives(g, [c for c in g.all_cuts() if g.problem(c, max_crossing) is None
@@ -218,6 +230,7 @@ def choose_auto(model, n: int, max_crossing: int = 1) -> List[CutPoint]:
                          "{:.0%} of the FLOPs after them ({}); asked for {} exits{}".format(
                              model.name, len(cands), max_crossing, MIN_REMAINING,
                              ", ".join(c.layer for c in cands) or "none", n, _nested_hint(model)))
+    where = [c.fraction for c in cands] if positions is None else [float(p) for p in positions(cands)]
     chosen: List[CutPoint] = []
     start = 0
     for i in range(n):
@@ -227,7 +240,7 @@ def choose_auto(model, n: int, max_crossing: int = 1) -> List[CutPoint]:
         if not pool:
             raise ModelError("model {!r}: cannot place {} nested exits among its cut points ({})".format(
                 model.name, n, ", ".join(c.layer for c in cands)))
-        j = min(pool, key=lambda j: (abs(cands[j].fraction - target), j))
+        j = min(pool, key=lambda j: (abs(where[j] - target), j))
         chosen.append(cands[j])
         start = j + 1
     return chosen
@@ -272,19 +285,33 @@ class ExitsResult:
     report: Dict[str, Any]
 
 
-def attach_exits(model, options: ExitOptions, data, progress: Optional[Progress] = None) -> ExitsResult:
+def attach_exits(model, options: ExitOptions, data, progress: Optional[Progress] = None,
+                 positions: Optional[Positions] = None) -> ExitsResult:
     """The public verb: find cut points, build and train heads (backbone frozen), return the multi-exit model.
-    data: an edgekit.data.Dataset (options.data_path, when set, is loaded instead)."""
+    data: an edgekit.data.Dataset (options.data_path, when set, is loaded instead). positions: how `auto:N` with
+    place "latency" measures where each cut is (convert passes exit_latency.latency_positions)."""
     options.check()
     _check_model(model)
     if options.data_path:
         data = load_data(options.data_path)
     check_input_shape(data.x, (None,) + tuple(model.inputs[0].shape[1:]), "exit training data " + data.source)
-    if options.auto:
+    placed: Dict[str, float] = {}
+    if options.auto and options.place == "latency":
+        if positions is None:
+            raise ConfigError("exit placement 'latency' needs the prefix latencies measured (convert measures them)")
+
+        def measured(cands: Sequence[CutPoint]) -> List[float]:
+            got = positions(cands)
+            placed.update({c.layer: round(float(p), 4) for c, p in zip(cands, got)})
+            return got
+        cuts = choose_auto(model, options.auto, options.max_crossing, measured)
+    elif options.auto:
         cuts = choose_auto(model, options.auto, options.max_crossing)
     else:
         cuts = named_cut_points(model, options.layers, options.max_crossing)
     new, report = build_and_train(model, cuts, options, data, progress or (lambda d, t, s: None))
+    report["placement"] = {"by": options.place if options.auto else "layer names",
+                           "latency_fraction_of_prefix": placed or None}
     return ExitsResult(model=new, cuts=tuple(cuts), report=report)
 
 

@@ -48,7 +48,8 @@ def convert_options(opts: OptimizeOptions, cand: Candidate, out_dir: str):
         precision="adaptive" if adaptive else cand.precision,
         objective=cand.precision.split(":", 1)[1] if adaptive else None,
         max_drop=opts.max_drop,          # heads and recovery then train only on the part thresholds never see
-        exits=ExitOptions(auto=cand.exits, epochs=opts.space.head_epochs) if cand.exits > 0 else None,
+        exits=ExitOptions(auto=cand.exits, epochs=opts.space.head_epochs, place=cand.place) if cand.exits > 0
+        else None,
         prune=None if cand.prune is None else PruneOptions(fraction=cand.prune, budget="flops",
                                                           recover_epochs=opts.space.recover_epochs))
 

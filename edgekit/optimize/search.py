@@ -84,7 +84,8 @@ def singles(ctx: Context, base: Candidate, plain: bool) -> List[Candidate]:
     out = [base] + [replace(base, precision=r) for r in rungs(space, ctx.target, ctx.opts.budget)
                     if r != base.precision]
     out += [replace(base, prune=p) for p in space.prune_fractions]
-    out += [replace(base, exits=n) for n in space.exit_counts if n != base.exits] if plain else []
+    out += [replace(base, exits=n, place=pl) for pl in space.exit_places for n in space.exit_counts
+            if (n, pl) != (base.exits, base.place)] if plain else []
     return out
 
 
@@ -99,7 +100,8 @@ def _ratio(pts: List[Point], base_full: Point, metric: str, min_acc: float, ref:
 def technique_ratios(ctx: Context, base: Candidate, measured: Dict[Candidate, List[Point]], ref: float,
                      metric: str) -> Dict[str, Dict[Any, Tuple[float, float]]]:
     """Per technique and setting, (cost ratio, accuracy lost) as measured alone: exits from the thresholded
-    points of the unpruned baseline-precision conversions, pruning and precision from their full-depth points."""
+    points of the unpruned baseline-precision conversions (keyed by count and placement), pruning and precision from
+    their full-depth points."""
     base_full = [p for p in measured[base] if p.drop_share is None][0]
     out: Dict[str, Dict[Any, Tuple[float, float]]] = {"exits": {}, "prune": {None: (1.0, 0.0)},
                                                       "precision": {base.precision: (1.0, 0.0)}}
@@ -107,8 +109,9 @@ def technique_ratios(ctx: Context, base: Candidate, measured: Dict[Candidate, Li
         full = [p for p in pts if p.drop_share is None]
         exits = [p for p in pts if p.drop_share is not None]
         if cand.prune is None and cand.precision == base.precision and exits:
-            out["exits"][cand.exits] = _ratio(exits, base_full, metric, ctx.min_accuracy, ref)
-        elif cand.exits == base.exits and (cand.prune is None) != (cand.precision == base.precision):
+            out["exits"][(cand.exits, cand.place)] = _ratio(exits, base_full, metric, ctx.min_accuracy, ref)
+        elif (cand.exits, cand.place) == (base.exits, base.place) and \
+                (cand.prune is None) != (cand.precision == base.precision):
             dim = "prune" if cand.prune is not None else "precision"
             out[dim][getattr(cand, dim)] = _ratio(full, base_full, metric, ctx.min_accuracy, ref)
     return out
@@ -121,7 +124,7 @@ def combinations(ctx: Context, base: Candidate, measured: Dict[Candidate, List[P
     base_cost = [p for p in measured[base] if p.drop_share is None][0].metric(metric)
     out = []
     for e, p, q in itertools.product(by_dim["exits"], by_dim["prune"], by_dim["precision"]):
-        cand = Candidate(e, p, q)
+        cand = Candidate(e[0], p, q, e[1])
         if cand in measured:
             continue
         parts = [by_dim["exits"][e], by_dim["prune"][p], by_dim["precision"][q]]

@@ -1,7 +1,7 @@
 """What `edgekit optimize` searches over and what it is asked for: typed, checked before any work.
 
-A candidate is one conversion: exits (the model's own, or `auto:N` heads on a single-output model), a
-pruning FLOPs fraction and a precision plan. Thread counts are not a dimension here: every bundle already runs
+A candidate is one conversion: exits (the model's own, or `auto:N` heads on a single-output model, placed at
+fractions of the FLOPs or of the latency measured here), a pruning FLOPs fraction and a precision plan. Thread counts are not a dimension here: every bundle already runs
 each stage at the count the cost protocol measured fastest for it. Thresholds are fitted per candidate at a
 few accuracy-drop shares, giving several operating points per conversion at the cost of one.
 """
@@ -15,6 +15,9 @@ BUDGETS = ("latency_ms", "energy_mj", "size_bytes")
 FLAGS = {"latency_ms": "--latency-ms", "energy_mj": "--energy-mj", "size_bytes": "--size"}
 PRUNE_FRACTIONS = (0.7, 0.5)      # FLOPs fractions kept
 EXIT_COUNTS = (1, 2, 3)           # auto:N on a single-output model
+# where auto:N puts its cuts (convert.exits.PLACES): time is not proportional to FLOPs where fixed per-pixel and
+# per-op costs dominate (measured: the plain digits CNN's stem took 18% of the int8 time at 1% of the FLOPs)
+EXIT_PLACES = ("flops", "latency")
 DROP_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)   # thresholds fitted at these shares of what the candidate may lose
 SLOW_RUNGS = ("int16x8",)         # reference kernels: never faster than int8 (DESIGN.md); kept for size only
 
@@ -24,10 +27,12 @@ class Candidate:
     exits: int = 0                # 0: none, NATIVE: the model's own, N > 0: auto:N heads
     prune: Optional[float] = None  # FLOPs fraction kept, None: not pruned
     precision: str = "int8"       # a uniform rung or "adaptive:<objective>"
+    place: str = "flops"          # auto:N heads at fractions of the FLOPs or of the measured latency
 
     @property
     def key(self) -> str:
         exits = "native" if self.exits == NATIVE else "auto{}".format(self.exits) if self.exits else "none"
+        exits += "@latency" if self.exits > 0 and self.place == "latency" else ""
         return "exits={} prune={} precision={}".format(exits, "-" if self.prune is None else "{:g}".format(
             self.prune), self.precision)
 
@@ -36,7 +41,8 @@ class Candidate:
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "Candidate":
-        return cls(int(d["exits"]), None if d.get("prune") is None else float(d["prune"]), str(d["precision"]))
+        return cls(int(d["exits"]), None if d.get("prune") is None else float(d["prune"]), str(d["precision"]),
+                   str(d.get("place", "flops")))
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,7 @@ class Budget:
 @dataclass(frozen=True)
 class SearchSpace:
     exit_counts: Tuple[int, ...] = EXIT_COUNTS
+    exit_places: Tuple[str, ...] = EXIT_PLACES
     prune_fractions: Tuple[float, ...] = PRUNE_FRACTIONS
     precisions: Optional[Tuple[str, ...]] = None     # None: every uniform rung the target runs
     drop_shares: Tuple[float, ...] = DROP_SHARES
@@ -84,6 +91,9 @@ class SearchSpace:
     def check(self) -> "SearchSpace":
         if any(not 1 <= n <= 8 for n in self.exit_counts):
             raise ConfigError("exit counts {}: allowed 1 to 8".format(self.exit_counts))
+        if not self.exit_places or any(p not in EXIT_PLACES for p in self.exit_places):
+            raise ConfigError("exit placements {}: allowed at least one of {}".format(self.exit_places,
+                                                                                     ", ".join(EXIT_PLACES)))
         if any(not 0.0 < p < 1.0 for p in self.prune_fractions):
             raise ConfigError("prune fractions {}: allowed in (0, 1)".format(self.prune_fractions))
         if not self.drop_shares or any(not 0.0 <= s <= 1.0 for s in self.drop_shares):
