@@ -182,3 +182,29 @@ def test_a_budget_relative_to_the_baseline_uses_the_baseline_timed_in_the_same_r
     assert "allowed a number above 0, or a percentage" in _one_line(_cli(opts, "--latency-ms", "150%", "-o",
                                                                           tmp_path / "x"))
     assert not (tmp_path / "tiny").exists() and not (tmp_path / "x").exists()
+
+
+def test_exit_placement_is_a_search_dimension_for_a_single_output_model():
+    from types import SimpleNamespace
+
+    from edgekit.convert.exits import PLACES
+    from edgekit.errors import ConfigError
+    from edgekit.optimize.search import baseline, singles
+    from edgekit.optimize.space import EXIT_PLACES
+    from edgekit.targets import get_target
+
+    assert EXIT_PLACES == PLACES
+    lat = Candidate(2, None, "int8", "latency")
+    assert lat.key == "exits=auto2@latency prune=- precision=int8"
+    assert Candidate(2, None, "int8").key == "exits=auto2 prune=- precision=int8"
+    assert Candidate.from_dict(lat.to_dict()) == lat
+    assert Candidate.from_dict({"exits": 2, "prune": None, "precision": "int8"}).place == "flops"  # older caches
+    space = SearchSpace(exit_counts=(1, 2), prune_fractions=(), precisions=("int8",))
+    ctx = SimpleNamespace(opts=SimpleNamespace(space=space, budget=Budget("latency_ms", 0.5, True)),
+                          target=get_target("host-x86_64"))
+    base = baseline(1, ["int8"])
+    got = singles(ctx, base, plain=True)
+    assert got == [base, Candidate(2, None, "int8"), Candidate(1, None, "int8", "latency"), lat]
+    assert singles(ctx, Candidate(NATIVE, None, "int8"), plain=False) == [Candidate(NATIVE, None, "int8")]
+    with pytest.raises(ConfigError, match="exit placements \\('time',\\): allowed at least one of flops, latency"):
+        SearchSpace(exit_places=("time",)).check()

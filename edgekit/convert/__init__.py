@@ -1,7 +1,7 @@
 """convert(...): the one place that knows the order of the pipeline stages.
 
 front end, one per format, each yielding the same stages (stages.py), checked against the original model:
-  Keras (keras_front.py): load -> exits (attach and train heads, exits.py) -> prune (prune.py) -> split (split.py)
+  Keras (keras_front.py): load -> prune (prune.py) -> exits (attach and train heads, exits.py) -> split (split.py)
   ONNX (onnx_front.py): split at the ONNX level (onnx_split.py) -> onnx2tf per stage (onnx.py)
 -> precision (adaptive: a rung per op and stage, precision/) -> quantize each stage (quantize.py) -> integer
 boundaries (boundaries.py) -> measure (evaluate.py) -> manifest (bundle.build_manifest) -> thresholds fitted in
@@ -60,7 +60,7 @@ class ConvertOptions:
     rungs: Optional[tuple] = None          # adaptive: restrict the ladder (names from edgekit.rungs.LADDER)
     objective: Optional[str] = None        # adaptive: latency (default), size or accuracy (precision.objective)
     exits: Optional[ExitOptions] = None    # attach and train exit heads on a single-output model
-    prune: Optional[PruneOptions] = None   # structured channel pruning after exits, before split
+    prune: Optional[PruneOptions] = None   # structured channel pruning before attached exits and split
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,19 @@ def _check_options(opts: ConvertOptions) -> Tuple[Any, str, Optional[_FitData]]:
 
 
 def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib: Dataset, step: Progress):
-    """The Keras model after exits were attached and channels pruned (both before split), their report sections,
-    and what edgekit trained on (role, data, path)."""
+    """The Keras model after channels were pruned and exits attached (both before split), their report sections,
+    and what edgekit trained on (role, data, path). Pruning comes first: the heads are then trained on the features
+    of the backbone that ships, and recovery distils one output. Pruned after them, the heads' features moved under
+    them: on the plain digits CNN at 50% of the FLOPs with 5 recovery epochs, the recovered final exit fell to 75%
+    on calibration data while its first exit's head stayed at 99.6%."""
     train_part = training_part(calib, _splitting(opts))  # never the part thresholds are fitted on
     trained: List[Tuple[str, Dataset, str]] = []
     sections: Dict[str, Any] = {}
+    if opts.prune is not None:                         # channels physically removed, recovered by distillation
+        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=_phase(step, "prune"))
+        model, sections["prune"] = pruned.model, pruned.report
+        if opts.prune.recover_epochs:
+            trained.append(("pruning recovery", train_part, opts.calib_path))
     if opts.exits is not None:                         # heads trained, backbone frozen
         positions = None
         if opts.exits.place == "latency":                # cut points where the time is, measured here
@@ -139,11 +147,6 @@ def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib:
         model, sections["exits"] = attached.model, attached.report
         trained.append(("exit heads", load_data(opts.exits.data_path) if opts.exits.data_path else train_part,
                         opts.exits.data_path or opts.calib_path))
-    if opts.prune is not None:                         # after exits: channels physically removed
-        pruned = prune(model, opts.prune.resolved(target, precision), train_part, progress=_phase(step, "prune"))
-        model, sections["prune"] = pruned.model, pruned.report
-        if opts.prune.recover_epochs:
-            trained.append(("pruning recovery", train_part, opts.calib_path))
     return model, sections, trained
 
 
