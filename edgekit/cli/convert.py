@@ -48,7 +48,8 @@ def _adaptive_options(fn: Any) -> Any:
 def _exit_options(fn: Any) -> Any:
     for opt in reversed([
         click.option("--exits", default=None,
-                     help="Attach exits to a single-output model: auto:N (at FLOPs fractions) or layer names a,b "
+                     help="Attach exits to a single-output model: auto:N (at FLOPs or latency fractions: "
+                          "--exit-placement) or layer names a,b "
                           "(cut after). ONNX: the names of the exit tensors in depth order (default: the graph "
                           "outputs)."),
         click.option("--exit-data", type=click.Path(exists=True, dir_okay=False), default=None,
