@@ -1,7 +1,7 @@
 """Where int8 time goes on this machine, and where `auto:N` exits go when placed by it (host-x86_64, 1 thread).
 
 1. One int8 3x3 convolution (int8 in and out, so no (de)quantize, XNNPACK, batch 1) at 32x32, 16x16 and 8x8 with
-   8 to 64 channels in and out: median ms and ns per output pixel, all timed together, interleaved. When the
+   8 to 96 channels in and out: median ms and ns per output pixel, all timed together, interleaved. When the
    per-pixel cost hardly moves with the channels, removing channels (pruning) saves little at high resolution.
 2. The plain digits CNN (edgekit/assets/digits_cnn.keras): each candidate cut's share of the FLOPs and of the
    measured int8 latency of the backbone's prefix up to it (convert/exit_latency.py, as `--exit-placement latency`
@@ -20,13 +20,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 CNN = os.path.join(ROOT, "edgekit", "assets", "digits_cnn.keras")
 CALIB = os.path.join(ROOT, "calibration", "digits_calib.npz")
-SHAPES = [(32, c) for c in (8, 16, 32)] + [(16, c) for c in (16, 32, 56, 64)] + [(8, c) for c in (32, 64, 96)]
+SHAPES = [(32, c) for c in (8, 16, 32)] + [(16, c) for c in (16, 32, 56, 64, 96)] + [(8, c) for c in (32, 64, 72, 96)]
 
 
 def conv_int8(hw: int, ch: int) -> bytes:
     import keras
-    import tensorflow as tf
 
+    from edgekit.convert.tf import quiet, tensorflow
+
+    tf = tensorflow()
     inp = keras.Input((hw, hw, ch), name="x")
     model = keras.Model(inp, keras.layers.Conv2D(ch, 3, padding="same", activation="relu")(inp))
     rs = np.random.RandomState(0)
@@ -35,7 +37,8 @@ def conv_int8(hw: int, ch: int) -> bytes:
     conv.representative_dataset = lambda: ({"x": rs.rand(1, hw, hw, ch).astype(np.float32)} for _ in range(16))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type, conv.inference_output_type = tf.int8, tf.int8
-    return conv.convert()
+    with quiet():
+        return conv.convert()
 
 
 def convolutions() -> None:
