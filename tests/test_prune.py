@@ -77,6 +77,29 @@ def test_convert_with_pruning_keeps_the_exits(tmp_path, test_split):
     json.dumps(res.report)
 
 
+def test_attached_exits_are_trained_on_the_pruned_backbone(tmp_path):
+    """With --exits and pruning, the backbone is pruned first: the head after relu2_2 reads the channels that
+    survived, and pruning saw one output."""
+    import os
+
+    from edgekit.convert import ConvertOptions, convert
+    from edgekit.convert.exits import ExitOptions
+    from edgekit.convert.prune import PruneOptions
+    from tests.conftest import ROOT
+
+    cnn = os.path.join(ROOT, "edgekit", "assets", "digits_cnn.keras")
+    opts = ConvertOptions(cnn, "host-x86_64", CALIB, str(tmp_path), precision="float32",
+                          exits=ExitOptions(layers=("relu2_2",), epochs=2),
+                          prune=PruneOptions(fraction=0.5, samples=32, ratios=(0.25, 0.5, 0.75)))
+    res = convert(opts)
+    rep = res.report["prune"]
+    kept = {g["group"]: g["kept_dp"] for g in rep["groups"]}
+    head = res.report["exits"]["exits"][0]
+    assert head["cut"] == "relu2_2" and head["shape"][-1] == kept["conv2_2"] < 56
+    assert rep["outputs"] == ["logits"]                       # pruning saw the single-output backbone
+    assert [s.exit.name for s in res.manifest.stages] == ["exit0", "logits"]
+
+
 def test_recovery_distils_back_accuracy(demo_model, calib, test_split):
     from edgekit.convert.prune import PruneOptions, prune
 
