@@ -28,9 +28,12 @@ class Stored(NamedTuple):
 
 
 def four_bit_regions(blob: bytes) -> List[Tuple[int, int]]:
-    """(offset, length) of every INT8 CONV_2D filter buffer of `blob` whose values are all in [-8, 7], sorted."""
+    """(offset, length) of every INT8 CONV_2D filter buffer of `blob` whose values are all in [-8, 7], sorted
+    (none for bytes that are not a .tflite model)."""
     from tensorflow.lite.python import schema_py_generated as schema
 
+    if len(blob) < 8 or bytes(blob[4:8]) != b"TFL3":
+        return []
     model = schema.Model.GetRootAs(blob, 0)
     found = set()
     for g in range(model.SubgraphsLength()):
