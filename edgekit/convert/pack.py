@@ -30,6 +30,16 @@ class Stored(NamedTuple):
 def four_bit_regions(blob: bytes) -> List[Tuple[int, int]]:
     """(offset, length) of every INT8 CONV_2D filter buffer of `blob` whose values are all in [-8, 7], sorted
     (none for bytes that are not a .tflite model)."""
+    return [(off, n) for off, n in conv_filter_regions(blob)
+            if _fits(np.frombuffer(blob, np.int8, count=n, offset=off))]
+
+
+def _fits(values: np.ndarray) -> bool:
+    return bool(values.size) and int(values.min()) >= -8 and int(values.max()) <= 7
+
+
+def conv_filter_regions(blob: bytes) -> List[Tuple[int, int]]:
+    """(offset, length) of every INT8 CONV_2D filter buffer of `blob` (at least MIN_REGION bytes), sorted."""
     from tensorflow.lite.python import schema_py_generated as schema
 
     if len(blob) < 8 or bytes(blob[4:8]) != b"TFL3":
@@ -53,12 +63,9 @@ def four_bit_regions(blob: bytes) -> List[Tuple[int, int]]:
 
 
 def _region(buf) -> Optional[Tuple[int, int]]:
-    """The buffer's data as a region of the file, when it is inside it and holds 4-bit values only."""
+    """The buffer's data as a region of the file, when it is inside it."""
     n = buf.DataLength()
     if n < MIN_REGION or buf.Offset() > 1:       # Offset > 1: data outside the flatbuffer (large models)
-        return None
-    values = buf.DataAsNumpy().view(np.int8)
-    if int(values.min()) < -8 or int(values.max()) > 7:
         return None
     start = buf._tab.Vector(buf._tab.Offset(4))  # noqa: SLF001 - the data vector's position in the file
     return int(start), int(n)
