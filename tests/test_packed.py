@@ -155,7 +155,7 @@ def test_an_edgekit_that_reads_schema_version_1_only_refuses_a_packed_bundle(pac
     assert "Traceback" not in res.stderr
 
 
-def test_convert_default_adaptive_on_the_demo_stores_packed_filters(tmp_path, monkeypatch):
+def test_convert_default_adaptive_on_the_demo_stores_packed_filters(tmp_path, monkeypatch, capsys):
     """Every candidate timed alike (a fixed clock): the default plan is then decided by sensitivity alone."""
     from edgekit.convert import ConvertOptions, convert
     from edgekit.convert.precision import costs
@@ -180,3 +180,8 @@ def test_convert_default_adaptive_on_the_demo_stores_packed_filters(tmp_path, mo
     assert plan["verification"]["holds"]
     assert "on disk" in plan["summary"][0] and "in memory after load" in plan["summary"][0]
     assert len(packed_lines(res.bundle_dir, manifest)) == len(packed)
+    from edgekit.cli.convert import _print
+
+    _print(res, False)                           # what convert prints: size on disk and in memory
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "on disk, 4-bit convolution weights nibble-packed" in first and "in memory after load" in first
