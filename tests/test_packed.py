@@ -2,8 +2,6 @@
 interpreter outputs, the runtime restores and checks packed stage files, refuses tampered ones and an edgekit that
 reads schema version 1 only refuses a packed bundle; convert's default adaptive plan on the demo packs filters."""
 import hashlib
-import json
-import os
 import subprocess
 import sys
 
@@ -11,6 +9,7 @@ import numpy as np
 import pytest
 
 from edgekit.errors import BundleError
+from edgekit.manifest import read_manifest
 from tests.bundle_edit import copy_bundle, edit_manifest, read_stage, write_stage
 from tests.conftest import CALIB, DEMO, ROOT, TEST
 
@@ -79,7 +78,7 @@ def packed_bundle(demo_bundles, tmp_path):
     from edgekit.manifest import PACKED_SCHEMA_VERSION
 
     bundle = copy_bundle(demo_bundles("int8"), str(tmp_path / "packed"))
-    k = len(json.load(open(os.path.join(bundle, "manifest.json")))["stages"]) - 1
+    k = len(read_manifest(bundle).stages) - 1
     model = bytearray(read_stage(bundle, k))
     for off, n in conv_filter_regions(bytes(model)):
         model[off:off + n] = (np.frombuffer(bytes(model[off:off + n]), np.int8) // 16).astype(np.int8).tobytes()
@@ -123,7 +122,7 @@ def test_a_tampered_packed_bundle_is_refused_in_one_line(packed_bundle, test_spl
 
     bundle, k, _ = packed_bundle
     data = bytearray(read_stage(bundle, k))
-    off, n = json.load(open(os.path.join(bundle, "manifest.json")))["stages"][k]["packed"]["regions"][0]
+    off, n = read_manifest(bundle).stages[k].packed.regions[0]
     if damage.startswith("flip"):
         data[off + 3] ^= 0x11                    # inside the packed filter: the stored bytes still parse
         write_stage(bundle, k, bytes(data), fix_sha=damage == "flip")
