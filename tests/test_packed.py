@@ -70,14 +70,13 @@ def test_nibbles_round_trip_every_value_and_refuse_wider_ones():
         pack(np.array([8], np.int8).tobytes())
 
 
-@pytest.fixture
-def packed_bundle(demo_bundles, tmp_path):
-    """The int8 demo bundle with the filters of its last stage's convolutions divided down to 4-bit values and
-    stored packed (schema version 2); and that stage's restored model."""
+def make_packed(src: str, dest: str):
+    """A copy of the int8 bundle `src` at `dest` with the filters of its last stage's convolutions divided down to
+    4-bit values and stored packed (schema version 2); (the bundle, that stage, its restored model)."""
     from edgekit.convert.pack import conv_filter_regions, store
     from edgekit.manifest import PACKED_SCHEMA_VERSION
 
-    bundle = copy_bundle(demo_bundles("int8"), str(tmp_path / "packed"))
+    bundle = copy_bundle(src, dest)
     k = len(read_manifest(bundle).stages) - 1
     model = bytearray(read_stage(bundle, k))
     for off, n in conv_filter_regions(bytes(model)):
@@ -90,6 +89,11 @@ def packed_bundle(demo_bundles, tmp_path):
         d["stages"][k]["packed"] = stored.packing.to_dict()
     edit_manifest(bundle, packed)
     return bundle, k, bytes(model)
+
+
+@pytest.fixture
+def packed_bundle(demo_bundles, tmp_path):
+    return make_packed(demo_bundles("int8"), str(tmp_path / "packed"))
 
 
 def test_the_runtime_restores_a_packed_stage_before_building_its_interpreter(packed_bundle, test_split):

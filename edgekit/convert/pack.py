@@ -80,7 +80,7 @@ def store(blob: bytes) -> Stored:
                                 size_bytes=len(blob), format=FORMAT))
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def stored_bytes(blob: bytes) -> int:
     """Bytes of the stage file `store` would write for `blob`."""
     return stored_size(len(blob), four_bit_regions(blob))
