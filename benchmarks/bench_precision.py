@@ -2,7 +2,7 @@
 
 Demo (the 3-exit digits CNN, target raspberry-pi-4): uniform int8 (and float32 for reference) beside
 `--precision adaptive` with its defaults (objective latency) and with `--objective size`. Size = the bundle's
-stage files; accuracy = last exit with every stage run on the 360 test images; latency = full depth through the
+stage files on disk (4-bit convolution filters stored nibble-packed; the runtime restores the int8 model); accuracy = last exit with every stage run on the 360 test images; latency = full depth through the
 runtime (EarlyExitRunner, every stage), batch 1, 1 thread, each bundle timed interleaved call by call with the
 int8 bundle (median; the machine may be shared with other work, which interleaving spreads over both alike;
 pairs, because a bundle with large weights in the same rounds leaves the others cold caches). Goals: default adaptive accuracy >= int8's, size <= 0.70x int8, latency <= 1.05x int8; objective size
@@ -209,8 +209,10 @@ def run_mobilenet(target, samples):
             rungs=rungs, sensitivity_samples=samples, objective=objective), name)
         rows["adaptive " + objective] = {"blobs": list(plan.blobs), "time": str(c), "plan": plan}
     tfeeds = stage_inputs(stages, test[:1], name)
-    for k, r in rows.items():
-        r["size"] = sum(len(b) for b in r["blobs"])
+    from edgekit.convert.pack import stored_bytes
+
+    for k, r in rows.items():                   # on disk: an adaptive plan stores 4-bit convolution filters packed
+        r["size"] = sum(stored_bytes(b) if k.startswith("adaptive") else len(b) for b in r["blobs"])
         r["sqnr"] = [sqnr_db(a, b) for a, b in zip(ref, full_depth_outputs(r["blobs"], stages, test, name))]
         if k != "int8":                          # each build against int8, the pair interleaved call by call
             timed = full_depth({"int8": rows["int8"]["blobs"], k: r["blobs"]}, tfeeds, _protocol())

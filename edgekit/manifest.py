@@ -10,17 +10,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, Optional, Tuple
 
 from edgekit.errors import BundleError
-from edgekit.manifest_checks import (INT_RANGE, MAX_DIM, check_name, check_runtime, check_source_layout, finite,
-                                     int_field, need, quantization)
+from edgekit.manifest_checks import (INT_RANGE, MAX_DIM, check_name, check_regions, check_runtime,
+                                     check_source_layout, finite, int_field, need, quantization)
 from edgekit.rungs import PRECISIONS, STAGE_PRECISIONS  # noqa: F401 - targets.py validates PRECISIONS from here
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1               # stage files are the .tflite models themselves
+PACKED_SCHEMA_VERSION = 2        # and stage files may store 4-bit weights nibble-packed (StageSpec.packed)
+SCHEMA_VERSIONS = (SCHEMA_VERSION, PACKED_SCHEMA_VERSION)   # what this edgekit reads; a bundle is written at the
+                                 # lowest that describes it, so a bundle without packed stages stays readable by
+                                 # an edgekit that knows version 1 only, and one with them is refused there
+PACKED_FORMATS = ("int4-nibbles",)   # runtime/packed.FORMAT
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 MAX_TENSOR_BYTES = 256 << 20      # one tensor per batch entry (fixed dims only); far above what a board runs
 MAX_COUNT = 1 << 62               # flops, size_bytes
+MAX_STAGE_FILE = 1 << 31          # an unpacked stage model
 _ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8}
 QUANTIZED_DTYPES = tuple(INT_RANGE)    # the dtypes a carried tensor may be quantized in
 QUANT_SCALE_RTOL = 1e-5           # a carried integer tensor: producer and consumer scales agree to this
@@ -112,6 +118,35 @@ class ExitSpec:
 
 
 @dataclass(frozen=True)
+class Packing:
+    """A stage file that stores 4-bit weights nibble-packed (runtime/packed.py): the regions (offset, length) of
+    the unpacked model they were packed from, and that model's sha256 and size."""
+    regions: Tuple[Tuple[int, int], ...]
+    sha256: str
+    size_bytes: int
+    format: str = "int4-nibbles"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"format": self.format, "regions": [list(r) for r in self.regions], "sha256": self.sha256,
+                "size_bytes": self.size_bytes}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "Packing":
+        fmt = need(d, "format", where)
+        if fmt not in PACKED_FORMATS:
+            raise BundleError("{}.format: unknown packing {!r}; allowed: {}".format(where, fmt, ", ".join(
+                PACKED_FORMATS)))
+        sha = need(d, "sha256", where)
+        if not isinstance(sha, str) or not _SHA_RE.match(sha):
+            raise BundleError("{}.sha256: expected 64 lowercase hex digits, got {!r}".format(where, sha))
+        size = int_field(d, "size_bytes", where, None, MAX_STAGE_FILE)
+        if size is None:
+            raise BundleError("{}: missing field 'size_bytes'".format(where))
+        return cls(regions=check_regions(need(d, "regions", where), size, where + ".regions"), sha256=sha,
+                   size_bytes=size, format=fmt)
+
+
+@dataclass(frozen=True)
 class StageSpec:
     index: int
     file: str
@@ -123,6 +158,7 @@ class StageSpec:
     flops: int = 0
     size_bytes: int = 0
     latency_ms: Optional[float] = None
+    packed: Optional[Packing] = None     # the file stores 4-bit weights nibble-packed; size_bytes is the file's
 
     @property
     def carried(self) -> Tuple[TensorSpec, ...]:
@@ -130,12 +166,15 @@ class StageSpec:
         return tuple(t for t in self.outputs if t.name not in (self.exit.name, self.exit.score))
 
     def to_dict(self) -> Dict[str, Any]:
-        return {
+        d = {
             "index": self.index, "file": self.file, "sha256": self.sha256, "precision": self.precision,
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
             "exit": self.exit.to_dict(), "flops": self.flops, "size_bytes": self.size_bytes,
             "latency_ms": self.latency_ms,
         }
+        if self.packed is not None:
+            d["packed"] = self.packed.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str) -> "StageSpec":
@@ -162,9 +201,10 @@ class StageSpec:
         latency = d.get("latency_ms")
         if latency is not None:
             latency = finite(latency, where + ".latency_ms", lo=0.0)
+        packed = Packing.from_dict(d["packed"], where + ".packed") if d.get("packed") is not None else None
         return cls(index=int_field(d, "index", where, 0, 63), file=fname, sha256=sha, precision=precision,
                    inputs=inputs, outputs=outputs, exit=ex, flops=int_field(d, "flops", where, 0, MAX_COUNT),
-                   size_bytes=int_field(d, "size_bytes", where, 0, MAX_COUNT), latency_ms=latency)
+                   size_bytes=int_field(d, "size_bytes", where, 0, MAX_COUNT), latency_ms=latency, packed=packed)
 
 
 @dataclass(frozen=True)
@@ -225,13 +265,16 @@ class Manifest:
         if not isinstance(d, dict):
             raise BundleError("manifest: expected a JSON object, got {}".format(type(d).__name__))
         version = d.get("schema_version")
-        if isinstance(version, bool) or version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version not in SCHEMA_VERSIONS:
             raise BundleError("manifest: unknown schema_version {!r}; this edgekit reads {}".format(
-                version, SCHEMA_VERSION))
+                version, " and ".join(str(v) for v in SCHEMA_VERSIONS)))
         stages_raw = need(d, "stages", "manifest")
         if not isinstance(stages_raw, list) or not stages_raw or len(stages_raw) > 64:
             raise BundleError("manifest.stages: expected a list of 1 to 64 stages")
         stages = tuple(StageSpec.from_dict(s, "manifest.stages[{}]".format(i)) for i, s in enumerate(stages_raw))
+        if version < PACKED_SCHEMA_VERSION and any(s.packed is not None for s in stages):
+            raise BundleError("manifest: schema_version {} has no packed stage files; a stage with 'packed' needs "
+                              "schema_version {}".format(version, PACKED_SCHEMA_VERSION))
         inp = InputSpec.from_dict(need(d, "input", "manifest"), "manifest.input")
         _check_chain(inp, stages)
         check_runtime(d.get("runtime", {}), len(stages))

@@ -102,3 +102,23 @@ def check_runtime(rt: Any, stages: int) -> None:
         if not isinstance(opts, dict) or not isinstance(spec.get("name", ""), str) or \
                 not all(isinstance(v, (str, int, float, bool)) for v in opts.values()):
             raise BundleError("{}: expected a string name and options of strings or numbers".format(at))
+
+
+MAX_REGIONS = 4096
+
+
+def check_regions(regions: Any, size: int, where: str) -> Tuple[Tuple[int, int], ...]:
+    """Packed regions of a stage file: [offset, length] pairs of integers, lengths above 0, sorted by offset, apart
+    from each other and inside the unpacked model of `size` bytes."""
+    if not isinstance(regions, list) or not 1 <= len(regions) <= MAX_REGIONS:
+        raise BundleError("{}: expected a list of 1 to {} [offset, length] pairs, got {!r}".format(
+            where, MAX_REGIONS, regions if not isinstance(regions, list) else "{} entries".format(len(regions))))
+    out, end = [], 0
+    for i, r in enumerate(regions):
+        ok = isinstance(r, list) and len(r) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+        if not ok or r[0] < end or r[1] < 1 or r[0] + r[1] > size:
+            raise BundleError("{}[{}]: {!r}; allowed: [offset, length] with length >= 1, after the region before it "
+                              "(at {}) and inside the unpacked model ({} bytes)".format(where, i, r, end, size))
+        out.append((r[0], r[1]))
+        end = r[0] + r[1]
+    return tuple(out)

@@ -11,6 +11,7 @@ from edgekit.convert.split import split_model, stage_inputs
 from edgekit.errors import BundleError
 from edgekit.manifest import Manifest, read_manifest
 from edgekit.runtime import EarlyExitRunner
+from edgekit.runtime.guard import stage_bytes
 from edgekit.runtime.interpreter import StageCall, load_backend
 from tests.bundle_edit import copy_bundle, edit_manifest, write_stage
 from tests.test_split import _skip_across_cut
@@ -178,9 +179,9 @@ def test_runtime_refuses_a_stage_that_does_not_take_what_the_last_one_carries(de
 
 def test_stage_call_matches_the_signature_runner_across_batch_sizes(demo_bundles, test_split):
     m = read_manifest(demo_bundles("int8"))
-    path = os.path.join(demo_bundles("int8"), m.stages[0].file)
-    interp = load_backend().interpreter(model_path=path)
-    ref_interp = load_backend().interpreter(model_path=path)
+    blob = stage_bytes(demo_bundles("int8"), m.stages[0])
+    interp = load_backend().interpreter(model_content=blob)
+    ref_interp = load_backend().interpreter(model_content=blob)
     call, ref = StageCall(interp.get_signature_runner()), ref_interp.get_signature_runner()
     for n in (1, 7, 7, 1, 32):
         x = test_split.x[:n]
@@ -216,9 +217,9 @@ class _RunnerOnly:
 
 def test_stage_call_goes_through_the_signature_runner_without_the_wrapper(demo_bundles, test_split):
     m = read_manifest(demo_bundles("int8"))
-    path = os.path.join(demo_bundles("int8"), m.stages[0].file)
-    fallback = StageCall(_RunnerOnly(load_backend().interpreter(model_path=path).get_signature_runner()))
-    lean = StageCall(load_backend().interpreter(model_path=path).get_signature_runner())
+    blob = stage_bytes(demo_bundles("int8"), m.stages[0])
+    fallback = StageCall(_RunnerOnly(load_backend().interpreter(model_content=blob).get_signature_runner()))
+    lean = StageCall(load_backend().interpreter(model_content=blob).get_signature_runner())
     assert fallback._wrapper is None and lean._wrapper is not None
     for n in (3, 1):
         x = test_split.x[:n]

@@ -90,7 +90,7 @@ BUNDLE_CASES = [
     ("stage-link-to-a-device", _symlink_stage("/dev/zero"), r"is a link out of the bundle"),
     ("stage-is-a-fifo", _fifo_stage, r"stage_0.tflite is not a regular file \(a device, FIFO"),
     ("stage-is-a-directory", _dir_stage, r"stage_1.tflite is not a regular file"),
-    ("unknown-schema-version", _manifest_edit(_set(["schema_version"], 2)), r"unknown schema_version 2"),
+    ("unknown-schema-version", _manifest_edit(_set(["schema_version"], 3)), r"unknown schema_version 3"),
     ("schema-version-bool", _manifest_edit(_set(["schema_version"], True)), r"unknown schema_version True"),
     ("absurd-dimension", _manifest_edit(_set(["input", "shape"], [None, 1 << 30, 32, 1])), r"positive integer up to"),
     ("absurd-tensor-bytes", _manifest_edit(_set(["input", "shape"], [None] + [1 << 20] * 7)), r"bytes per sample"),

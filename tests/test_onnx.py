@@ -201,6 +201,7 @@ def test_stage_boundaries_are_channels_last_and_match_onnxruntime(branchy_bundle
     """Each stage alone, fed onnxruntime's frontier tensors transposed to NHWC, gives onnxruntime's next frontier
     (NHWC) and exit: the layout is the same on both sides of every cut, including a skip crossing the first."""
     from edgekit.manifest import load_bundle
+    from edgekit.runtime.guard import stage_bytes
     from edgekit.runtime.interpreter import load_backend
 
     bundle = branchy_bundle("float32").bundle_dir
@@ -220,7 +221,7 @@ def test_stage_boundaries_are_channels_last_and_match_onnxruntime(branchy_bundle
     for st in m.stages:
         for t in st.inputs + st.outputs:
             assert t.shape[1:] == ref[t.name].shape[1:], (t.name, t.shape, ref[t.name].shape)
-        sig = backend.interpreter(model_path=os.path.join(bundle, st.file)).get_signature_runner()
+        sig = backend.interpreter(model_content=stage_bytes(bundle, st)).get_signature_runner()
         res = sig(**{t.name: ref[t.name] for t in st.inputs})
         for t in st.outputs:
             assert float(np.max(np.abs(res[t.name] - ref[t.name]))) <= TOL, (st.index, t.name)

@@ -37,14 +37,14 @@ def _run(blob, x):
 
 
 def test_four_bit_fully_connected_inside_the_int8_build_runs_on_xnnpack():
-    from edgekit.convert.precision.fc4 import four_bit_fcs
+    from edgekit.convert.precision.fc4 import four_bit
     from edgekit.convert.precision.graph import read_ops
     from edgekit.convert.precision.kernels import XNNPACK, kernels_by_scope
     from edgekit.convert.precision.sensitivity import sqnr_db
 
     model, x, fblob, qblob = _model_and_builds()
     fc = [o.scope for o in read_ops(fblob) if o.op == "FULLY_CONNECTED"]
-    blob = four_bit_fcs(qblob, fblob, fc)
+    blob = four_bit(qblob, fblob, fc)
     assert len(qblob) - len(blob) >= 16 * 64 // 2 - 64            # half the 8-bit weights' bytes, less the scales
     assert set(kernels_by_scope(blob).values()) == {XNNPACK}
     ref = np.asarray(model(x)["y"])

@@ -211,3 +211,34 @@ def test_accuracy_is_won_back_only_within_int8s_time_and_bytes():
     assert accuracy_for_time(layers, choice, 0.0, 0, [small.key]) is None
     choice[fc.key] = ("int8", "")                  # nothing saved: no room at all
     assert accuracy_for_time(layers, choice, 0.0, 0, []) is None
+
+
+def test_latency_objective_spends_int8s_sqnr_headroom_on_four_bit_weights_least_noise_per_byte_first():
+    """4-bit weights inside the int8 build cost no time and no per-op-recipe stage; what limits them is the noise
+    they add at the exits: up to an SQNR of min(uniform int8's, 30 dB)."""
+    from edgekit.convert.precision import objective as ob
+    from edgekit.convert.precision.allocate import StageCost
+    from edgekit.convert.precision.sensitivity import Loss
+
+    def conv(name, params, db4):
+        ly = _layer(name, params, {"int8": 0.0, "int4w": 0.0}, {"int4w": 1e-5, "int8": 1e-6})
+        ly.losses = {"int4w": Loss(1e-5, db4, None), "int8": Loss(1e-6, 60.0, None)}
+        ly.four_bit = True
+        return ly
+
+    layers = [conv("quiet", 1000, 45.0), conv("big", 4000, 38.0), conv("loud", 2000, 31.0)]
+    stage = lambda db: StageCost(latency_ms={"int8": 1.0}, size_bytes={}, macs=1, fixed_bytes=0,  # noqa: E731
+                                 losses={"int8": Loss(1e-6, db, None)}, mixed_ms=0.5)
+    room = ob.noise_room([stage(40.0)])                      # int8 at 40 dB: 1e-3 - 1e-4 of room
+    assert room == pytest.approx(9e-4)
+    choice, extra = ob.smallest_fast(layers, 0.0, 1e-3, [stage(40.0)], room)
+    # quiet (3.2e-5 for 500 bytes) and big (1.6e-4 for 2000) fit; loud (7.9e-4 more) would pass 30 dB
+    assert _rungs(choice, layers) == {"quiet": "int4w", "big": "int4w", "loud": "int8"} and extra == 0.0
+    assert sum(ob.added_noise(ly, choice[ly.key][0]) for ly in layers) <= room
+    # a model whose int8 exits are below 30 dB already gets no 4-bit weights at all
+    assert ob.noise_room([stage(28.0)]) == 0.0
+    choice, _ = ob.smallest_fast(layers, 0.0, 1e-3, [stage(28.0)], 0.0)
+    assert set(_rungs(choice, layers).values()) == {"int8"}
+    # without the room, noise decides the order only: everything free is taken
+    choice, _ = ob.smallest_fast(layers, 0.0, 1e-3, [stage(40.0)])
+    assert set(_rungs(choice, layers).values()) == {"int4w"}

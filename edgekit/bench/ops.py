@@ -15,8 +15,6 @@ Reads and writes the flatbuffer with the schema module that ships with ai_edge_l
 tflite_runtime alone has none.
 """
 import copy
-import hashlib
-import os
 import warnings
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -24,6 +22,7 @@ import numpy as np
 
 from edgekit.errors import BundleError, EdgekitError, first_line
 from edgekit.runtime.cost_protocol import CostProtocol, measure_candidates
+from edgekit.runtime.guard import stage_bytes
 from edgekit.runtime.interpreter import Backend
 
 
@@ -173,11 +172,11 @@ def profile_ops(runner: Any, x: np.ndarray, rounds: int = 300) -> List[StageOps]
     result = []
     for k, step, values, _ in runner.chain(x[:1]):
         st = runner.manifest.stages[k]
-        path = os.path.join(runner.bundle_dir, st.file)
-        with open(path, "rb") as f:
-            blob = f.read()
-        if hashlib.sha256(blob).hexdigest() != st.sha256:      # the bytes profiled are the bytes the manifest names
-            raise BundleError("stage file {} changed since the bundle was loaded; load it again".format(path))
+        try:                     # the bytes profiled are the bytes the manifest names, packed 4-bit weights restored
+            blob = stage_bytes(runner.bundle_dir, st)
+        except BundleError as exc:
+            raise BundleError("stage file {} changed since the bundle was loaded; load it again ({})".format(
+                st.file, exc))
         order = _subgraph_inputs(runner.backend, blob, step.call.input_names)
         stage_ms, ops = profile_stage(runner.backend, blob, [values[i] for i in order], rounds)
         result.append(StageOps(k, st.file, st.precision, stage_ms, tuple(ops)))

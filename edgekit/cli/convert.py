@@ -184,8 +184,12 @@ def _print(result: Any, as_json: bool) -> None:
     if as_json:
         echo_json(dict(report, bundle_dir=result.bundle_dir))
         return
-    click.echo("bundle {} ({} stages, {}, {:.1f} KiB)".format(
-        result.bundle_dir, len(result.manifest.stages), report["precision"], report["bundle_size_bytes"] / 1024.0))
+    packed = [s for s in result.manifest.stages if s.packed is not None]
+    loaded = report["bundle_size_bytes"] + sum(s.packed.size_bytes - s.size_bytes for s in packed)
+    click.echo("bundle {} ({} stages, {}, {:.1f} KiB{})".format(
+        result.bundle_dir, len(result.manifest.stages), report["precision"], report["bundle_size_bytes"] / 1024.0,
+        " on disk, 4-bit convolution weights nibble-packed; {:.1f} KiB in memory after load".format(loaded / 1024.0)
+        if packed else ""))
     measured = [st.get("calib_accuracy_tflite") for st in report.get("stages", ())]
     if measured and None not in measured:
         click.echo("accuracy of each exit alone on {} ({} samples, TFLite): {}".format(

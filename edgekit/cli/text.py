@@ -21,10 +21,13 @@ def precision_lines(bundle: str) -> List[str]:
                                                                                          "{:+.4f}"),
              num(r.get("sqnr_db"), "{:.1f}"), num(r.get("kl"), "{:.2e}"), "{:.1f}K".format(r["size_bytes"] / 1024.0))
             for r in plan["layers"]]
+    packed = [r["layer"] for r in plan["layers"] if "nibble-packed" in r.get("form", "")]
+    note = ["int4w on {}: 4-bit values in an int8 filter, run by the int8 kernel and held as int8 in memory; size is "
+            "on disk, where the bundle stores them nibble-packed".format(", ".join(packed))] if packed else []
     return ["", "per-layer precision ({}; SQNR and KL at the exits with only that layer quantized; ms: the op's "
             "measured time over int8, batch 1, on the converting machine):".format(plan.get("mode"))] + table_lines(
         ("stage", "layer", "op", "rung", "kernel", "ms vs int8", "SQNR dB", "KL nats", "size"), rows) + \
-        list(plan.get("summary", ()))
+        note + list(plan.get("summary", ()))
 
 
 def threshold_text(thresholds: Sequence[float]) -> str:

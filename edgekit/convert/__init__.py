@@ -22,6 +22,7 @@ from edgekit.convert.bundle import build_manifest, check_writable, write_bundle
 from edgekit.convert.evaluate import exit_accuracies, full_depth_outputs, max_abs_error, stage_costs
 from edgekit.convert.exits import ExitOptions, attach_exits
 from edgekit.convert.keras_front import keras_front, load_keras
+from edgekit.convert.pack import Stored, store
 from edgekit.convert.precision import ADAPTIVE, check_convert_options, options_from
 from edgekit.convert.precision.choose import choose_precision
 from edgekit.fit.provenance import ALL, HELD_OUT, data_record, training_part
@@ -163,14 +164,16 @@ def _convert_stages(opts: ConvertOptions, target, front: Front, calib: Dataset, 
     lite_out = full_depth_outputs(blobs, front.stages, front.x, front.input.name, threads)
     costs = stage_costs(blobs, front.stages, front.x, front.input.name, target.default_threads)
     precisions = plan.precisions if plan is not None else (front.precision,) * len(front.stages)
-    manifest = build_manifest(front, blobs, quant, costs, lite_out, target, precisions, opts.threshold,
+    # adaptive plans store 4-bit convolution filters nibble-packed (the runtime restores the int8 model)
+    stored = [store(b) if plan is not None else Stored(b, None) for b in blobs]
+    manifest = build_manifest(front, stored, quant, costs, lite_out, target, precisions, opts.threshold,
                               opts.exit_rule)
     report = _report(opts, target, front, manifest, calib, lite_out)
     report["data"] = data_record(calib, opts.calib_path, opts.model_path, trained)
     if float_ops:
         report["int8_float_ops"] = dict(float_ops, measured_on="the converting machine, batch 1, interleaved")
     report.update(front.report)
-    files = {s.file: b for s, b in zip(manifest.stages, blobs)}
+    files = {s.file: f.data for s, f in zip(manifest.stages, stored)}
     if plan is not None:
         report["precision_plan"] = plan.report
         report["notes"] = report.get("notes", []) + plan.report.get("notes", [])   # printed by the CLI

@@ -12,26 +12,31 @@ from edgekit.atomic import swap_in
 from edgekit.bench.energy import manifest_energy
 from edgekit.convert.stages import Front, Stage
 from edgekit.errors import BundleError, ModelError
-from edgekit.manifest import MANIFEST_NAME, REPORT_NAME, ExitSpec, Manifest, StageSpec, TensorSpec
+from edgekit.convert.pack import Stored
+from edgekit.manifest import (MANIFEST_NAME, PACKED_SCHEMA_VERSION, REPORT_NAME, SCHEMA_VERSION, ExitSpec, Manifest,
+                              StageSpec, TensorSpec)
 from edgekit.runtime.policy import DEFAULT_RULE, EXIT_RULES
 
 
-def build_manifest(front: Front, blobs: Sequence[bytes], quant: Sequence[Dict[str, Any]], costs: Dict[str, Any],
+def build_manifest(front: Front, stored: Sequence[Stored], quant: Sequence[Dict[str, Any]], costs: Dict[str, Any],
                    lite_outputs: Sequence[Any], target, precisions: Sequence[str], threshold: float,
                    exit_rule: Optional[str]) -> Manifest:
-    """quant: per stage, the carried tensors that cross their boundary as integers (convert/boundaries.py);
-    costs: the measured stage costs (convert/evaluate.py); lite_outputs: each exit's output on the calibration
-    data (its class count); threshold: every early exit's until thresholds are fitted."""
+    """stored: each stage file (the model, or with 4-bit filters packed: convert/pack.py); quant: per stage, the
+    carried tensors that cross their boundary as integers (convert/boundaries.py); costs: the measured stage costs
+    (convert/evaluate.py); lite_outputs: each exit's output on the calibration data (its class count); threshold:
+    every early exit's until thresholds are fitted. A bundle with a packed stage file is schema version 2 (an
+    edgekit that reads version 1 only refuses it), any other version 1."""
     last = len(front.stages) - 1
     specs = tuple(StageSpec(
-        index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(blob).hexdigest(),
+        index=st.index, file="stage_{}.tflite".format(st.index), sha256=hashlib.sha256(f.data).hexdigest(),
         precision=p, inputs=tuple(_typed(t, q) for t in st.inputs), outputs=tuple(_typed(t, q) for t in st.outputs),
         exit=ExitSpec(name=st.exit_name, threshold=threshold if st.index < last else 0.0,
                       classes=int(out.shape[-1]), rule=_rule(exit_rule, st), score=st.score_name),
-        flops=st.flops, size_bytes=len(blob), latency_ms=c["latency_ms"])
-        for st, blob, p, q, c, out in zip(front.stages, blobs, precisions, quant, costs["stages"], lite_outputs))
+        flops=st.flops, size_bytes=len(f.data), latency_ms=c["latency_ms"], packed=f.packing)
+        for st, f, p, q, c, out in zip(front.stages, stored, precisions, quant, costs["stages"], lite_outputs))
+    version = PACKED_SCHEMA_VERSION if any(f.packing is not None for f in stored) else SCHEMA_VERSION
     return Manifest(model_name=front.name, target=target.name, edgekit_version=edgekit.__version__,
-                    input=front.input, stages=specs, extra=_board_extra(target, costs))
+                    input=front.input, stages=specs, extra=_board_extra(target, costs), schema_version=version)
 
 
 def _typed(spec: TensorSpec, quant: Optional[Dict[str, Any]]) -> TensorSpec:

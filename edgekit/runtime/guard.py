@@ -5,7 +5,10 @@ required (edgekit/signing.py), parsed from the same bytes, then every stage file
 inside the bundle, bounded size), its sha256 compared with the manifest, its flatbuffer verified
 (tflite_check.py) and its signature tensors compared with the manifest, all before any interpreter exists.
 The interpreter is then built from those same bytes (model_content): no stage file is opened again after its
-hash was checked, so a file swapped or rewritten in place after the check cannot be what runs.
+hash was checked, so a file swapped or rewritten in place after the check cannot be what runs. A stage file that
+stores 4-bit weights nibble-packed (manifest `packed`, runtime/packed.py) is restored to its int8 model right
+after its own sha256 was checked, and the restored model's sha256 is checked too. `stage_bytes` is the one way to
+get a stage's model from its file: everything that builds an interpreter from a bundle goes through it.
 
 check_batch(...): the slow path of EarlyExitRunner.prepare: dtype, shape, batch size and finite values, each
 a DataError naming what was received and what is allowed.
@@ -23,6 +26,7 @@ from edgekit.data import check_input_shape
 from edgekit.errors import BundleError, ConfigError, DataError, first_line
 from edgekit.manifest import MANIFEST_NAME, QUANTIZED_DTYPES, InputSpec, Manifest, StageSpec, TensorSpec
 from edgekit.manifest_checks import MAX_BATCH
+from edgekit.runtime.packed import unpack_regions
 from edgekit.runtime.policy import EXIT_RULES
 from edgekit.runtime.tflite_check import Signature, inspect_tflite
 
@@ -81,17 +85,39 @@ def load_checked(bundle_dir: str, verify: bool = True, trusted_keys: Optional[Se
     check_exits(manifest)
     blobs = []
     for st in manifest.stages:
-        data = read_bundle_file(bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
+        data = stage_bytes(bundle_dir, st, verify)
         path = os.path.join(bundle_dir, st.file)
-        if verify:
-            digest = hashlib.sha256(data).hexdigest()
-            if digest != st.sha256:
-                raise BundleError("stage file altered: {} has sha256 {}…, the manifest says {}…".format(
-                    path, digest[:12], st.sha256[:12]))
         info = inspect_tflite(data, path)
         check_interface(st, info.signatures, path)
         blobs.append(data)
     return manifest, blobs, signer
+
+
+def stage_bytes(bundle_dir: str, st: StageSpec, verify: bool = True) -> bytes:
+    """The model of stage `st`: its file read once and checked against the manifest's sha256 (when `verify`),
+    and, for a file that stores 4-bit weights packed, restored to the int8 model the interpreter runs (its sha256
+    checked as well). BundleError on any mismatch."""
+    path = os.path.join(bundle_dir, st.file)
+    data = read_bundle_file(bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
+    if verify:
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != st.sha256:
+            raise BundleError("stage file altered: {} has sha256 {}…, the manifest says {}…".format(
+                path, digest[:12], st.sha256[:12]))
+    if st.packed is None:
+        return data
+    if st.packed.size_bytes > MAX_STAGE_BYTES:
+        raise BundleError("stage file {} unpacks to {} bytes; allowed: at most {}".format(
+            path, st.packed.size_bytes, MAX_STAGE_BYTES))
+    try:
+        model = unpack_regions(data, st.packed.regions, st.packed.size_bytes)
+    except ValueError as exc:
+        raise BundleError("stage file {} does not match its packed regions: {}".format(path, exc))
+    digest = hashlib.sha256(model).hexdigest()
+    if digest != st.packed.sha256:
+        raise BundleError("stage file {} unpacks to a model with sha256 {}…, the manifest says {}…".format(
+            path, digest[:12], st.packed.sha256[:12]))
+    return model
 
 
 def check_exits(manifest: Manifest) -> None:

@@ -6,7 +6,6 @@ into the bundle. Stage inputs come from the first sample of DATA run through the
 interpreter only, Python 3.8 syntax.
 """
 import argparse
-import hashlib
 import json
 import sys
 from typing import Any, Dict, List, Optional
@@ -18,11 +17,9 @@ from edgekit.errors import BundleError
 from edgekit.runtime.cost_protocol import (BOARD, MEASURED_ON, CostProtocol, costs_section, resolve_stage_threads,
                                            stage_cost_table, thread_candidates)
 from edgekit.runtime.entry import finish
-from edgekit.runtime.guard import read_bundle_file
+from edgekit.runtime.guard import stage_bytes
 from edgekit.runtime.interpreter import BACKENDS
 from edgekit.runtime.runner import EarlyExitRunner
-
-MAX_STAGE_BYTES = 1 << 31
 
 
 def _feeds(runner: EarlyExitRunner, x: np.ndarray) -> List[Dict[str, np.ndarray]]:
@@ -30,14 +27,12 @@ def _feeds(runner: EarlyExitRunner, x: np.ndarray) -> List[Dict[str, np.ndarray]
 
 
 def _blobs(runner: EarlyExitRunner) -> List[bytes]:
-    """The stage files' bytes, checked against the manifest again (they are read a second time here)."""
-    out = []
-    for st in runner.manifest.stages:
-        data = read_bundle_file(runner.bundle_dir, st.file, MAX_STAGE_BYTES, "stage file")
-        if hashlib.sha256(data).hexdigest() != st.sha256:
-            raise BundleError("stage file {} changed while the bundle was profiled".format(st.file))
-        out.append(data)
-    return out
+    """The stage models, read and checked against the manifest again (read a second time here), packed 4-bit
+    weights restored (guard.stage_bytes)."""
+    try:
+        return [stage_bytes(runner.bundle_dir, st) for st in runner.manifest.stages]
+    except BundleError as exc:
+        raise BundleError("a stage file changed while the bundle was profiled: {}".format(exc))
 
 
 def profile_bundle(bundle_dir: str, x: np.ndarray, threads: Optional[int] = None, measured_on: str = BOARD,

@@ -14,19 +14,19 @@ import time
 import numpy as np
 
 from edgekit.data import load_data
-from edgekit.manifest import load_bundle
 from edgekit.runtime import EarlyExitRunner
+from edgekit.runtime.guard import load_checked
 from edgekit.runtime.interpreter import BACKENDS, load_backend
 
 
 def full_depth_outputs(bundle, x, backend_name):
     """Every signature output of every stage, with all samples carried through every stage."""
-    manifest = load_bundle(bundle, verify=True)
+    manifest, blobs, _ = load_checked(bundle, verify=True)      # the stage models as the runtime loads them
     backend = load_backend(backend_name)
     feed = {manifest.input.name: x.astype(np.float32, copy=False)}
     out = {}
-    for k, st in enumerate(manifest.stages):
-        interp = backend.interpreter(model_path=os.path.join(bundle, st.file), num_threads=1)
+    for k, (st, blob) in enumerate(zip(manifest.stages, blobs)):
+        interp = backend.interpreter(model_content=blob, num_threads=1)
         res = interp.get_signature_runner()(**feed)
         for name, value in res.items():
             out["full/{}/{}".format(k, name)] = np.array(value)

@@ -28,6 +28,7 @@ class Layer:
     pinned: str = ""                              # why it must stay float32 (no quantized kernel)
     costs: Dict[str, float] = field(default_factory=dict)    # rung -> measured extra ms over int8 (costs.py)
     kernels: Dict[str, str] = field(default_factory=dict)    # rung -> the kernel that ran the op (kernels.py)
+    four_bit: bool = False                        # int4w is built inside the stage's int8 build (fc4.py)
 
     @property
     def key(self) -> str:

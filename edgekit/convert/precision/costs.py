@@ -4,7 +4,10 @@ Per stage, one interleaved measurement (runtime.cost_protocol.measure_candidates
 baseline with every op at int8 (ai-edge-quantizer recipes, as mixed stages are built), and for each weighted op
 and each of its other rungs the baseline with only that op moved. An op's cost at a rung is its build's median
 minus the baseline's (ms, batch 1, 1 thread); a difference within the noise (the baseline's spread) counts as
-none. The kernel that ran the op (XNNPACK or builtin) is read from the interpreter of each build. Builds that
+none. An op that takes 4-bit weights inside the stage's int8 build (fc4.py: a fully connected op with INT4
+weights, a convolution with 4-bit values in its int8 filter) is timed as it is built, that build with only the op
+at 4 bits against the int8 build itself; its model is the one the interpreter runs (a bundle stores such a filter
+packed and the runtime restores it before the interpreter exists, so packing costs no time here). The kernel that ran the op (XNNPACK or builtin) is read from the interpreter of each build. Builds that
 do not convert or run cost infinity: the rung is never chosen for time.
 """
 import math
@@ -12,13 +15,15 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
-from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope
+from edgekit.convert.precision.fc4 import OPS as FOUR_BIT_OPS, four_bit, int8_op_index
+from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope, op_kernels
 from edgekit.convert.evaluate import DECISION_PROTOCOL
 from edgekit.convert.precision.graph import op_rungs
 from edgekit.convert.precision.recipes import quantize_ops
 from edgekit.runtime.cost_protocol import Cost, CostProtocol, measure_candidates
 from edgekit.errors import ModelError
 from edgekit.runtime.interpreter import StageCall, load_backend
+from edgekit.rungs import INT4W, INT8
 
 NOISE_FRACTION = 0.02         # a difference below this share of the baseline (or half its IQR) is noise
 BASE = "int8 baseline"
@@ -66,10 +71,11 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
     base_blob = quantize_ops(fblob, base_rungs, qsvs=qsvs)
     base_kernels = kernels_by_scope(base_blob)
     builds: Dict[Tuple[str, str], bytes] = {}
+    four = _four_bit_builds(fblob, layers, feed, uniform.get(INT8))
     for ly in layers:
         ly.costs["int8"], ly.kernels["int8"] = 0.0, base_kernels.get(ly.scope, BUILTIN)
         for r in ly.rungs:
-            if r == "int8" or ly.pinned:
+            if r == "int8" or ly.pinned or (ly.scope, r) in four:
                 continue
             try:
                 builds[(ly.scope, r)] = quantize_ops(fblob, rungs_with(ly.scope, r), qsvs=qsvs)
@@ -91,7 +97,50 @@ def time_stage(fblob: bytes, ops: Sequence, layers: Sequence, pinned: Sequence[s
             ly = next(x for x in layers if x.scope == key[0])
             ly.kernels[key[1]] = kernels_by_scope(builds[key]).get(ly.scope, BUILTIN)
             ly.costs[key[1]] = _cost(cost, gbase, spread, ly.kernels[key[1]], ly.kernels["int8"])
+    _time_four_bit(four, fblob, layers, feed, uniform.get(INT8), protocol)
     return whole, base
+
+
+def _four_bit_builds(fblob: bytes, layers: Sequence, feed, int8_blob) -> Dict[Tuple[str, str], bytes]:
+    """The int8 build with one op at 4-bit weights, for each op that takes them there (fc4.py); the ops are
+    marked (Layer.four_bit). An op whose build fails is timed from a per-op recipe instead."""
+    out: Dict[Tuple[str, str], bytes] = {}
+    if int8_blob is None:
+        return out
+    for ly in layers:
+        if ly.pinned or ly.op not in FOUR_BIT_OPS or INT4W not in ly.rungs:
+            continue
+        try:
+            out[(ly.scope, INT4W)] = four_bit(int8_blob, fblob, [ly.scope])
+            _caller(out[(ly.scope, INT4W)], feed)
+            ly.four_bit = True
+        except (ModelError, RuntimeError, ValueError):
+            out.pop((ly.scope, INT4W), None)
+    return out
+
+
+def _time_four_bit(four: Dict[Tuple[str, str], bytes], fblob: bytes, layers: Sequence, feed, int8_blob,
+                   protocol: CostProtocol) -> None:
+    """Each build of _four_bit_builds against the int8 build (its baseline here), in groups of GROUP; the
+    kernel is read from the op's own index in that build."""
+    if not four:
+        return
+    where = int8_op_index(fblob, int8_blob)
+    keys = list(four)
+    for g in range(0, len(keys), GROUP):
+        measured, gbase, spread = _group(keys[g:g + GROUP], four, int8_blob, feed, protocol)
+        for key, cost in measured.items():
+            ly = next(x for x in layers if x.scope == key[0])
+            ly.kernels[key[1]] = _kernel_at(four[key], where.get(ly.scope))
+            ly.costs[key[1]] = _cost(cost, gbase, spread, ly.kernels[key[1]], ly.kernels[INT8])
+
+
+def _kernel_at(blob: bytes, index) -> str:
+    if index is None:
+        return BUILTIN
+    interp = load_backend().interpreter(model_content=blob, num_threads=1)
+    interp.allocate_tensors()
+    return op_kernels(interp).get(index, BUILTIN)
 
 
 def _group(keys, builds, base_blob: bytes, feed, protocol: CostProtocol):

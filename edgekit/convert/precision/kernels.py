@@ -7,7 +7,9 @@ quantized activations, falls back to the builtin kernel, several times slower th
 So the kernel is read from the interpreter, per op, for every build that is timed. The delegate's source agrees:
 its FULLY_CONNECTED takes 4-bit channelwise filters with static int8 or dynamically quantized float inputs (an
 even number of input channels), its CONV_2D only float32 or 8-bit channelwise filters (dynamic activations only
-with 8-bit ones), so no 4-bit convolution runs there; a 1x1 convolution would have to become a fully connected op.
+with 8-bit ones), so no INT4-typed convolution runs there. Adaptive precision therefore keeps a 4-bit convolution
+as 4-bit values in an int8 filter, which XNNPACK runs at int8 speed, and the bundle stores it packed (fc4.py,
+convert/pack.py).
 """
 from typing import Dict, List, Set
 

@@ -1,7 +1,9 @@
 """What adaptive precision optimises: the objective, and the time each op's rung costs on the target.
 
 - latency (default): no slower than the target's fastest uniform precision; within that, the smallest size
-  whose ops each lose no more than int8 would (or the tolerance), so accuracy stays at uniform int8's.
+  whose ops each lose no more than int8 would (or the tolerance), so accuracy stays at uniform int8's. 4-bit
+  weights add noise at the exits: they are taken, least noise per byte saved first, while the exits' estimated
+  SQNR against float stays at least min(uniform int8's, HEADROOM_DB) (noise powers of single ops add up).
 - accuracy: the least loss within the latency of the fastest uniform precision.
 - size: the lowest rung within the tolerance per op, whatever its kernel costs (the plan then says how much
   slower than uniform int8 it is).
@@ -15,12 +17,15 @@ from edgekit.convert.precision.allocate import Choice, Layer, StageCost, by_budg
 from edgekit.convert.precision.costs import noise_ms
 from edgekit.convert.precision.kernels import BUILTIN
 from edgekit.convert.precision.ladder import rank, weight_bytes
+from edgekit.rungs import INT4W
 from edgekit.runtime.cost_protocol import machine
 from edgekit.errors import ConfigError
 
 OBJECTIVES = ("latency", "size", "accuracy")
 DEFAULT_OBJECTIVE = "latency"
 SLOWER = 0.03        # a plan more than this fraction slower than uniform int8 is reported as slower
+HEADROOM_DB = 30.0   # exit SQNR against float that still counts as int8-like: a model whose int8 exits are above
+                     # it may spend the difference on 4-bit weights; one below it gets no extra noise at all
 
 
 def check_objective(objective: str) -> str:
@@ -63,19 +68,46 @@ def acceptable(ly: Layer, rung: str, floor: float) -> bool:
     return rung in ly.losses and ly.losses[rung].kl <= max(floor, ref)
 
 
+def needs_recipes(ly: Layer, rung: str) -> bool:
+    """Whether the op at `rung` takes its stage off the converter's int8 build (to per-op recipes); 4-bit weights
+    on an op that takes them inside that build (fc4.py) do not."""
+    return rung != "int8" and not ly.pinned and not (rung == INT4W and ly.four_bit)
+
+
 def stage_cost(ly: Layer, rung: str, costs: Sequence[StageCost]) -> float:
     """measured_cost, plus what moving any op of the stage off int8 costs: the stage is then built from per-op
     recipes instead of by the converter (StageCost.mixed_ms; counted for each op moved, so on the safe side)."""
-    extra = costs[ly.stage].mixed_ms if costs and rung != "int8" and not ly.pinned else 0.0
+    extra = costs[ly.stage].mixed_ms if costs and needs_recipes(ly, rung) else 0.0
     return measured_cost(ly, rung) + max(0.0, extra)
 
 
+def noise(db: float) -> float:
+    """Noise power relative to the signal at an SQNR of `db`."""
+    return 10.0 ** (-db / 10.0)
+
+
+def added_noise(ly: Layer, rung: str) -> float:
+    """Noise the op adds at the exits at `rung` over int8, from its measured sensitivity (each op alone)."""
+    if rung in ("int8", "float32") or rank(rung) >= rank("int8") or ly.pinned or rung not in ly.losses:
+        return 0.0
+    ref = noise(ly.losses["int8"].sqnr_db) if "int8" in ly.losses else 0.0
+    return max(0.0, noise(ly.losses[rung].sqnr_db) - ref)
+
+
+def noise_room(costs: Sequence[StageCost]) -> float:
+    """Noise the latency objective may add at the exits: up to an SQNR of min(uniform int8's, HEADROOM_DB), uniform
+    int8's estimated from its stages' own (each stage alone at int8, the noises added)."""
+    int8 = sum(noise(c.losses["int8"].sqnr_db) for c in costs if "int8" in c.losses)
+    return max(0.0, noise(HEADROOM_DB) - int8)
+
+
 def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float,
-                  costs: Sequence[StageCost] = ()) -> Tuple[Dict[str, Choice], float]:
+                  costs: Sequence[StageCost] = (), room: float = math.inf) -> Tuple[Dict[str, Choice], float]:
     """Latency objective: every op at int8 (its fastest acceptable rung when int8 is not allowed), then the
-    moves to smaller acceptable rungs that add the least time per byte saved (free or faster ones first) while
-    the total extra time over all-int8 stays within `slack_ms`. A stage's first op off int8 also pays the
-    stage's mixed_ms. Returns the choices and the estimated extra ms."""
+    moves to smaller acceptable rungs that add the least time per byte saved (free or faster ones first, then the
+    least added noise per byte) while the total extra time over all-int8 stays within `slack_ms` and the noise
+    added at the exits within `room` (added_noise). A stage's first op taking it off the converter's int8 build
+    also pays the stage's mixed_ms. Returns the choices and the estimated extra ms."""
     size = lambda ly, r: weight_bytes(r, ly.params)  # noqa: E731
     ok = {ly.key: [r for r in ly.rungs if acceptable(ly, r, floor) and measured_cost(ly, r) < math.inf]
           for ly in layers}
@@ -84,9 +116,10 @@ def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float,
         cands = ok[ly.key] or ["float32"]
         cur[ly.key] = "float32" if ly.pinned else "int8" if "int8" in cands else \
             min(cands, key=lambda r: (measured_cost(ly, r), size(ly, r)))
-        if cur[ly.key] not in ("int8", "float32") or (cur[ly.key] == "float32" and not ly.pinned):
+        if needs_recipes(ly, cur[ly.key]):
             moved.add(ly.stage)
     extra = sum(measured_cost(ly, cur[ly.key]) for ly in layers if not ly.pinned)
+    noisy = sum(added_noise(ly, cur[ly.key]) for ly in layers)
     extra += sum(max(0.0, costs[k].mixed_ms) for k in moved) if costs else 0.0
     while True:
         best: Optional[Tuple[Tuple[float, float], Layer, str, float]] = None
@@ -97,18 +130,21 @@ def smallest_fast(layers: Sequence[Layer], slack_ms: float, floor: float,
             for r in ok[ly.key]:
                 saved = size(ly, r0) - size(ly, r)
                 more = measured_cost(ly, r) - measured_cost(ly, r0)
-                if costs and ly.stage not in moved:
+                if costs and ly.stage not in moved and needs_recipes(ly, r):
                     more += max(0.0, costs[ly.stage].mixed_ms)
-                if saved <= 0 or extra + more > slack_ms + 1e-12:
+                louder = added_noise(ly, r) - added_noise(ly, r0)
+                if saved <= 0 or extra + more > slack_ms + 1e-12 or noisy + louder > room:
                     continue
-                key = (more / saved, -saved)
+                key = (max(0.0, more) / saved, louder / saved, -saved)
                 if best is None or key < best[0]:
                     best = (key, ly, r, more)
         if best is None:
             break
         _, ly, r, more = best
+        noisy += added_noise(ly, r) - added_noise(ly, cur[ly.key])
         cur[ly.key] = r
-        moved.add(ly.stage)
+        if needs_recipes(ly, r):
+            moved.add(ly.stage)
         extra += more
     reason = "smallest acceptable rung within the latency of the fastest uniform precision"
     return {ly.key: (cur[ly.key], ly.pinned or reason) for ly in layers}, extra
@@ -121,8 +157,9 @@ def by_objective(layers: Sequence[Layer], costs: Sequence[StageCost], objective:
     int8 = uniform_ms(costs, fp16_compute).get("int8", limit)
     budget = {"limit": limit, "limit_from": "uniform " + name, "unit": "ms", "int8_ms": int8}
     if objective == "latency":
-        choice, extra = smallest_fast(layers, limit - int8, floor, costs)
-        budget.update(estimated=int8 + extra, smallest=int8 + extra)
+        room = noise_room(costs)
+        choice, extra = smallest_fast(layers, limit - int8, floor, costs, room)
+        budget.update(estimated=int8 + extra, smallest=int8 + extra, noise_room=room, headroom_db=HEADROOM_DB)
         return choice, budget
     choice, est, low = by_budget(layers, limit, lambda ly, r: stage_cost(ly, r, costs), floor, "latency",
                                  fixed=int8)
@@ -183,11 +220,13 @@ def slow_stage(got: Dict, plan: Sequence[bytes], int8: Optional[Sequence[bytes]]
     return worst if worst is not None and excess[worst] > 0 else None
 
 
-def against_int8(got: Dict, plan_sizes: Sequence[int], prof) -> Dict:
+def against_int8(got: Dict, plan_sizes: Sequence[int], prof, loaded: Sequence[int] = ()) -> Dict:
     """Plan vs uniform builds: full-depth ms (sum of the stages' medians) of each, per stage, and size and
-    latency factors vs int8."""
+    latency factors vs int8. plan_sizes: the stage files' bytes; loaded: the models' (4-bit convolution filters
+    are stored packed and restored to int8 at load)."""
     total = {k: sum(c.median_ms for c in costs) for k, costs in got.items()}
     out = {"plan_ms": total["plan"], "plan_bytes": int(sum(plan_sizes)),
+           "plan_loaded_bytes": int(sum(loaded or plan_sizes)),
            "uniform_ms": {k: v for k, v in total.items() if k != "plan"},
            "stage_ms": {k: [c.median_ms for c in costs] for k, costs in got.items()},
            "stage_iqr_ms": {k: [c.iqr_ms for c in costs] for k, costs in got.items()},
@@ -212,9 +251,12 @@ def summary_lines(report: Dict, options) -> Sequence[str]:
     acc = "held-out {} {} vs {} (per exit)".format(v["metric"], _pcts(v["chosen"]), _pcts(v["uniform_int8"] or []))
     label = {"tolerance": "objective size", "size": "size budget", "latency": "latency budget"}.get(
         report["mode"], report["mode"].replace("-", " "))
-    lines = ["adaptive precision ({}) vs uniform int8: size {:.2f}x ({:.1f} vs {:.1f} KiB), {}, latency {:.2f}x "
+    packed = "" if t.get("plan_loaded_bytes", t["plan_bytes"]) == t["plan_bytes"] else \
+        " on disk; 4-bit convolution weights stored packed, {:.1f} KiB in memory after load".format(
+            t["plan_loaded_bytes"] / 1024.0)
+    lines = ["adaptive precision ({}) vs uniform int8: size {:.2f}x ({:.1f} vs {:.1f} KiB{}), {}, latency {:.2f}x "
              "({:.3f} vs {:.3f} ms full depth, batch 1, 1 thread, interleaved on this machine)".format(
-                 label, t["size_vs_int8"], t["plan_bytes"] / 1024.0, t["int8_bytes"] / 1024.0, acc,
+                 label, t["size_vs_int8"], t["plan_bytes"] / 1024.0, t["int8_bytes"] / 1024.0, packed, acc,
                  t["latency_vs_int8"], t["plan_ms"], t["int8_ms"])]
     if t["latency_vs_int8"] > 1.0 + SLOWER:
         why = {"tolerance": "--objective size ignores time", "size": "a size budget ignores time"}.get(

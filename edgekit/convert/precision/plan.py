@@ -7,7 +7,8 @@ import numpy as np
 from edgekit.convert.evaluate import full_depth_outputs
 from edgekit.convert.precision import allocate as al, objective as ob
 from edgekit.convert.precision.costs import noise_ms, stage_times
-from edgekit.convert.precision.fc4 import four_bit_fcs
+from edgekit.convert.pack import stored_bytes
+from edgekit.convert.precision.fc4 import OPS as FOUR_BIT_OPS, four_bit
 from edgekit.convert.precision.graph import op_rungs
 from edgekit.convert.precision.measure import Profile, harmonize, stage_label, weighted_choices
 from edgekit.convert.precision.options import DEFAULT_TOLERANCE, MAX_BACKOFF, NEGLIGIBLE, PrecisionPlan
@@ -53,8 +54,8 @@ def allocate_all(prof: Profile, options, target, rungs: Sequence[str]):
 def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
     """Stage k's .tflite for the current choice (which it may raise: see _harmonized). A stage whose ops all stay
     where the int8 build has them is that build itself (the one `convert --precision int8` makes); one whose ops
-    are int8 or float32 is built by the converter, with its 4-bit fully connected ops put in afterwards (fc4.py);
-    any other mix comes from per-op recipes."""
+    are int8 or float32 is built by the converter, with its 4-bit fully connected and convolution ops put in
+    afterwards (fc4.py); any other mix comes from per-op recipes."""
     if f16[k]:
         return prof.uniform[k]["float16"], "float16"
     if _as_int8_build(prof, k, choice):
@@ -63,14 +64,14 @@ def _build(prof: Profile, k: int, choice, f16: List[str]) -> Tuple[bytes, str]:
     kept = prof.kept_float[k] if prof.pin_kept else ()
     pinned_scopes = [o.scope for o in prof.ops[k] if (o.layer in pinned or o.scope in kept) and not o.weighted]
     rungs = _harmonized(prof, k, choice, pinned_scopes)
-    four = [ly.scope for ly in prof.layers if ly.stage == k and ly.op == "FULLY_CONNECTED" and
+    four = [ly.scope for ly in prof.layers if ly.stage == k and ly.op in FOUR_BIT_OPS and
             choice[ly.key][0] == "int4w" and rungs.get(ly.scope) == "int4w"]
     rest = dict(rungs, **{s: "int8" for s in four})
     if set(rest.values()) <= {"int8", "float32"}:           # the converter, with float fallback for single ops
         try:
             base = prof.uniform[k]["int8"] if "int8" in prof.uniform[k] and _as_int8_build(prof, k, choice, four) \
                 else quantize_stage(prof.stages[k].model, "mixed", prof.feeds[k], rest)
-            return (four_bit_fcs(base, prof.float_blobs[k], four) if four else base), "mixed"
+            return four_bit(base, prof.float_blobs[k], four), "mixed"
         except ModelError:
             pass                                # its debugger refused this float set: per-op recipes below
     weighted = weighted_choices(prof.layers, choice, k)
@@ -139,7 +140,8 @@ def build_and_verify(prof: Profile, data, options, target, rungs, notes, choice,
 
 
 def _size(built) -> int:
-    return sum(len(b) for b, _ in built)
+    """Bytes of the stage files: 4-bit convolution filters are stored packed (convert/pack.py)."""
+    return sum(stored_bytes(b) for b, _ in built)
 
 
 def _fit_size(prof: Profile, options, target, rungs, choice, f16, budget, built):
@@ -175,7 +177,8 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
     objective = budget["mode"][len("objective-"):] if budget["mode"].startswith("objective-") else None
     # a count of right answers on a few held-out samples is coarse: the time objectives also keep int8's SQNR
     # (against float) at every exit
-    sqnr_floors = _sqnrs(int8_outs, ref) if objective and int8_outs else None
+    # (or HEADROOM_DB where int8's is above it: the room 4-bit weights may take, objective.noise_room)
+    sqnr_floors = [min(v, ob.HEADROOM_DB) for v in _sqnrs(int8_outs, ref)] if objective and int8_outs else None
     ceiling = ob.backoff_ceiling(objective)
     if objective and int8_scores:               # accuracy at uniform int8's (or float's, if int8 is above it)
         floors = [min(f, q) for f, q in zip(float_scores, int8_scores)]
@@ -190,6 +193,9 @@ def _verify(prof: Profile, data, options, choice, f16, budget, built, input_name
         short = [e for e, (fl, sc) in enumerate(zip(floors, scores)) if sc < fl - 1e-9]
         short += [e for e, (fl, sq) in enumerate(zip(sqnr_floors or [], sqnrs)) if sq < fl - 1e-9]
         ok = not short
+        if not ok and objective and len(backoff) < MAX_BACKOFF and \
+                _quieter(prof, choice, f16, built, min(short), backoff, scores, say):
+            continue
         if not ok and objective and int8 and len(backoff) < MAX_BACKOFF and \
                 _compensate(prof, choice, f16, built, budget, min(short), done, backoff, scores, say):
             continue
@@ -235,6 +241,20 @@ def _raise_one(prof: Profile, ly, choice, f16, built, budget, ceiling, logs, sco
     say("back-off: {} {} -> {}".format(ly.name, old, new))
 
 
+def _quieter(prof: Profile, choice, f16, built, first: int, backoff, scores, say) -> bool:
+    """Time objectives: the 4-bit op that adds the most noise (objective.added_noise), in the stages up to the exit
+    that fell short, back to int8 and its stage rebuilt. False when there is none."""
+    cands = [ly for ly in prof.layers if ly.stage <= first and choice[ly.key][0] == "int4w" and "int8" in ly.rungs]
+    if not cands:
+        return False
+    ly = max(cands, key=lambda x: (ob.added_noise(x, "int4w"), x.params))
+    choice[ly.key] = ("int8", "back to int8 after held-out verification (the 4-bit op adding most noise)")
+    built[ly.stage] = _build(prof, ly.stage, choice, f16)
+    backoff.append({"stage": ly.stage, "layer": ly.name, "from": "int4w", "to": "int8", "scores_before": scores})
+    say("back-off: {} int4w -> int8".format(ly.name))
+    return True
+
+
 def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: List[str], backoff, scores,
                 say) -> bool:
     """Time objectives: win back accuracy with time the plan saved (objective.accuracy_for_time): one op from int8
@@ -254,7 +274,7 @@ def _compensate(prof: Profile, choice, f16, built, budget, first: int, done: Lis
 def _no_gain(prof: Profile, got, built, choice, f16, int8: List[bytes], say) -> bool:
     """Time objectives: a stage that is neither smaller than its int8 build nor faster beyond the noise goes
     back to it (it would only risk accuracy). Whether any did."""
-    back = [k for k, (b, _) in enumerate(built) if b != int8[k] and len(b) >= len(int8[k]) and
+    back = [k for k, (b, _) in enumerate(built) if b != int8[k] and stored_bytes(b) >= len(int8[k]) and
             got["plan"][k].median_ms > got["int8"][k].median_ms - noise_ms(got["int8"][k])]
     for k in back:
         _to_int8_build(prof, k, choice, f16, built, int8, "as it gained neither size nor time")
@@ -304,7 +324,7 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, say) -> Tu
     tried, changed = set(), False
     for _ in range(2 * len(prof.stages) + 1):
         got = stage_times(dict(uniform, plan=[b for b, _ in built]), prof.chain.inputs)
-        timing = ob.against_int8(got, [len(b) for b, _ in built], prof)
+        timing = ob.against_int8(got, [stored_bytes(b) for b, _ in built], prof, [len(b) for b, _ in built])
         k = ob.slow_stage(got, [b for b, _ in built], uniform.get("int8")) if timed else None
         if k is None:
             break
@@ -321,7 +341,7 @@ def _timed(prof: Profile, budget: Dict[str, Any], built, choice, f16, say) -> Tu
         say("stage {} slower than int8: {} -> int8".format(k, ", ".join(ly.name for ly in back)))
     if timed and timing:
         changed = _no_gain(prof, got, built, choice, f16, uniform["int8"], say) or changed
-    budget["built_bytes"] = int(sum(len(b) for b, _ in built))
+    budget["built_bytes"] = int(_size(built))
     budget["measured_ms"] = timing["plan_ms"]
     if budget["mode"] in ("size", "latency"):
         got_v = budget["built_bytes"] if budget["mode"] == "size" else budget["measured_ms"]

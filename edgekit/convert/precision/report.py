@@ -3,11 +3,12 @@ as a PNG plot (matplotlib Agg); `edgekit inspect` prints it as text."""
 import io
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
+from edgekit.convert.pack import stored_bytes
 from edgekit.convert.precision.allocate import op_latency
 from edgekit.convert.precision.costs import OP_PROTOCOL
 from edgekit.convert.precision.kernels import FORMS
 from edgekit.convert.precision.ladder import weight_bytes
-from edgekit.rungs import FLOAT16, RUNG, RUNGS
+from edgekit.rungs import FLOAT16, INT4W, RUNG, RUNGS
 
 if TYPE_CHECKING:
     from edgekit.convert.precision.measure import Profile
@@ -82,7 +83,7 @@ def layer_table(prof: "Profile", choice, f16: List[str], target) -> List[Dict[st
                      "kl": loss.kl if loss else None, "sqnr_db": loss.sqnr_db if loss else None,
                      "layer_sqnr_db": loss.layer_sqnr_db if loss else None, "latency_ms_est": lat,
                      "sensitivity": {r: ly.losses[r].to_dict() for r in ly.rungs if r in ly.losses},
-                     "kernel": ly.kernels.get(rung, "-"), "form": FORMS.get(rung, rung),
+                     "kernel": ly.kernels.get(rung, "-"), "form": _form(ly, rung),
                      "ms_vs_int8": _finite(ly.costs.get(rung)),
                      "ms_vs_int8_by_rung": {r: _finite(c) for r, c in ly.costs.items()},
                      "kernel_by_rung": dict(ly.kernels)})
@@ -90,6 +91,19 @@ def layer_table(prof: "Profile", choice, f16: List[str], target) -> List[Dict[st
     for row, lat in zip(rows, est):
         row["latency_share"] = lat / total
     return rows
+
+
+def _form(ly, rung: str) -> str:
+    """The kernel form of the op at its rung; 4-bit weights inside the int8 build have their own."""
+    if rung == INT4W and ly.four_bit:
+        return FOUR_BIT_FORMS.get(ly.op, FORMS[rung])
+    return FORMS.get(rung, rung)
+
+
+FOUR_BIT_FORMS = {
+    "FULLY_CONNECTED": "INT4 channelwise weights, static int8 activations, inside the int8 build",
+    "CONV_2D": "4-bit values in an int8 filter (int8 kernel and memory; stored nibble-packed in the bundle)",
+}
 
 
 def _finite(v: Optional[float]) -> Optional[float]:
@@ -117,7 +131,7 @@ def plan_report(prof: "Profile", options, target, rungs, notes, budget, verifica
                       "inside the .tflite)",
         "kernel_fallbacks": prof.fallbacks, "rungs_skipped": prof.skipped,
         "int8_kept_float": {str(k): list(s) for k, s in enumerate(prof.kept_float) if s},
-        "stages": [{"index": k, "precision": lb, "size_bytes": len(b),
+        "stages": [{"index": k, "precision": lb, "size_bytes": stored_bytes(b), "loaded_bytes": len(b),
                     "mixed_overhead_ms": prof.costs[k].mixed_ms,
                     "whole_stage": {r: {"size_bytes": c, "latency_ms": prof.costs[k].latency_ms[r],
                                         "kl": prof.costs[k].losses[r].kl if r in prof.costs[k].losses else 0.0,
