@@ -278,24 +278,3 @@ def test_options_round_trip_and_reject_unknown_keys():
         PruneOptions.from_dict({"fractoin": 0.5})
     with pytest.raises(ConfigError, match="compensate 'yes': allowed true or false"):
         PruneOptions(compensate="yes").check()
-
-
-def test_recovery_first_sets_batchnorm_statistics_from_the_data():
-    import keras
-
-    from edgekit.convert.pruning.recover import recalibrate_batchnorm
-
-    L = keras.layers
-    inp = keras.Input((8, 8, 1), name="x")
-    c = L.Conv2D(4, 3, padding="same", name="conv")(inp)
-    y = L.Dropout(0.5, name="drop")(L.BatchNormalization(momentum=0.9, name="bn")(c))
-    model = keras.Model(inp, L.Dense(3, name="out")(L.GlobalAveragePooling2D()(y)))
-    bn = model.get_layer("bn")
-    bn.moving_mean.assign(np.full(4, 7.0, np.float32))
-    bn.moving_variance.assign(np.full(4, 9.0, np.float32))
-    x = np.random.default_rng(0).random((64, 8, 8, 1), dtype=np.float32)
-    feats = np.asarray(keras.Model(inp, c)(x)).reshape(-1, 4)
-    assert recalibrate_batchnorm(model, x) == 1
-    np.testing.assert_allclose(np.asarray(bn.moving_mean), feats.mean(0), rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(bn.moving_variance), feats.var(0), rtol=1e-3, atol=1e-5)
-    assert bn.momentum == 0.9 and model.get_layer("drop").rate == 0.5       # settings put back

@@ -1,17 +1,12 @@
 """Recovery: fine-tune the pruned model on calibration data by distillation from the unpruned one.
 
-First its batch-norm statistics are estimated again on the calibration inputs (one pass in training mode with
-momentum 0, dropout off): removing channels shifts what every later normalization sees, and the statistics of the
-unpruned model no longer fit. Measured on the plain digits CNN pruned to 50% of the FLOPs: held-out accuracy
-17.8% -> 25.3% before any training, 79.9% -> 88.6% after 5 epochs.
-
 Adam with a cosine-decaying learning rate. Per output (exit), the loss is the temperature-scaled KL divergence to the teacher's output (on logits,
 or directly on probabilities when the output layer ends in a softmax), plus cross-entropy on labels when
 the calibration data has them. A tenth of the data (at least 8 samples) is held out for early stopping;
 the best weights on it are restored. A progress callback gets one call per epoch.
 """
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional
 
 import keras
 import numpy as np
@@ -23,7 +18,6 @@ TEMPERATURE = 2.0
 PATIENCE = 5
 LEARNING_RATE = 2e-3            # start of a cosine decay to zero over the epochs
 BATCH = 32
-RECALIBRATION_SAMPLES = 512     # inputs for the batch-norm statistics (one batch)
 
 Progress = Callable[[int, int, str], None]
 
@@ -75,7 +69,6 @@ def recover(student, teacher, x: np.ndarray, y: Optional[np.ndarray], epochs: in
             progress: Optional[Progress] = None) -> RecoveryReport:
     """Train `student` in place (teacher untouched); returns what happened."""
     keras.utils.set_random_seed(seed)
-    recalibrate_batchnorm(student, x)
     order = np.random.RandomState(seed).permutation(len(x))
     n_val = max(8, len(x) // 10)
     val, train = order[:n_val], order[n_val:]
@@ -118,38 +111,6 @@ def recover(student, teacher, x: np.ndarray, y: Optional[np.ndarray], epochs: in
     return RecoveryReport(epochs_run=len(history), best_epoch=best + 1, best_val_loss=best_loss,
                           initial_val_loss=initial, used_labels=y is not None, train_samples=int(len(train)),
                           val_samples=int(n_val))
-
-
-def recalibrate_batchnorm(model, x: np.ndarray, samples: int = RECALIBRATION_SAMPLES) -> int:
-    """Set every BatchNormalization layer's moving mean and variance to the statistics of its inputs on x[:samples]
-    (later layers see the earlier ones already normalized by theirs); returns how many layers were set."""
-    layers = _all_layers(model)
-    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
-    drops = [layer for layer in layers if isinstance(layer, keras.layers.Dropout)]
-    if not norms:
-        return 0
-    saved = [n.momentum for n in norms], [d.rate for d in drops]
-    try:
-        for n in norms:
-            n.momentum = 0.0
-        for d in drops:
-            d.rate = 0.0
-        model(np.asarray(x[:samples], np.float32), training=True)
-    finally:
-        for n, m in zip(norms, saved[0]):
-            n.momentum = m
-        for d, r in zip(drops, saved[1]):
-            d.rate = r
-    return len(norms)
-
-
-def _all_layers(model) -> List[Any]:
-    out: List[Any] = []
-    for layer in model.layers:
-        out.append(layer)
-        if isinstance(layer, keras.Model):
-            out += _all_layers(layer)
-    return out
 
 
 def _total(result) -> float:
