@@ -206,5 +206,8 @@ def test_exit_placement_is_a_search_dimension_for_a_single_output_model():
     got = singles(ctx, base, plain=True)
     assert got == [base, Candidate(2, None, "int8"), Candidate(1, None, "int8", "latency"), lat]
     assert singles(ctx, Candidate(NATIVE, None, "int8"), plain=False) == [Candidate(NATIVE, None, "int8")]
-    with pytest.raises(ConfigError, match="exit placements \\('time',\\): allowed at least one of flops, latency"):
+    with pytest.raises(ConfigError, match="exit placements 'time': allowed at least one of flops, latency"):
         SearchSpace(exit_places=("time",)).check()
+    from edgekit.cli.optimize import _space
+
+    assert _space(None, None, None, None, "latency").exit_places == ("latency",)

@@ -52,7 +52,8 @@ def _numbers(flag: str, text: Optional[str], kind: type) -> Optional[Tuple]:
         raise ConfigError("{} {!r}: allowed a comma-separated list of numbers, or none".format(flag, text))
 
 
-def _space(exit_counts: Optional[str], prune: Optional[str], precisions: Optional[str], combos: Optional[int]):
+def _space(exit_counts: Optional[str], prune: Optional[str], precisions: Optional[str], combos: Optional[int],
+           places: Optional[str] = None):
     from dataclasses import replace
 
     from edgekit.optimize import SearchSpace
@@ -61,6 +62,7 @@ def _space(exit_counts: Optional[str], prune: Optional[str], precisions: Optiona
     e, p = _numbers("--exit-counts", exit_counts, int), _numbers("--prune-fractions", prune, float)
     space = space if e is None else replace(space, exit_counts=e)
     space = space if p is None else replace(space, prune_fractions=p)
+    space = space if places is None else replace(space, exit_places=tuple(s.strip() for s in places.split(",")))
     space = space if precisions is None else replace(space, precisions=tuple(s.strip() for s in precisions.split(",")))
     return (space if combos is None else replace(space, max_combinations=combos)).check()
 
@@ -103,6 +105,8 @@ def _show(progress: Optional[bool]) -> bool:
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False), default=None,
               help="Conversions and measurements kept here for later runs (default: ~/.cache/edgekit/optimize).")
 @click.option("--exit-counts", default=None, help="auto:N exit counts tried on a single-output model (1,2,3).")
+@click.option("--exit-places", default=None,
+              help="Where auto:N puts its cuts: flops, latency (measured prefix latency here), or both (flops,latency).")
 @click.option("--prune-fractions", default=None, help="FLOPs fractions kept when pruning (0.7,0.5; none: no pruning).")
 @click.option("--precisions", default=None, help="Precisions tried (default: the target's uniform rungs).")
 @click.option("--max-combinations", type=int, default=None, help="Most combined candidates converted (4).")
@@ -112,7 +116,8 @@ def _show(progress: Optional[bool]) -> bool:
 @ssh_options
 def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: float, latency_ms: Optional[str],
                  energy_mj: Optional[str], size: Optional[str], out: str, host: Optional[str],
-                 cache_dir: Optional[str], exit_counts: Optional[str], prune_fractions: Optional[str],
+                 cache_dir: Optional[str], exit_counts: Optional[str], exit_places: Optional[str],
+                 prune_fractions: Optional[str],
                  precisions: Optional[str], max_combinations: Optional[int], as_json: bool,
                  progress: Optional[bool], identity: Optional[str],
                  known_hosts: str, accept_new_host_key: bool, remote_dir: str, remote_python: str,
@@ -121,7 +126,7 @@ def optimize_cmd(model: str, target: str, calib: str, eval_path: str, max_drop: 
     from edgekit.optimize import OptimizeOptions, optimize
 
     budget = _budget(latency_ms, energy_mj, size)
-    space = _space(exit_counts, prune_fractions, precisions, max_combinations)
+    space = _space(exit_counts, prune_fractions, precisions, max_combinations, exit_places)
     board = None if host is None else board_from_options(host, identity, known_hosts, accept_new_host_key,
                                                          remote_dir, remote_python, timeout_s)
     result = optimize(OptimizeOptions(model, target, calib, eval_path, out, budget, max_drop, board, cache_dir,

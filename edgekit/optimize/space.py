@@ -92,8 +92,8 @@ class SearchSpace:
         if any(not 1 <= n <= 8 for n in self.exit_counts):
             raise ConfigError("exit counts {}: allowed 1 to 8".format(self.exit_counts))
         if not self.exit_places or any(p not in EXIT_PLACES for p in self.exit_places):
-            raise ConfigError("exit placements {}: allowed at least one of {}".format(self.exit_places,
-                                                                                     ", ".join(EXIT_PLACES)))
+            raise ConfigError("exit placements {!r}: allowed at least one of {}".format(
+                ",".join(self.exit_places), ", ".join(EXIT_PLACES)))
         if any(not 0.0 < p < 1.0 for p in self.prune_fractions):
             raise ConfigError("prune fractions {}: allowed in (0, 1)".format(self.prune_fractions))
         if not self.drop_shares or any(not 0.0 <= s <= 1.0 for s in self.drop_shares):
