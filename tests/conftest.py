@@ -9,6 +9,23 @@ TEST = os.path.join(ROOT, "calibration", "digits_test.npz")
 DEMO = os.path.join(ROOT, "edgekit", "assets", "demo_digits.keras")
 
 
+def conv_dense_builds(filters: int, units: int, samples: int):
+    """A tiny seeded 3x3 conv + dense model on 8x8x3 inputs, its inputs, and its float32 and int8 builds
+    (model, x, float32 blob, int8 blob): a real converted stage small enough for per-op tests."""
+    import keras
+    import numpy as np
+
+    from edgekit.convert.quantize import quantize_stage
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), name="image")
+    h = keras.layers.Conv2D(filters, 3, padding="same", activation="relu", name="conv")(inp)
+    y = keras.layers.Dense(units, name="fc")(keras.layers.GlobalAveragePooling2D(name="pool")(h))
+    model = keras.Model(inp, {"y": y}, name="m")
+    x = np.random.default_rng(0).random((samples, 8, 8, 3)).astype(np.float32)
+    return model, x, quantize_stage(model, "float32", {"image": x}), quantize_stage(model, "int8", {"image": x})
+
+
 @pytest.fixture(autouse=True)
 def device_config(tmp_path_factory, monkeypatch):
     """Each test's device config (the remote dirs whose trusted_keys/ the device enforces) is its own, empty

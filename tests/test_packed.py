@@ -11,24 +11,15 @@ import pytest
 from edgekit.errors import BundleError
 from edgekit.manifest import read_manifest
 from tests.bundle_edit import copy_bundle, edit_manifest, read_stage, write_stage
-from tests.conftest import CALIB, DEMO, ROOT, TEST
+from tests.conftest import CALIB, DEMO, ROOT, TEST, conv_dense_builds
 
 
 def _small_stage():
     """A real converted stage (conv + dense, int8 build) and the same with the conv at 4-bit weights."""
-    import keras
-
     from edgekit.convert.precision.fc4 import four_bit
     from edgekit.convert.precision.graph import read_ops
-    from edgekit.convert.quantize import quantize_stage
 
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 3), name="image")
-    h = keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv")(inp)
-    y = keras.layers.Dense(16, name="fc")(keras.layers.GlobalAveragePooling2D(name="pool")(h))
-    model = keras.Model(inp, {"y": y}, name="m")
-    x = np.random.default_rng(0).random((32, 8, 8, 3)).astype(np.float32)
-    fblob, qblob = quantize_stage(model, "float32", {"image": x}), quantize_stage(model, "int8", {"image": x})
+    _, x, fblob, qblob = conv_dense_builds(32, 16, 32)
     conv = [o.scope for o in read_ops(fblob) if o.op == "CONV_2D"]
     return x, qblob, four_bit(qblob, fblob, conv)
 

@@ -5,6 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from tests.conftest import conv_dense_builds
+
 
 def test_int4_values_pack_two_to_a_byte_low_nibble_first():
     from edgekit.convert.precision.fc4 import pack_int4, quantize_int4
@@ -13,20 +15,6 @@ def test_int4_values_pack_two_to_a_byte_low_nibble_first():
     w = np.array([[0.7, -0.35, 0.0], [0.0, 0.0, 0.0]], np.float32)
     q, scale = quantize_int4(w)
     assert q.tolist() == [[7, -4, 0], [0, 0, 0]] and scale[0] == pytest.approx(0.1) and scale[1] > 0
-
-
-def _model_and_builds():
-    import keras
-
-    from edgekit.convert.quantize import quantize_stage
-
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((8, 8, 3), name="image")
-    h = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv")(inp)
-    y = keras.layers.Dense(64, name="fc")(keras.layers.GlobalAveragePooling2D(name="pool")(h))
-    model = keras.Model(inp, {"y": y}, name="m")
-    x = np.random.default_rng(0).random((64, 8, 8, 3)).astype(np.float32)
-    return model, x, quantize_stage(model, "float32", {"image": x}), quantize_stage(model, "int8", {"image": x})
 
 
 def _run(blob, x):
@@ -42,7 +30,7 @@ def test_four_bit_fully_connected_inside_the_int8_build_runs_on_xnnpack():
     from edgekit.convert.precision.kernels import XNNPACK, kernels_by_scope
     from edgekit.convert.precision.sensitivity import sqnr_db
 
-    model, x, fblob, qblob = _model_and_builds()
+    model, x, fblob, qblob = conv_dense_builds(16, 64, 64)
     fc = [o.scope for o in read_ops(fblob) if o.op == "FULLY_CONNECTED"]
     blob = four_bit(qblob, fblob, fc)
     assert len(qblob) - len(blob) >= 16 * 64 // 2 - 64            # half the 8-bit weights' bytes, less the scales
