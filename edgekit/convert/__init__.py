@@ -97,7 +97,7 @@ def convert(opts: ConvertOptions, progress: Optional[Progress] = None) -> Conver
         raise ConfigError("--input-shape and exit tensor names apply to .onnx models; got {}".format(opts.model_path))
     step(0, 0, "load: {}".format(opts.model_path))
     model = load_keras(opts.model_path, calib, opts.calib_path)
-    model, sections, trained = _exits_and_prune(opts, model, target, precision, calib, step)
+    model, sections, trained = _prune_and_exits(opts, model, target, precision, calib, step)
     front = keras_front(model, calib.x.astype(np.float32), precision, sections, step)
     return _convert_stages(opts, target, front, calib, fit, trained, step)
 
@@ -122,7 +122,7 @@ def _check_options(opts: ConvertOptions) -> Tuple[Any, str, Optional[_FitData]]:
     return target, precision, fit
 
 
-def _exits_and_prune(opts: ConvertOptions, model, target, precision: str, calib: Dataset, step: Progress):
+def _prune_and_exits(opts: ConvertOptions, model, target, precision: str, calib: Dataset, step: Progress):
     """The Keras model after channels were pruned and exits attached (both before split), their report sections,
     and what edgekit trained on (role, data, path). Pruning comes first: the heads are then trained on the features
     of the backbone that ships, and recovery distils one output. Pruned after them, the heads' features moved under
