@@ -62,7 +62,9 @@ def test_report_files_agree_with_the_result(tmp_path, result):
         assert data.startswith(PNG) and len(data) > 10000, p
     lat = {r["mode"]: r for r in _rows(out / "latency.csv")}
     for mode in ("early_exit", "full_depth"):
-        assert float(lat[mode]["p99_ms"]) == pytest.approx(result[mode]["latency_ms"]["p99"], rel=1e-5)
+        # written with 6 decimals: within half a unit of the last one, whatever the size (the demo's p99 can be
+        # 0.043 ms, where a relative 1e-5 is finer than the file holds)
+        assert float(lat[mode]["p99_ms"]) == pytest.approx(result[mode]["latency_ms"]["p99"], rel=0, abs=5.0001e-7)
         assert int(lat[mode]["calls"]) == 40
     en = {r["mode"]: r for r in _rows(out / "energy.csv")}
     assert en["full_depth"]["meter"] == result["energy"]["meter"]
