@@ -27,7 +27,7 @@ from edgekit.convert.precision import ADAPTIVE, check_convert_options, options_f
 from edgekit.convert.precision.choose import choose_precision
 from edgekit.fit.provenance import ALL, HELD_OUT, data_record, training_part
 from edgekit.convert.prune import PruneOptions, prune
-from edgekit.convert.quantize import check_precision, uniform_stage
+from edgekit.convert.quantize import check_precision, host_timing, uniform_stage
 from edgekit.convert.stages import Front
 from edgekit.fit.threshold_fit import CalibrateOptions, check_options as check_fit_options, fit_stages
 from edgekit.data import Dataset, load_data
@@ -160,8 +160,7 @@ def _convert_stages(opts: ConvertOptions, target, front: Front, calib: Dataset, 
     blobs, quant = integer_boundaries(blobs, [st.input_names for st in front.stages],
                                       [st.carried_names for st in front.stages])
     step(0, 0, "measure: accuracy and stage costs here")
-    threads = target.default_threads if target.arch == "x86_64" else 1
-    lite_out = full_depth_outputs(blobs, front.stages, front.x, front.input.name, threads)
+    lite_out = full_depth_outputs(blobs, front.stages, front.x, front.input.name, host_timing(target)[1])
     costs = stage_costs(blobs, front.stages, front.x, front.input.name, target.default_threads)
     precisions = plan.precisions if plan is not None else (front.precision,) * len(front.stages)
     # adaptive plans store 4-bit convolution filters nibble-packed (the runtime restores the int8 model)

@@ -38,28 +38,18 @@ def _prefix(model, cut):
     return keras.Model(model.inputs, out, name="prefix_{}".format(cut.layer))
 
 
-def _build(model, precision: str, feeds: Dict[str, np.ndarray], target) -> bytes:
-    from edgekit.convert.quantize import quantize_stage, uniform_stage
-
-    if precision == INT8:
-        return uniform_stage(model, INT8, feeds, target)[0]
-    return quantize_stage(model, precision, feeds)
-
-
 def prefix_times(model, cuts: Sequence[Any], x: np.ndarray, precision: str, target) -> Tuple[List[float], float]:
     """(median batch-1 ms of the prefix up to each cut, of the whole backbone), timed together here."""
     from edgekit.convert.evaluate import interleaved_ms
-    from edgekit.runtime.interpreter import available_backends
+    from edgekit.convert.quantize import host_timing, uniform_stage
 
     rung = precision if precision in PRECISIONS else INT8          # adaptive: placed by its int8 base
     key = (_digest(model), tuple((c.layer, c.index) for c in cuts), rung, target.name)
     if key not in _MEMO:
         feeds = {model.inputs[0].name: np.asarray(x[:PREFIX_SAMPLES], np.float32)}
-        blobs = [_build(_prefix(model, c), rung, feeds, target) for c in cuts] + [_build(model, rung, feeds, target)]
-        wanted = target.runtime_package.replace("-", "_")
-        threads = target.default_threads if target.arch == "x86_64" else 1
-        _MEMO[key] = list(interleaved_ms(blobs, feeds, threads,
-                                         backend=wanted if wanted in available_backends() else None))
+        blobs = [uniform_stage(m, rung, feeds, target)[0] for m in [_prefix(model, c) for c in cuts] + [model]]
+        backend, threads = host_timing(target)
+        _MEMO[key] = list(interleaved_ms(blobs, feeds, threads, backend=backend))
     got = _MEMO[key]
     return got[:-1], got[-1]
 

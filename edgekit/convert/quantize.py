@@ -203,15 +203,21 @@ def int8_stage(model, feeds: Dict[str, np.ndarray], time_blobs: Callable[[Sequen
     return Int8Stage(plain, (), measured)
 
 
+def host_timing(target) -> Tuple[Optional[str], int]:
+    """How convert times a target's builds on this machine: the interpreter package (the target's when it is
+    installed here; None: the first found) and the threads (the target's default on x86_64 hosts, else one)."""
+    wanted = target.runtime_package.replace("-", "_")
+    return (wanted if wanted in available_backends() else None,
+            target.default_threads if target.arch == "x86_64" else 1)
+
+
 def uniform_stage(model, precision: str, feeds: Dict[str, np.ndarray], target) -> Tuple[bytes, Optional[Dict]]:
     """One stage (a keras.Model or a SavedModel directory) at a uniform precision, and what int8 kept float32 with
     the timings that decided it (None when nothing was timed). int8 keeps some ops float32 when that measures faster
     here, on the target's interpreter package when it is installed (int8_stage)."""
     if precision != INT8:
         return quantize_stage(model, precision, feeds), None
-    wanted = target.runtime_package.replace("-", "_")
-    backend = wanted if wanted in available_backends() else None
-    threads = target.default_threads if target.arch == "x86_64" else 1
+    backend, threads = host_timing(target)
 
     def timed(blobs: Sequence[bytes]) -> List[float]:
         # once per pair of builds in a process, so that convert's int8 and adaptive precision's int8 base (which
