@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from edgekit.convert.precision.fc4 import OPS as FOUR_BIT_OPS, four_bit, int8_op_index
-from edgekit.convert.precision.kernels import BUILTIN, kernels_by_scope, op_kernels
+from edgekit.convert.precision.kernels import BUILTIN, kernels_by_index, kernels_by_scope
 from edgekit.convert.evaluate import DECISION_PROTOCOL
 from edgekit.convert.precision.graph import op_rungs
 from edgekit.convert.precision.recipes import quantize_ops
@@ -136,11 +136,7 @@ def _time_four_bit(four: Dict[Tuple[str, str], bytes], fblob: bytes, layers: Seq
 
 
 def _kernel_at(blob: bytes, index) -> str:
-    if index is None:
-        return BUILTIN
-    interp = load_backend().interpreter(model_content=blob, num_threads=1)
-    interp.allocate_tensors()
-    return op_kernels(interp).get(index, BUILTIN)
+    return BUILTIN if index is None else kernels_by_index(blob).get(index, BUILTIN)
 
 
 def _group(keys, builds, base_blob: bytes, feed, protocol: CostProtocol):

@@ -49,9 +49,14 @@ def op_kernels(interp) -> Dict[int, str]:
     return {d["index"]: XNNPACK if d["index"] in delegated else BUILTIN for d in originals}
 
 
-def kernels_by_scope(blob: bytes) -> Dict[str, str]:
-    """Op scope (first output tensor name) -> the kernel that runs it with 1 thread here."""
+def kernels_by_index(blob: bytes) -> Dict[int, str]:
+    """Op index -> the kernel that runs it with 1 thread here."""
     interp = load_backend().interpreter(model_content=blob, num_threads=1)
     interp.allocate_tensors()
-    by_index = op_kernels(interp)
+    return op_kernels(interp)
+
+
+def kernels_by_scope(blob: bytes) -> Dict[str, str]:
+    """Op scope (first output tensor name) -> the kernel that runs it with 1 thread here."""
+    by_index = kernels_by_index(blob)
     return {o.scope: by_index.get(o.index, BUILTIN) for o in read_ops(blob)}
