@@ -18,6 +18,7 @@ import numpy as np
 
 from edgekit.convert.tflite_model import INT8, opcode, text
 from edgekit.errors import ModelError
+from edgekit.runtime.packed import pack
 
 CONV_2D, FULLY_CONNECTED = 3, 9          # schema.BuiltinOperator
 INT4, INT32 = 17, 2                      # schema.TensorType
@@ -26,12 +27,9 @@ OPS = tuple(KINDS.values())              # the ops that take 4-bit weights insid
 
 
 def pack_int4(q: np.ndarray) -> np.ndarray:
-    """Signed 4-bit values (flat, in [-8, 7]) packed two to a byte, the first in the low nibble."""
-    flat = np.asarray(q, np.int8).reshape(-1)
-    if flat.size % 2:
-        flat = np.concatenate([flat, np.zeros(1, np.int8)])
-    nib = (flat.astype(np.int16) & 0x0F).astype(np.uint8)
-    return (nib[0::2] | (nib[1::2] << 4)).astype(np.uint8)
+    """Signed 4-bit values (flat, in [-8, 7]) packed two to a byte, the first in the low nibble: TFLite's INT4
+    layout, which is also how a bundle stores packed filters (runtime/packed.pack)."""
+    return np.frombuffer(pack(np.ascontiguousarray(q, np.int8).tobytes()), np.uint8)
 
 
 def quantize_int4(w: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
