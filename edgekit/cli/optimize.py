@@ -106,7 +106,8 @@ def _show(progress: Optional[bool]) -> bool:
               help="Conversions and measurements kept here for later runs (default: ~/.cache/edgekit/optimize).")
 @click.option("--exit-counts", default=None, help="auto:N exit counts tried on a single-output model (1,2,3).")
 @click.option("--exit-places", default=None,
-              help="Where auto:N puts its cuts: flops, latency (measured prefix latency here), or both (flops,latency).")
+              help="Where auto:N puts its cuts: flops, latency (measured prefix latency here), or both "
+                   "(flops,latency).")
 @click.option("--prune-fractions", default=None, help="FLOPs fractions kept when pruning (0.7,0.5; none: no pruning).")
 @click.option("--precisions", default=None, help="Precisions tried (default: the target's uniform rungs).")
 @click.option("--max-combinations", type=int, default=None, help="Most combined candidates converted (4).")

@@ -7,7 +7,8 @@ globally pooled early features is too weak: keep some spatial resolution and a n
 budget allows. Among the designs within `head_budget` x (FLOPs of the stage the head ends) and
 `head_param_budget` x (the backbone's weights), the finest pooled grid wins, then the most FLOPs: spatial
 resolution is what an early head needs most (measured on the plain digits CNN after its first convolution, where
-the budget allows a 2x2 grid with 64 hidden units or a 4x4 grid with none: 76% against 98% on held-out data): a dense layer's FLOPs are twice its weights,
+the budget allows a 2x2 grid with 64 hidden units or a 4x4 grid with none: 76% against 98% on held-out data).
+The weights budget matters because a dense layer's FLOPs are twice its weights,
 so a FLOPs budget alone would let a head on a costly stage (ResNet50: 2 GFLOPs) grow to tens of millions of
 weights.
 

@@ -1,7 +1,8 @@
 """What `edgekit optimize` searches over and what it is asked for: typed, checked before any work.
 
 A candidate is one conversion: exits (the model's own, or `auto:N` heads on a single-output model, placed at
-fractions of the FLOPs or of the latency measured here), a pruning FLOPs fraction and a precision plan. Thread counts are not a dimension here: every bundle already runs
+fractions of the FLOPs or of the latency measured here), a pruning FLOPs fraction and a precision plan. Thread
+counts are not a dimension here: every bundle already runs
 each stage at the count the cost protocol measured fastest for it. Thresholds are fitted per candidate at a
 few accuracy-drop shares, giving several operating points per conversion at the cost of one.
 """

@@ -7,7 +7,8 @@ minus the baseline's (ms, batch 1, 1 thread); a difference within the noise (the
 none. An op that takes 4-bit weights inside the stage's int8 build (fc4.py: a fully connected op with INT4
 weights, a convolution with 4-bit values in its int8 filter) is timed as it is built, that build with only the op
 at 4 bits against the int8 build itself; its model is the one the interpreter runs (a bundle stores such a filter
-packed and the runtime restores it before the interpreter exists, so packing costs no time here). The kernel that ran the op (XNNPACK or builtin) is read from the interpreter of each build. Builds that
+packed and the runtime restores it before the interpreter exists, so packing costs no time here). The kernel
+that ran the op (XNNPACK or builtin) is read from the interpreter of each build. Builds that
 do not convert or run cost infinity: the rung is never chosen for time.
 """
 import math
