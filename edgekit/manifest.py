@@ -19,7 +19,7 @@ PACKED_SCHEMA_VERSION = 2        # and stage files may store 4-bit weights nibbl
 SCHEMA_VERSIONS = (SCHEMA_VERSION, PACKED_SCHEMA_VERSION)   # what this edgekit reads; a bundle is written at the
                                  # lowest that describes it, so a bundle without packed stages stays readable by
                                  # an edgekit that knows version 1 only, and one with them is refused there
-PACKED_FORMATS = ("int4-nibbles",)   # runtime/packed.FORMAT
+PACKED_FORMATS = ("int4-nibbles",)   # 4-bit values, two per byte, low nibble first (runtime/packed.py)
 MANIFEST_NAME = "manifest.json"
 REPORT_NAME = "report.json"
 DTYPES = ("float32", "float16", "int8", "uint8", "int16", "int32", "int64")
@@ -124,7 +124,7 @@ class Packing:
     regions: Tuple[Tuple[int, int], ...]
     sha256: str
     size_bytes: int
-    format: str = "int4-nibbles"
+    format: str = PACKED_FORMATS[0]
 
     def to_dict(self) -> Dict[str, Any]:
         return {"format": self.format, "regions": [list(r) for r in self.regions], "sha256": self.sha256,

@@ -14,7 +14,9 @@ from typing import Sequence, Tuple
 
 import numpy as np
 
-FORMAT = "int4-nibbles"         # signed 4-bit values, two per byte, the first in the low nibble
+from edgekit.manifest import PACKED_FORMATS
+
+FORMAT = PACKED_FORMATS[0]      # signed 4-bit values, two per byte, the first in the low nibble
 
 Region = Tuple[int, int]        # (offset, length) in the unpacked model, bytes
 
